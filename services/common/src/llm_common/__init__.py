@@ -1,0 +1,1 @@
+"""What the platform's services must agree on: message contracts, settings, AWS clients, signing."""

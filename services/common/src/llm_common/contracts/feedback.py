@@ -1,0 +1,90 @@
+"""The feedback request, the queue message built from it, and the result sent back."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+
+from llm_common.contracts.dates import LocalDateTime
+
+# SQS allows 128 printable ASCII characters in a deduplication id; the request id is used as one,
+# and as the callback's `webhook-id` header.
+RequestId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]
+
+# Limits well above any real week, so that an abusive body is refused before it reaches the LLM.
+MAX_CHALLENGES = 200
+MAX_SUBMISSIONS = 1_000
+MAX_TITLE_LENGTH = 500
+
+Title = Annotated[str, StringConstraints(max_length=MAX_TITLE_LENGTH)]
+
+
+class _Contract(BaseModel):
+    """camelCase on the wire (the backend is Java), snake_case in Python; unknown fields ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True, frozen=True
+    )
+
+
+class Submission(_Contract):
+    is_success: bool
+    submitted_at: LocalDateTime
+
+
+class PersonalChallenge(_Contract):
+    id: int | None = None
+    title: Title | None = None
+    is_success: bool
+
+
+class GroupChallenge(_Contract):
+    id: int | None = None
+    title: Title | None = None
+    start_date: LocalDateTime | None = None
+    end_date: LocalDateTime | None = None
+    submissions: list[Submission] = Field(default_factory=list, max_length=MAX_SUBMISSIONS)
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for s in self.submissions if s.is_success)
+
+
+class FeedbackRequest(_Contract):
+    """What the backend POSTs to `/ai/feedback`."""
+
+    member_id: int = Field(gt=0)
+    personal_challenges: list[PersonalChallenge] = Field(max_length=MAX_CHALLENGES)
+    group_challenges: list[GroupChallenge] = Field(max_length=MAX_CHALLENGES)
+    request_id: RequestId | None = None
+
+    @model_validator(mode="after")
+    def _has_something_to_say(self) -> "FeedbackRequest":
+        if not self.personal_challenges and not self.group_challenges:
+            raise ValueError(
+                "personalChallenges and groupChallenges are both empty: nothing to give feedback on"
+            )
+        return self
+
+
+class FeedbackJob(FeedbackRequest):
+    """The request message on the feedback queue.
+
+    Ingest always writes `schemaVersion`, `requestId` and `acceptedAt`. The backend may also
+    publish a bare `FeedbackRequest` straight to the queue: the same model reads it, and the
+    worker then takes the SQS message id as the request id.
+    """
+
+    schema_version: Literal[1] = 1
+    accepted_at: datetime | None = None
+
+
+class FeedbackResult(_Contract):
+    """The result message on the result queue, and the callback body."""
+
+    member_id: int
+    content: str = Field(min_length=1)
+    status: Literal["success"] = "success"
+    timestamp: LocalDateTime
+    request_id: RequestId

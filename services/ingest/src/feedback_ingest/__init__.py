@@ -1,0 +1,1 @@
+"""Ingest service: POST /ai/feedback → SQS FIFO."""

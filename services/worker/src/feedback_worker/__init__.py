@@ -1,0 +1,1 @@
+"""Feedback worker: SQS → LLM → result queue and signed callback."""

@@ -1,0 +1,115 @@
+"""Start, watch and stop the platform's processes; shared by `make run` and the end-to-end tests."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+
+class ProcessFailedToStart(RuntimeError):
+    """A process exited, or never answered its readiness URL, within its start-up window."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ManagedProcess:
+    """A child process with a name, a log file and an HTTP readiness check."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_url: str | None = None
+    _popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def pid(self) -> int:
+        assert self._popen is not None, f"{self.name} is not started"
+        return self._popen.pid
+
+    def start(self, timeout: float = 60.0) -> "ManagedProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        # A new session so that Ctrl-C in the terminal reaches only the launcher, which then
+        # stops its children in order instead of everything dying at once.
+        self._popen = subprocess.Popen(  # noqa: S603 - argv is built by the project, not a user
+            list(self.argv),
+            env={**os.environ, **self.env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if self.ready_url:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        assert self.ready_url is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise ProcessFailedToStart(f"{self.name} exited; see {self.log_path}\n{self.tail()}")
+            try:
+                if httpx.get(self.ready_url, timeout=2.0).status_code < 500:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise ProcessFailedToStart(f"{self.name} not ready after {timeout:.0f}s\n{self.tail()}")
+
+    def is_running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def send_signal(self, signum: int) -> None:
+        if self.is_running():
+            assert self._popen is not None
+            self._popen.send_signal(signum)
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if it is still running after `timeout` seconds."""
+        assert self._popen is not None
+        try:
+            return self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
+        if self._popen is None:
+            return None
+        if self.is_running():
+            self._popen.send_signal(signal.SIGTERM)
+            if self.wait(grace) is None:
+                self._popen.kill()
+                self._popen.wait()
+        if self._log is not None:
+            self._log.close()
+        return self._popen.returncode
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv that runs `python -m module` with this interpreter (the project's .venv)."""
+    return [sys.executable, "-m", module, *args]
