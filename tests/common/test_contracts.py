@@ -88,7 +88,10 @@ def test_dates_are_normalised_to_iso_strings_on_the_wire() -> None:
 def test_null_or_missing_ids_titles_and_submissions_are_accepted() -> None:
     request = FeedbackRequest.model_validate(
         _request(
-            personalChallenges=[{"isSuccess": False}, {"id": None, "title": None, "isSuccess": True}],
+            personalChallenges=[
+                {"isSuccess": False},
+                {"id": None, "title": None, "isSuccess": True},
+            ],
             groupChallenges=[{"title": "독서", "startDate": [2025, 6, 9, 0, 0]}],
         )
     )
@@ -156,7 +159,10 @@ def test_unknown_schema_version_is_refused() -> None:
 
 def test_result_has_what_the_backend_consumer_reads() -> None:
     result = FeedbackResult(
-        member_id=42, content="잘했어요! 🎉", timestamp=datetime(2025, 6, 16, 10, 0), request_id="r1"
+        member_id=42,
+        content="잘했어요! 🎉",
+        timestamp=datetime(2025, 6, 16, 10, 0),
+        request_id="r1",
     )
     assert json.loads(result.model_dump_json()) == {
         "memberId": 42,

@@ -34,4 +34,4 @@ def aws_client(
 ) -> "SQSClient | S3Client":
     """A client for `service`; `AWS_ENDPOINT_URL` and the credential chain come from the env."""
     session = boto3.session.Session(region_name=region)
-    return session.client(service, config=_config(max_pool_connections))  # type: ignore[call-overload,no-any-return]
+    return session.client(service, config=_config(max_pool_connections))

@@ -64,7 +64,9 @@ class ManagedProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.is_running():
-                raise ProcessFailedToStart(f"{self.name} exited; see {self.log_path}\n{self.tail()}")
+                raise ProcessFailedToStart(
+                    f"{self.name} exited; see {self.log_path}\n{self.tail()}"
+                )
             try:
                 if httpx.get(self.ready_url, timeout=2.0).status_code < 500:
                     return

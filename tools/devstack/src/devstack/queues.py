@@ -1,11 +1,14 @@
 """The queues the platform needs, created the way production has them (FIFO, DLQ, redrive)."""
 
+from __future__ import annotations
+
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 
 @dataclass(frozen=True)
@@ -16,17 +19,17 @@ class FeedbackQueues:
 
 
 def create_feedback_queues(
-    sqs: "SQSClient",
+    sqs: SQSClient,
     prefix: str = "feedback",
     max_receive_count: int = 5,
     visibility_timeout: int = 60,
 ) -> FeedbackQueues:
     """Create (or find) `{prefix}-requests.fifo` with its DLQ and `{prefix}-results.fifo`."""
-    fifo = {"FifoQueue": "true"}
+    fifo: dict[QueueAttributeNameType, str] = {"FifoQueue": "true"}
     dlq_url = sqs.create_queue(QueueName=f"{prefix}-requests-dlq.fifo", Attributes=fifo)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
     requests_url = sqs.create_queue(
         QueueName=f"{prefix}-requests.fifo",

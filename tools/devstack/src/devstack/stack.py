@@ -1,0 +1,179 @@
+"""The whole platform on one machine: what `make run` starts and the end-to-end tests drive.
+
+Order matters: the emulator first, then the queues and bucket it must hold, the LLM, the
+callback receiver, and last the services that depend on all of them.
+"""
+
+import base64
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+
+from devstack.local_llm import MODEL_ALIAS, llama_server
+from devstack.processes import ManagedProcess, python_module
+from devstack.queues import FeedbackQueues, create_feedback_queues
+
+AWS_REGION = "us-east-1"
+# moto accepts any credentials; these only keep boto3 from looking for real ones.
+EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+@dataclass(frozen=True)
+class Ports:
+    moto: int = 4566
+    llm: int = 8000
+    ingest: int = 8080
+    callback: int = 8081
+    qa_sync: int = 8090
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    run_dir: Path
+    ports: Ports = Ports()
+    llm: str = "llama"
+    """"llama" (local CPU model), "fake" (devstack.fake_llm) or the base URL of a running server."""
+    llm_model: str = MODEL_ALIAS
+    llm_max_tokens: int = 160
+    qa_bucket: str = "qa-data"
+    worker_env: dict[str, str] = field(default_factory=dict)
+    with_qa_sync: bool = True
+
+
+def new_webhook_secret() -> str:
+    """A fresh Standard Webhooks secret for one run; worker and receiver share it via env."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class Stack:
+    """Starts the platform's processes in order and stops them in reverse."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.callback_secret = new_webhook_secret()
+        self.processes: dict[str, ManagedProcess] = {}
+        self.queues: FeedbackQueues | None = None
+
+    @property
+    def aws_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.config.ports.moto}"
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.ports.ingest}"
+
+    @property
+    def callback_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.ports.callback}"
+
+    @property
+    def llm_base_url(self) -> str:
+        if self.config.llm in ("llama", "fake"):
+            return f"http://127.0.0.1:{self.config.ports.llm}/v1"
+        return self.config.llm
+
+    def aws_env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            "AWS_REGION": AWS_REGION,
+            "AWS_DEFAULT_REGION": AWS_REGION,
+            **EMULATOR_CREDENTIALS,
+        }
+
+    def start(self) -> None:
+        try:
+            self._start_emulator()
+            self.queues = self._create_queues_and_bucket()
+            self._start_llm()
+            self._start_callback_receiver()
+            self._start_ingest(self.queues)
+            self._start_worker(self.queues)
+            if self.config.with_qa_sync:
+                self._start_qa_sync()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+    def _launch(
+        self, name: str, argv: list[str], env: dict[str, str], ready_path: str | None, port: int
+    ) -> ManagedProcess:
+        process = ManagedProcess(
+            name=name,
+            argv=argv,
+            env=env,
+            log_path=self.config.run_dir / "logs" / f"{name}.log",
+            ready_url=f"http://127.0.0.1:{port}{ready_path}" if ready_path else None,
+        )
+        self.processes[name] = process
+        return process.start()
+
+    def _start_emulator(self) -> None:
+        port = self.config.ports.moto
+        argv = python_module("moto.server", "-H", "127.0.0.1", "-p", str(port))
+        self._launch("moto", argv, {}, "/moto-api/", port)
+
+    def _create_queues_and_bucket(self) -> FeedbackQueues:
+        session = boto3.session.Session(
+            region_name=AWS_REGION,
+            aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        sqs = session.client("sqs", endpoint_url=self.aws_endpoint)
+        s3 = session.client("s3", endpoint_url=self.aws_endpoint)
+        s3.create_bucket(Bucket=self.config.qa_bucket)
+        return create_feedback_queues(sqs)
+
+    def _start_llm(self) -> None:
+        port = self.config.ports.llm
+        if self.config.llm == "llama":
+            process = llama_server(port, self.config.run_dir / "logs" / "llm.log")
+            self.processes["llm"] = process
+            process.start(timeout=180)
+        elif self.config.llm == "fake":
+            self._launch("llm", python_module("devstack.fake_llm"), _http(port), "/v1/models", port)
+
+    def _start_callback_receiver(self) -> None:
+        port = self.config.ports.callback
+        env = {**_http(port), "CALLBACK_SECRET": self.callback_secret}
+        self._launch(
+            "callback", python_module("devstack.callback_receiver"), env, "/deliveries", port
+        )
+
+    def _start_ingest(self, queues: FeedbackQueues) -> None:
+        port = self.config.ports.ingest
+        env = {**self.aws_env(), **_http(port), "FEEDBACK_QUEUE_URL": queues.requests}
+        self._launch("ingest", python_module("feedback_ingest"), env, "/readyz", port)
+
+    def _start_worker(self, queues: FeedbackQueues) -> None:
+        env = {
+            **self.aws_env(),
+            "FEEDBACK_QUEUE_URL": queues.requests,
+            "RESULT_QUEUE_URL": queues.results,
+            "CALLBACK_URL": self.callback_url,
+            "CALLBACK_SECRET": self.callback_secret,
+            "LLM_BASE_URL": self.llm_base_url,
+            "LLM_MODEL": self.config.llm_model,
+            "LLM_MAX_TOKENS": str(self.config.llm_max_tokens),
+            **self.config.worker_env,
+        }
+        self._launch("worker", python_module("feedback_worker"), env, None, 0)
+
+    def _start_qa_sync(self) -> None:
+        port = self.config.ports.qa_sync
+        env = {
+            **self.aws_env(),
+            **_http(port),
+            "QA_BUCKET": self.config.qa_bucket,
+            "DATABASE_URL": f"sqlite:///{self.config.run_dir / 'qa-sync.db'}",
+        }
+        self._launch("qa-sync", python_module("qa_sync"), env, "/healthz", port)
+
+
+def _http(port: int) -> dict[str, str]:
+    return {"HOST": "127.0.0.1", "PORT": str(port)}
