@@ -1,0 +1,101 @@
+"""Logs as JSON lines on stdout, tied to traces, with secrets redacted.
+
+Each line: `timestamp`, `level`, `logger`, `message`, `trace_id`, `span_id` (of the span current
+when the line was written), `requestId`, `memberId` (from `extra=` or `log_context`), any other
+`extra=` fields, and `exception` / `stack` when there is one.
+
+Prompts and generated text are the member's data, not operational signals: log them only with
+`debug_text`, which writes them at DEBUG and nowhere else.
+"""
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+
+from llm_common.telemetry.log_context import current_log_context
+from llm_common.telemetry.redaction import RedactingFilter, Redactor
+
+__all__ = ["JsonFormatter", "debug_text", "setup_logging"]
+
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_CONTEXT_FIELDS = ("requestId", "memberId")
+# At DEBUG these print request headers and signing material; their INFO is all we need.
+_CHATTY_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "httpcore", "hpack")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_trace_fields(),
+            **_context_fields(record),
+            **_extra_fields(record),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _trace_fields() -> dict[str, str | None]:
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return {"trace_id": None, "span_id": None}
+    return {
+        "trace_id": trace.format_trace_id(span_context.trace_id),
+        "span_id": trace.format_span_id(span_context.span_id),
+    }
+
+
+def _context_fields(record: logging.LogRecord) -> dict[str, object]:
+    context = current_log_context()
+    return {
+        "requestId": getattr(record, "requestId", context.request_id),
+        "memberId": getattr(record, "memberId", context.member_id),
+    }
+
+
+def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
+    return {
+        name: value
+        for name, value in vars(record).items()
+        if name not in _RECORD_ATTRIBUTES and name not in _CONTEXT_FIELDS
+    }
+
+
+def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
+    """Make the root logger write redacted JSON lines to stdout at `level` (idempotent).
+
+    `secrets` are the configured secret values (see `secret_values(settings)`); values shaped like
+    `whsec_…`, `sk-…`, `Bearer …` and URL passwords are redacted whatever the list says.
+    Run uvicorn with `log_config=None` so its loggers reach this handler instead of their own.
+    """
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter(Redactor(secrets)))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))
+    logging.captureWarnings(True)
+
+
+def debug_text(logger: logging.Logger, label: str, text: str) -> None:
+    """Log a prompt or a generated text, at DEBUG only (never at INFO or above)."""
+    logger.debug("%s: %s", label, text)

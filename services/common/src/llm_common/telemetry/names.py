@@ -1,0 +1,98 @@
+"""The names the services give their spans, span attributes and metric labels, in one place.
+
+docs/observability.md lists them; dashboards and alerts depend on them, so change them only here.
+"""
+
+from enum import StrEnum
+
+# Span names. The HTTP server and client spans, the SQS calls and the LLM span ("chat {model}")
+# are named by their instrumentations and by the GenAI semantic conventions (genai.py).
+ENQUEUE_SPAN = "feedback.enqueue"
+QUEUE_WAIT_SPAN = "feedback.queue_wait"
+PROCESS_SPAN = "feedback.process"
+DELIVERY_SPAN = "feedback.deliver"
+QA_SYNC_JOB_SPAN = "qa_sync.job"
+QA_SYNC_VERIFY_SPAN = "qa_sync.verify"
+QA_SYNC_REPAIR_SPAN = "qa_sync.repair"
+
+# Span attributes of our own (the standard ones come from the semantic conventions).
+REQUEST_ID_ATTRIBUTE = "feedback.request_id"
+MEMBER_ID_ATTRIBUTE = "feedback.member_id"
+DELIVERY_TARGET_ATTRIBUTE = "feedback.delivery.target"
+DELIVERY_OUTCOME_ATTRIBUTE = "feedback.delivery.outcome"
+DELIVERY_ATTEMPT_ATTRIBUTE = "feedback.delivery.attempt"
+RECEIVE_COUNT_ATTRIBUTE = "feedback.sqs.approximate_receive_count"
+QA_TASK_ID_ATTRIBUTE = "qa_sync.task_id"
+QA_BATCH_ID_ATTRIBUTE = "qa_sync.batch_id"
+
+
+class RejectReason(StrEnum):
+    """Why ingest refused a request (label `reason`)."""
+
+    INVALID_BODY = "invalid_body"  # 400
+    UNAUTHORIZED = "unauthorized"  # 401
+    TOO_LARGE = "too_large"  # 413
+    QUEUE_UNAVAILABLE = "queue_unavailable"  # 503
+
+
+class DeliveryTarget(StrEnum):
+    QUEUE = "queue"
+    CALLBACK = "callback"
+
+
+class DeliveryOutcome(StrEnum):
+    """How one delivery attempt ended (span attribute and label `outcome`)."""
+
+    DELIVERED = "delivered"
+    DUPLICATE = "duplicate"  # the backend already had it (409): counts as delivered
+    PERMANENT_FAILURE = "permanent_failure"  # 400/404: retrying cannot help
+    TRANSIENT_FAILURE = "transient_failure"  # 408/429/5xx/timeout: retried
+
+
+class Outcome(StrEnum):
+    """Whether a timed call (enqueue, LLM request) succeeded (label `outcome` on durations)."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+class TokenType(StrEnum):
+    """Label `type` on token counts, as in the GenAI semantic conventions (gen_ai.token.type)."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+class RetryOperation(StrEnum):
+    LLM = "llm"
+    QUEUE = "queue"
+    CALLBACK = "callback"
+
+
+class DeadLetterReason(StrEnum):
+    """Why the worker sent a message to the DLQ itself (SQS's own redrive is not seen)."""
+
+    INVALID_MESSAGE = "invalid_message"  # cannot be parsed: no retry can help
+    PERMANENT_FAILURE = "permanent_failure"  # the backend refused the result for good
+    RETRIES_EXHAUSTED = "retries_exhausted"  # the last allowed receive failed too
+
+
+class DrainOutcome(StrEnum):
+    COMPLETED = "completed"  # every in-flight message finished before the deadline
+    TIMED_OUT = "timed_out"  # some were left for SQS to redeliver
+
+
+class VerificationFailure(StrEnum):
+    """What qa-sync's verification found wrong with a completed job's objects."""
+
+    MISSING = "missing"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
+    UNREADABLE = "unreadable"
+
+
+class RepairSource(StrEnum):
+    """Where qa-sync took the data for a repair from (processed → raw → provider output)."""
+
+    PROCESSED = "processed"
+    RAW = "raw"
+    PROVIDER = "provider"
