@@ -1,0 +1,95 @@
+"""The feedback queue as ingest uses it: send one job, and say whether the queue answers.
+
+`FeedbackQueue._send` is the one place a message is built, so trace context (OpenTelemetry,
+carried in MessageAttributes) is added there and nowhere else.
+"""
+
+import functools
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from botocore.exceptions import BotoCoreError, ClientError
+from llm_common.aws import aws_client
+from llm_common.contracts import FeedbackJob
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
+
+SQS_MAX_MESSAGE_BYTES = 262_144
+"""SQS's message size limit (body and attributes; this counts the body, which is nearly all)."""
+
+# SQS refuses a body with characters outside these ranges (InvalidMessageContents). JSON escapes
+# control characters already; what is left (U+FFFE, U+FFFF) is legal in a title, so it is
+# written as a JSON escape: the consumer reads back the very same string.
+_NOT_ALLOWED_BY_SQS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class QueueUnavailable(Exception):
+    """SQS did not take the message (outage, timeout, throttling, permissions): retry later."""
+
+
+class MessageTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"the normalised request is {size} bytes, over the queue's limit of "
+            f"{SQS_MAX_MESSAGE_BYTES}"
+        )
+        self.max_bytes = SQS_MAX_MESSAGE_BYTES
+
+
+def sqs_safe_json(text: str) -> str:
+    return _NOT_ALLOWED_BY_SQS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+class FeedbackQueue:
+    """boto3 blocks, so every call runs in a worker thread; `concurrency` bounds those threads
+    and sizes the client's connection pool to match."""
+
+    def __init__(self, queue_url: str, region: str, concurrency: int) -> None:
+        self.queue_url = queue_url
+        self._sqs: SQSClient = aws_client("sqs", region, max_pool_connections=concurrency)
+        self._threads = CapacityLimiter(concurrency)
+
+    async def enqueue(self, job: FeedbackJob) -> str:
+        """Put `job` on the queue; return the SQS message id once SQS has accepted it."""
+        if job.request_id is None:
+            raise ValueError("a job needs its request id: it is the deduplication id")
+        body = sqs_safe_json(job.model_dump_json())
+        size = len(body.encode())
+        if size > SQS_MAX_MESSAGE_BYTES:
+            raise MessageTooLarge(size)
+        send = functools.partial(self._send, body, str(job.member_id), job.request_id)
+        return await anyio.to_thread.run_sync(send, limiter=self._threads)
+
+    async def is_reachable(self) -> bool:
+        return await anyio.to_thread.run_sync(self._answers, limiter=self._threads)
+
+    def close(self) -> None:
+        self._sqs.close()
+
+    def _send(self, body: str, group_id: str, deduplication_id: str) -> str:
+        # Group per member: ordered per member, parallel across members. Dedup on the request
+        # id: SQS drops a retry of the same request within its 5-minute window.
+        try:
+            response = self._sqs.send_message(
+                QueueUrl=self.queue_url,
+                MessageBody=body,
+                MessageGroupId=group_id,
+                MessageDeduplicationId=deduplication_id,
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise QueueUnavailable(str(error)) from error
+        return response["MessageId"]
+
+    def _answers(self) -> bool:
+        try:
+            self._sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
+        except (BotoCoreError, ClientError) as error:
+            logger.warning("feedback queue unreachable: %s", error)
+            return False
+        return True

@@ -1,0 +1,30 @@
+"""The ingest service's configuration: environment variables only, validated once at start-up."""
+
+from typing import Annotated, Any
+
+from llm_common.settings import ServiceSettings
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+
+class IngestSettings(ServiceSettings):
+    feedback_queue_url: str = Field(min_length=1)
+    """`FEEDBACK_QUEUE_URL`: the SQS FIFO queue the accepted requests go to."""
+
+    ingest_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """`INGEST_API_KEYS`: comma-separated; empty means no authentication. Two keys are valid at
+    once while a key is rotated."""
+
+    max_body_bytes: int = Field(default=262_144, gt=0)
+    queue_retry_after_seconds: int = Field(default=5, ge=1)
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65_535)
+
+    @field_validator("ingest_api_keys", mode="before")
+    @classmethod
+    def _split_comma_separated(cls, value: Any) -> Any:
+        # An env var is one string; the keys in it are separated by commas (blanks ignored, so
+        # "a, b," is two keys and "" is none).
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
