@@ -1,0 +1,81 @@
+"""Reading the request body ourselves: size-capped, UTF-8, JSON, then the feedback contract.
+
+FastAPI's body handling would read any size into memory and answer 422 in its own format;
+here each failure is a 400 or 413 envelope that names what is wrong.
+"""
+
+from fastapi import Request
+from llm_common.contracts import FeedbackRequest
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
+
+from feedback_ingest.errors import InvalidRequest, PayloadTooLarge
+
+JSON_MEDIA_TYPE = "application/json"
+_UTF8_NAMES = {"utf-8", "utf8"}
+
+# The backend's memberId is a Java long. The contract does not bound it yet; without a bound a
+# 100-digit id would pass validation and then be refused by SQS (MessageGroupId ≤ 128 chars).
+JAVA_LONG_MAX = 2**63 - 1
+
+
+async def read_feedback_request(request: Request, max_bytes: int) -> FeedbackRequest:
+    require_json_content_type(request.headers.get("content-type"))
+    raw = await read_capped_body(request, max_bytes)
+    return parse_feedback_request(raw)
+
+
+def require_json_content_type(content_type: str | None) -> None:
+    media_type, *parameters = (content_type or "").split(";")
+    if media_type.strip().lower() != JSON_MEDIA_TYPE or not all(
+        _is_utf8_charset_or_other(p) for p in parameters
+    ):
+        raise InvalidRequest.about(
+            "Content-Type", f"expected {JSON_MEDIA_TYPE} (UTF-8), got {content_type!r}"
+        )
+
+
+def _is_utf8_charset_or_other(parameter: str) -> bool:
+    name, _, value = parameter.partition("=")
+    if name.strip().lower() != "charset":
+        return True
+    return value.strip().strip('"').lower() in _UTF8_NAMES
+
+
+async def read_capped_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `max_bytes`: from
+    Content-Length before reading anything, and while reading a body that has none (chunked),
+    so no more than `max_bytes` is ever held."""
+    declared = request.headers.get("content-length")
+    if declared is not None and _declared_length(declared) > max_bytes:
+        raise PayloadTooLarge(max_bytes)
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            if len(body) + len(chunk) > max_bytes:
+                raise PayloadTooLarge(max_bytes)
+            body += chunk
+    except ClientDisconnect:
+        # Nobody will read this answer; it keeps a client that hung up out of the error log.
+        raise InvalidRequest.about("body", "the client disconnected before sending it") from None
+    return bytes(body)
+
+
+def _declared_length(value: str) -> int:
+    if not value.isdigit():
+        raise InvalidRequest.about("Content-Length", f"not a byte count: {value[:40]!r}")
+    return int(value)
+
+
+def parse_feedback_request(raw: bytes) -> FeedbackRequest:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidRequest.about("body", f"not valid UTF-8 at byte {error.start}") from None
+    try:
+        request = FeedbackRequest.model_validate_json(text)
+    except ValidationError as error:
+        raise InvalidRequest.from_validation(error) from None
+    if request.member_id > JAVA_LONG_MAX:
+        raise InvalidRequest.about("memberId", f"must be at most {JAVA_LONG_MAX} (a Java long)")
+    return request

@@ -1,0 +1,119 @@
+"""The errors a client can cause or act on, and the handlers that turn every error into an envelope.
+
+FastAPI's own answers (its 422 body, its plain-text 500) never reach a client: the backend
+parses `{status, message, data}` and nothing else.
+"""
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar, TypedDict
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from feedback_ingest.queue import MessageTooLarge, QueueUnavailable
+from feedback_ingest.responses import envelope_response
+
+logger = logging.getLogger(__name__)
+
+
+class FieldError(TypedDict):
+    field: str
+    """Where the problem is: `groupChallenges[0].submissions[1].submittedAt`, a header name,
+    or `body` for the body as a whole."""
+    message: str
+
+
+class ApiError(Exception):
+    """An answer the client caused; subclasses fix the status and the message."""
+
+    status: ClassVar[int]
+    message: ClassVar[str]
+
+    def __init__(
+        self, data: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(self.message)
+        self.data = data
+        self.headers = headers
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    message = "invalid request"
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        super().__init__(data={"errors": list(errors)})
+
+    @classmethod
+    def about(cls, field: str, message: str) -> "InvalidRequest":
+        return cls([FieldError(field=field, message=message)])
+
+    @classmethod
+    def from_validation(cls, error: ValidationError) -> "InvalidRequest":
+        # The input values are left out on purpose: they can be large, and they are the
+        # client's own data.
+        return cls(
+            [FieldError(field=field_path(e["loc"]), message=e["msg"]) for e in error.errors()]
+        )
+
+
+class NotAuthenticated(ApiError):
+    status = 401
+    message = "missing or invalid API key"
+
+    def __init__(self) -> None:
+        super().__init__(headers={"WWW-Authenticate": "Bearer"})
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    message = "request body too large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(data={"maxBytes": max_bytes})
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """`("groupChallenges", 0, "submissions")` → `groupChallenges[0].submissions`."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or "body"
+
+
+def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        return envelope_response(error.status, error.message, error.data, error.headers)
+
+    @app.exception_handler(MessageTooLarge)
+    async def message_too_large(_: Request, error: MessageTooLarge) -> JSONResponse:
+        # The body was under MAX_BODY_BYTES but grew past SQS's limit when normalised: as
+        # permanent as an oversized body, so not a 503 the client would retry forever.
+        return envelope_response(413, str(error), {"maxBytes": error.max_bytes})
+
+    @app.exception_handler(QueueUnavailable)
+    async def queue_unavailable(_: Request, error: QueueUnavailable) -> JSONResponse:
+        logger.warning("queue unavailable, answering 503: %s", error)
+        return envelope_response(
+            503,
+            "queue unavailable, retry later",
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        # Starlette's 404 for unknown paths and 405 (with its Allow header) for wrong methods.
+        return envelope_response(error.status_code, error.detail, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        # Only a bug gets here: bad input is answered above. The details stay in the log.
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+        return envelope_response(500, "internal error")
