@@ -1,0 +1,51 @@
+"""The app factory: tests and `python -m feedback_ingest` build the same app from settings."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI
+
+from feedback_ingest.errors import install_error_handlers
+from feedback_ingest.openapi import document_request_body
+from feedback_ingest.queue import FeedbackQueue
+from feedback_ingest.readiness import ReadinessProbe
+from feedback_ingest.routes import feedback, health
+from feedback_ingest.settings import IngestSettings
+
+logger = logging.getLogger(__name__)
+
+SQS_CONCURRENCY = 32
+"""SQS calls in flight at once per process (threads, and connections in the client's pool)."""
+
+
+def create_app(settings: IngestSettings) -> FastAPI:
+    app = FastAPI(
+        title="feedback-ingest",
+        version=version("feedback-ingest"),
+        description="Accepts the backend's weekly records and queues them for LLM feedback.",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(feedback.router)
+    app.include_router(health.router)
+    install_error_handlers(app, settings.queue_retry_after_seconds)
+    document_request_body(app)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # One SQS client per app, made at start-up: clients are thread-safe and hold the
+    # connection pool, so requests share them.
+    settings: IngestSettings = app.state.settings
+    queue = FeedbackQueue(settings.feedback_queue_url, settings.aws_region, SQS_CONCURRENCY)
+    app.state.queue = queue
+    app.state.readiness = ReadinessProbe(queue)
+    if not settings.ingest_api_keys:
+        logger.warning("INGEST_API_KEYS is empty: POST /ai/feedback accepts unauthenticated calls")
+    try:
+        yield
+    finally:
+        queue.close()

@@ -1,0 +1,159 @@
+"""What /openapi.json says about POST /ai/feedback.
+
+The route reads its body itself (size cap, envelope errors), so FastAPI does not see a body
+parameter: the request schema, its example and the responses are declared here instead.
+"""
+
+from typing import Any
+
+from fastapi import FastAPI
+from llm_common.contracts import Envelope, FeedbackRequest, RequestId
+from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
+from feedback_ingest.jobs import IDEMPOTENCY_KEY_HEADER
+
+REQUEST_SCHEMA_NAME = "FeedbackRequest"
+
+FEEDBACK_EXAMPLE: dict[str, Any] = {
+    "memberId": 1024,
+    "requestId": "weekly-1024-2025-06-16",
+    "personalChallenges": [
+        {"id": 11, "title": "아침 6시 기상", "isSuccess": True},
+        {"id": 12, "title": "하루 30분 독서", "isSuccess": False},
+    ],
+    "groupChallenges": [
+        {
+            "id": 301,
+            "title": "주 3회 러닝",
+            "startDate": [2025, 6, 9, 0, 0],
+            "endDate": "2025-06-15T23:59:59",
+            "submissions": [
+                {"isSuccess": True, "submittedAt": [2025, 6, 10, 7, 12, 5, 710986000]},
+                {"isSuccess": True, "submittedAt": "2025-06-12 07:30:00"},
+                {"isSuccess": False, "submittedAt": "2025-06-14T08:01:44.5"},
+            ],
+        },
+        {
+            "id": 302,
+            "title": "물 2L 마시기",
+            "startDate": "2025-06-01T00:00:00",
+            "endDate": "2025-06-30T23:59:59",
+            "submissions": [],
+        },
+    ],
+}
+
+# Merged into the generated operation. The header is read from the request, not declared as a
+# FastAPI parameter: a declared one would add a 422 response the service never sends.
+OPERATION_EXTRA: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": IDEMPOTENCY_KEY_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "The request id when the body has none; must equal `requestId` "
+            "when both are sent.",
+            "schema": TypeAdapter(RequestId).json_schema(),
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": f"#/components/schemas/{REQUEST_SCHEMA_NAME}"},
+                "example": FEEDBACK_EXAMPLE,
+            }
+        },
+    },
+}
+
+
+def _envelope_example(status: int, message: str, data: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "model": Envelope,
+        "content": {
+            "application/json": {"example": {"status": status, "message": message, "data": data}}
+        },
+    }
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted: SQS has the message.",
+        **_envelope_example(202, "accepted", {"requestId": "weekly-1024-2025-06-16"}),
+    },
+    400: {
+        "description": "The body, its JSON, its encoding or its Content-Type is invalid; "
+        "`data.errors` names each failing field.",
+        **_envelope_example(
+            400,
+            "invalid request",
+            {
+                "errors": [
+                    {
+                        "field": "groupChallenges[0].submissions[1].submittedAt",
+                        "message": "Value error, not an ISO-8601 local date-time: 'yesterday'",
+                    }
+                ]
+            },
+        ),
+    },
+    401: {
+        "description": "API keys are configured and none valid was sent.",
+        **_envelope_example(401, "missing or invalid API key", None),
+    },
+    413: {
+        "description": "The body exceeds MAX_BODY_BYTES (or, normalised, the SQS message limit).",
+        **_envelope_example(413, "request body too large", {"maxBytes": 262144}),
+    },
+    503: {
+        "description": "The queue did not take the message; retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        **_envelope_example(503, "queue unavailable, retry later", None),
+    },
+}
+
+
+class _BackendDates(GenerateJsonSchema):
+    """Every date-time of the request is a Java LocalDateTime, sent in two shapes
+    (llm_common.contracts.dates): the schema says so, instead of RFC 3339 with a zone."""
+
+    def datetime_schema(self, schema: core_schema.DatetimeSchema) -> JsonSchemaValue:
+        return {
+            "anyOf": [
+                {"type": "string", "description": "ISO-8601 without zone, 'T' or space"},
+                {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "minItems": 5,
+                    "maxItems": 7,
+                    "description": "Jackson: [y,M,d,H,m(,s(,nanoseconds))]",
+                },
+            ],
+            "examples": ["2025-06-13T13:08:16.710986", [2025, 6, 13, 13, 8, 16, 710986000]],
+        }
+
+
+def request_schemas() -> dict[str, Any]:
+    """`FeedbackRequest` and the models it nests, keyed for `components.schemas`."""
+    schema = FeedbackRequest.model_json_schema(
+        ref_template="#/components/schemas/{model}", schema_generator=_BackendDates
+    )
+    nested = schema.pop("$defs", {})
+    return {**nested, REQUEST_SCHEMA_NAME: schema}
+
+
+def document_request_body(app: FastAPI) -> None:
+    """Add the request schemas to the document FastAPI generates."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        document.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas())
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
