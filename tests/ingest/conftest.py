@@ -1,0 +1,75 @@
+"""Ingest under test: the real app, in process, talking to moto's SQS over HTTP."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from devstack.queues import FeedbackQueues
+from fastapi import FastAPI
+from feedback_ingest.app import create_app
+from feedback_ingest.settings import IngestSettings
+from ingest_helpers import RequestQueue, Serve
+
+
+@pytest.fixture
+def request_queue(feedback_queues: FeedbackQueues, aws_env: str) -> RequestQueue:
+    sqs = boto3.client("sqs", endpoint_url=aws_env, region_name="us-east-1")
+    return RequestQueue(sqs, feedback_queues.requests)
+
+
+@pytest.fixture
+def settings(feedback_queues: FeedbackQueues) -> IngestSettings:
+    return IngestSettings(feedback_queue_url=feedback_queues.requests)
+
+
+@asynccontextmanager
+async def _serve(
+    app_or_settings: FastAPI | IngestSettings, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan run, behind an HTTP client (httpx does not run lifespans)."""
+    app = app_or_settings if isinstance(app_or_settings, FastAPI) else create_app(app_or_settings)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://ingest") as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def serve() -> Serve:
+    return _serve
+
+
+@pytest.fixture
+async def client(settings: IngestSettings) -> AsyncIterator[httpx.AsyncClient]:
+    async with _serve(settings) as client:
+        yield client
+
+
+@pytest.fixture
+def record() -> dict[str, Any]:
+    """A week as the Spring backend sends it: Korean titles, both date shapes, nulls."""
+    return {
+        "memberId": 1024,
+        "personalChallenges": [
+            {"id": 11, "title": "아침 6시 기상", "isSuccess": True},
+            {"id": None, "title": None, "isSuccess": False},
+        ],
+        "groupChallenges": [
+            {
+                "id": 301,
+                "title": "주 3회 러닝",
+                "startDate": [2025, 6, 9, 0, 0],
+                "endDate": "2025-06-15T23:59:59",
+                "submissions": [
+                    {"isSuccess": True, "submittedAt": [2025, 6, 10, 7, 12, 5, 710986000]},
+                    {"isSuccess": False, "submittedAt": "2025-06-12 07:30:00"},
+                ],
+            },
+            {"id": 302, "title": "물 2L 마시기", "submissions": []},
+        ],
+    }

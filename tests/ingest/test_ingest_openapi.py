@@ -1,0 +1,71 @@
+"""/openapi.json is a valid document that shows the backend how to call POST /ai/feedback."""
+
+from typing import Any
+
+import httpx
+import pytest
+from ingest_helpers import assert_envelope
+from llm_common.contracts import FeedbackRequest
+from openapi_spec_validator import validate
+
+
+@pytest.fixture
+async def document(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def _operation(document: dict[str, Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = document["paths"]["/ai/feedback"]["post"]
+    return operation
+
+
+def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate(document)
+
+
+def test_the_request_example_has_korean_titles_and_both_date_shapes(
+    document: dict[str, Any],
+) -> None:
+    body = _operation(document)["requestBody"]["content"]["application/json"]
+    example = body["example"]
+    group = example["groupChallenges"][0]
+
+    assert body["schema"] == {"$ref": "#/components/schemas/FeedbackRequest"}
+    assert group["title"] == "주 3회 러닝"
+    assert isinstance(group["startDate"], list)
+    assert isinstance(group["endDate"], str)
+    FeedbackRequest.model_validate(example)
+
+
+def test_dates_are_documented_as_a_string_or_a_jackson_array(document: dict[str, Any]) -> None:
+    submitted_at = document["components"]["schemas"]["Submission"]["properties"]["submittedAt"]
+    assert {shape["type"] for shape in submitted_at["anyOf"]} == {"string", "array"}
+
+
+def test_every_answer_is_documented_as_an_envelope_and_422_is_not(
+    document: dict[str, Any],
+) -> None:
+    responses = _operation(document)["responses"]
+
+    assert set(responses) == {"202", "400", "401", "413", "503"}
+    for response in responses.values():
+        schema = response["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Envelope"}
+    assert "Retry-After" in responses["503"]["headers"]
+
+
+def test_both_ways_to_send_the_api_key_are_documented(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["HTTPBearer"] == {"type": "http", "scheme": "bearer"}
+
+
+async def test_the_documented_example_is_accepted(
+    client: httpx.AsyncClient, document: dict[str, Any]
+) -> None:
+    example = _operation(document)["requestBody"]["content"]["application/json"]["example"]
+    response = await client.post("/ai/feedback", json=example)
+    assert assert_envelope(response, 202) == {"requestId": example["requestId"]}
