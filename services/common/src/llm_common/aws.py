@@ -10,28 +10,45 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 
-def _config(max_pool_connections: int) -> Config:
+def _config(max_pool_connections: int, read_timeout: float, max_attempts: int) -> Config:
     # "standard" retry mode backs off with jitter on throttling and 5xx; timeouts are short so
     # an outage surfaces as an error the caller can act on (503, redelivery) instead of a hang.
     return Config(
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=3,
-        read_timeout=30,
+        read_timeout=read_timeout,
         max_pool_connections=max_pool_connections,
     )
 
 
 @overload
 def aws_client(
-    service: Literal["sqs"], region: str, max_pool_connections: int = ...
+    service: Literal["sqs"],
+    region: str,
+    max_pool_connections: int = ...,
+    read_timeout: float = ...,
+    max_attempts: int = ...,
 ) -> "SQSClient": ...
 @overload
 def aws_client(
-    service: Literal["s3"], region: str, max_pool_connections: int = ...
+    service: Literal["s3"],
+    region: str,
+    max_pool_connections: int = ...,
+    read_timeout: float = ...,
+    max_attempts: int = ...,
 ) -> "S3Client": ...
 def aws_client(
-    service: Literal["sqs", "s3"], region: str, max_pool_connections: int = 16
+    service: Literal["sqs", "s3"],
+    region: str,
+    max_pool_connections: int = 16,
+    read_timeout: float = 30,
+    max_attempts: int = 3,
 ) -> "SQSClient | S3Client":
-    """A client for `service`; `AWS_ENDPOINT_URL` and the credential chain come from the env."""
+    """A client for `service`; `AWS_ENDPOINT_URL` and the credential chain come from the env.
+
+    A caller that answers someone waiting (ingest) passes a short `read_timeout` and few
+    `max_attempts`, so an SQS outage becomes a prompt 503 rather than a minute of silence.
+    """
     session = boto3.session.Session(region_name=region)
-    return session.client(service, config=_config(max_pool_connections))
+    config = _config(max_pool_connections, read_timeout, max_attempts)
+    return session.client(service, config=config)

@@ -16,7 +16,6 @@ _UTF8_NAMES = {"utf-8", "utf8"}
 
 # The backend's memberId is a Java long. The contract does not bound it yet; without a bound a
 # 100-digit id would pass validation and then be refused by SQS (MessageGroupId ≤ 128 chars).
-JAVA_LONG_MAX = 2**63 - 1
 
 
 async def read_feedback_request(request: Request, max_bytes: int) -> FeedbackRequest:
@@ -76,6 +75,4 @@ def parse_feedback_request(raw: bytes) -> FeedbackRequest:
         request = FeedbackRequest.model_validate_json(text)
     except ValidationError as error:
         raise InvalidRequest.from_validation(error) from None
-    if request.member_id > JAVA_LONG_MAX:
-        raise InvalidRequest.about("memberId", f"must be at most {JAVA_LONG_MAX} (a Java long)")
     return request

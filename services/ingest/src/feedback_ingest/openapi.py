@@ -9,8 +9,6 @@ from typing import Any
 from fastapi import FastAPI
 from llm_common.contracts import Envelope, FeedbackRequest, RequestId
 from pydantic import TypeAdapter
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
-from pydantic_core import core_schema
 
 from feedback_ingest.jobs import IDEMPOTENCY_KEY_HEADER
 
@@ -116,31 +114,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class _BackendDates(GenerateJsonSchema):
-    """Every date-time of the request is a Java LocalDateTime, sent in two shapes
-    (llm_common.contracts.dates): the schema says so, instead of RFC 3339 with a zone."""
-
-    def datetime_schema(self, schema: core_schema.DatetimeSchema) -> JsonSchemaValue:
-        return {
-            "anyOf": [
-                {"type": "string", "description": "ISO-8601 without zone, 'T' or space"},
-                {
-                    "type": "array",
-                    "items": {"type": "integer"},
-                    "minItems": 5,
-                    "maxItems": 7,
-                    "description": "Jackson: [y,M,d,H,m(,s(,nanoseconds))]",
-                },
-            ],
-            "examples": ["2025-06-13T13:08:16.710986", [2025, 6, 13, 13, 8, 16, 710986000]],
-        }
-
-
 def request_schemas() -> dict[str, Any]:
     """`FeedbackRequest` and the models it nests, keyed for `components.schemas`."""
-    schema = FeedbackRequest.model_json_schema(
-        ref_template="#/components/schemas/{model}", schema_generator=_BackendDates
-    )
+    schema = FeedbackRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     nested = schema.pop("$defs", {})
     return {**nested, REQUEST_SCHEMA_NAME: schema}
 

@@ -52,7 +52,10 @@ class FeedbackQueue:
 
     def __init__(self, queue_url: str, region: str, concurrency: int) -> None:
         self.queue_url = queue_url
-        self._sqs: SQSClient = aws_client("sqs", region, max_pool_connections=concurrency)
+        # The backend is waiting on the answer: fail over to a 503 in seconds, not minutes.
+        self._sqs: SQSClient = aws_client(
+            "sqs", region, max_pool_connections=concurrency, read_timeout=5, max_attempts=2
+        )
         self._threads = CapacityLimiter(concurrency)
 
     async def enqueue(self, job: FeedbackJob) -> str:

@@ -8,7 +8,7 @@ zero seconds are omitted and the seventh element is *nanoseconds*.
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _NANOS_PER_MICRO = 1_000
 _MAX_NANOS = 999_999_999
@@ -51,9 +51,24 @@ def _from_jackson_array(parts: list[Any] | tuple[Any, ...]) -> datetime:
     return datetime(year, month, day, hour, minute, second, nanos // _NANOS_PER_MICRO)
 
 
+_JSON_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "description": "ISO-8601 without zone, 'T' or space"},
+        {
+            "type": "array",
+            "items": {"type": "integer"},
+            "minItems": 5,
+            "maxItems": 7,
+            "description": "Jackson: [y,M,d,H,m(,s(,nanoseconds))]",
+        },
+    ],
+    "examples": ["2025-06-13T13:08:16.710986", [2025, 6, 13, 13, 8, 16, 710986000]],
+}
+
 LocalDateTime = Annotated[
     datetime,
     BeforeValidator(parse_local_datetime),
     PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json"),
+    WithJsonSchema(_JSON_SCHEMA, mode="validation"),
 ]
 """A zone-less date-time; validated from any backend shape, serialised as an ISO string."""

@@ -16,6 +16,8 @@ RequestId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]
 MAX_CHALLENGES = 200
 MAX_SUBMISSIONS = 1_000
 MAX_TITLE_LENGTH = 500
+# The backend's ids are Java longs; a larger number would also be refused by SQS as a group id.
+JAVA_LONG_MAX = 2**63 - 1
 
 Title = Annotated[str, StringConstraints(max_length=MAX_TITLE_LENGTH)]
 
@@ -54,7 +56,7 @@ class GroupChallenge(_Contract):
 class FeedbackRequest(_Contract):
     """What the backend POSTs to `/ai/feedback`."""
 
-    member_id: int = Field(gt=0)
+    member_id: int = Field(gt=0, le=JAVA_LONG_MAX)
     personal_challenges: list[PersonalChallenge] = Field(max_length=MAX_CHALLENGES)
     group_challenges: list[GroupChallenge] = Field(max_length=MAX_CHALLENGES)
     request_id: RequestId | None = None
