@@ -1,0 +1,62 @@
+"""`python -m feedback_worker`: configuration from the environment, runs until SIGTERM/SIGINT."""
+
+import asyncio
+import logging
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from feedback_worker.consumer import Worker
+from feedback_worker.errors import ConfigurationError
+from feedback_worker.settings import WorkerSettings
+
+log = logging.getLogger("feedback_worker")
+
+EXIT_BAD_CONFIGURATION = 2
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    # One line per HTTP call at INFO would drown the worker's own lines at 32 in flight.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def describe(error: ValidationError) -> str:
+    """One line per problem, without the values: they may include secrets."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        name = "_".join(str(part) for part in problem["loc"]).upper()
+        lines.append(f"  {name or 'settings'}: {problem['msg']}")
+    return "\n".join(lines)
+
+
+async def serve(settings: WorkerSettings) -> None:
+    worker = await Worker.create(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    await worker.run()
+
+
+def main() -> int:
+    try:
+        settings = WorkerSettings()
+    except ValidationError as error:
+        print(f"feedback_worker: invalid configuration\n{describe(error)}", file=sys.stderr)
+        return EXIT_BAD_CONFIGURATION
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except ConfigurationError as error:
+        log.error("cannot start: %s", error)
+        return EXIT_BAD_CONFIGURATION
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

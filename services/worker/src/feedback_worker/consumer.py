@@ -1,0 +1,294 @@
+"""The worker loop: receive, write, deliver, delete, with many messages in flight.
+
+Modelled on arq's Worker: one settings object, a bounded semaphore for concurrency, failures as
+small exception types (RetryLater, DeadLetter) that each map to one queue action, and a drain on
+SIGTERM.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, ParamSpec
+
+import httpx
+from botocore.exceptions import BotoCoreError, ClientError
+from llm_common.contracts import FeedbackResult
+
+from feedback_worker.backoff import backoff_delay
+from feedback_worker.delivery import Channel, channels_from_settings
+from feedback_worker.errors import ConfigurationError, DeadLetter, RetryLater
+from feedback_worker.heartbeat import Heartbeat
+from feedback_worker.jobs import read_job
+from feedback_worker.llm import FeedbackWriter
+from feedback_worker.poller import Poller
+from feedback_worker.prompt import InvalidTemplate, PromptTemplate
+from feedback_worker.settings import MAX_VISIBILITY_SECONDS, WorkerSettings
+from feedback_worker.slots import Slots
+from feedback_worker.sqs import MAX_BATCH, FeedbackQueue, QueueMessage, Sqs, find_dead_letter_queue
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+
+# When SQS itself cannot be reached, polls back off from 1 s to 30 s.
+RECEIVE_RETRY_BASE_SECONDS = 1.0
+RECEIVE_RETRY_MAX_SECONDS = 30.0
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        sqs: Sqs,
+        queue: FeedbackQueue,
+        writer: FeedbackWriter,
+        prompt: PromptTemplate,
+        channels: list[Channel],
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.settings = settings
+        self._sqs = sqs
+        self._queue = queue
+        self._writer = writer
+        self._prompt = prompt
+        self._channels = channels
+        self._http = http
+        self._slots = Slots(settings.worker_concurrency)
+        self._poller = Poller(queue, settings.sqs_wait_seconds, settings.visibility_timeout_seconds)
+        self._heartbeat = Heartbeat(queue, settings.visibility_timeout_seconds)
+        self._in_flight: dict[asyncio.Task[None], QueueMessage] = {}
+        self._stopping = asyncio.Event()
+
+    @classmethod
+    async def create(cls, settings: WorkerSettings) -> "Worker":
+        """Build every client; find the DLQ. Raises ConfigurationError when it cannot work."""
+        try:
+            prompt = PromptTemplate.from_file(settings.prompt_template_file)
+        except (OSError, InvalidTemplate) as error:
+            raise ConfigurationError(f"PROMPT_TEMPLATE_FILE: {error}") from error
+        sqs = Sqs.for_concurrency(settings.aws_region, settings.worker_concurrency)
+        try:
+            dead_letter_url = await _dead_letter_queue_url(settings, sqs)
+        except BaseException:
+            sqs.close()
+            raise
+        http = httpx.AsyncClient(
+            timeout=settings.callback_timeout_seconds,
+            limits=httpx.Limits(max_connections=settings.worker_concurrency),
+        )
+        return cls(
+            settings,
+            sqs,
+            FeedbackQueue(sqs, settings.feedback_queue_url, dead_letter_url),
+            FeedbackWriter.from_settings(settings),
+            prompt,
+            channels_from_settings(settings, sqs, http),
+            http,
+        )
+
+    def stop(self) -> None:
+        """Stop receiving and drain (SIGTERM, SIGINT). Safe to call more than once."""
+        if not self._stopping.is_set():
+            log.info("stop requested: no more receives, finishing what is in flight")
+            self._stopping.set()
+
+    async def run(self) -> None:
+        """Work until `stop()`, then drain and close every client."""
+        log.info(
+            "worker up: queue %s, DLQ %s, %d in flight at most, LLM %s (%s), delivering to %s",
+            self._queue.url,
+            self._queue.dead_letter_url,
+            self.settings.worker_concurrency,
+            self.settings.llm_base_url,
+            self.settings.llm_model,
+            " and ".join(channel.name for channel in self._channels),
+        )
+        heartbeat = asyncio.create_task(self._heartbeat.run(), name="heartbeat")
+        try:
+            await self._receive_until_stopped()
+            await self._drain()
+        finally:
+            await self._heartbeat.stop()
+            await heartbeat
+            await self._close()
+        log.info("worker stopped")
+
+    async def _receive_until_stopped(self) -> None:
+        stop = asyncio.create_task(self._stopping.wait())
+        failed_polls = 0
+        try:
+            while True:
+                reserving = asyncio.create_task(self._slots.reserve(MAX_BATCH))
+                if not await self._before_stop(reserving, stop):
+                    reserving.cancel()
+                    return
+                reserved = reserving.result()
+                poll = self._poller.start(reserved)
+                if not await self._before_stop(poll.future, stop):
+                    await self._poller.abandon(poll)
+                    return
+                try:
+                    messages = poll.future.result()
+                except Exception as error:
+                    self._slots.release(reserved)
+                    failed_polls += 1
+                    await self._pause_after_failed_poll(failed_polls, error)
+                    continue
+                failed_polls = 0
+                self._slots.release(reserved - len(messages))
+                for message in messages:
+                    self._start(message)
+        finally:
+            stop.cancel()
+
+    @staticmethod
+    async def _before_stop(work: "asyncio.Future[Any]", stop: "asyncio.Task[bool]") -> bool:
+        """Wait for `work` or `stop`; True if `work` finished and no stop was requested."""
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        return not stop.done()
+
+    async def _pause_after_failed_poll(self, failed_polls: int, error: Exception) -> None:
+        delay = backoff_delay(failed_polls, RECEIVE_RETRY_BASE_SECONDS, RECEIVE_RETRY_MAX_SECONDS)
+        log.error("receive from %s failed (%s); next poll in %.1fs", self._queue.url, error, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    def _start(self, message: QueueMessage) -> None:
+        self._heartbeat.track(message)
+        task = asyncio.create_task(self._process(message), name=f"message {message.message_id}")
+        self._in_flight[task] = message
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: "asyncio.Task[None]") -> None:
+        self._in_flight.pop(task, None)
+        self._slots.release()
+
+    async def _process(self, message: QueueMessage) -> None:
+        # Tracing seam: `message.attributes` carries the trace context (design.md §1); a span
+        # around this call is the worker's hop of the request's trace.
+        started = time.monotonic()
+        try:
+            request_id = await self._answer(message)
+        except DeadLetter as failure:
+            log.error("message %s goes to the DLQ: %s", message.message_id, failure)
+            await self._finish(
+                message, "move to the DLQ", self._queue.dead_letter, message, str(failure)
+            )
+        except RetryLater as failure:
+            await self._retry_later(message, failure)
+        except Exception:
+            log.exception("message %s: unexpected error", message.message_id)
+            await self._retry_later(message, RetryLater("unexpected error"))
+        else:
+            await self._finish(message, "delete", self._queue.delete, message)
+            log.info(
+                "request %s delivered in %.1fs (receive %d)",
+                request_id,
+                time.monotonic() - started,
+                message.receive_count,
+            )
+
+    async def _answer(self, message: QueueMessage) -> str:
+        """Write and deliver the feedback; returns the request id."""
+        job = read_job(message)
+        log.info(
+            "request %s (member %d, message %s, receive %d): asking the LLM",
+            job.request_id,
+            job.request.member_id,
+            message.message_id,
+            message.receive_count,
+        )
+        content = await self._writer.write(self._prompt.render(job.request))
+        log.debug("request %s: feedback %r", job.request_id, content)
+        result = FeedbackResult(
+            member_id=job.request.member_id,
+            content=content,
+            # The backend reads a zone-less LocalDateTime: the worker's local time (set TZ).
+            timestamp=datetime.now(),
+            request_id=job.request_id,
+        )
+        for channel in self._channels:
+            await channel.send(result)
+        return job.request_id
+
+    async def _retry_later(self, message: QueueMessage, failure: RetryLater) -> None:
+        delay = backoff_delay(
+            message.receive_count,
+            self.settings.retry_delay_seconds,
+            self.settings.retry_max_delay_seconds,
+        )
+        seconds = min(round(max(delay, failure.retry_after or 0)), MAX_VISIBILITY_SECONDS)
+        log.warning(
+            "message %s (receive %d): %s; back in the queue in %ds",
+            message.message_id,
+            message.receive_count,
+            failure,
+            seconds,
+        )
+        await self._finish(
+            message, "return to the queue", self._queue.return_after, message, seconds
+        )
+
+    async def _finish(
+        self,
+        message: QueueMessage,
+        action: str,
+        operation: Callable[P, Awaitable[None]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> None:
+        """Stop the heartbeat for `message`, then settle it on the queue."""
+        await self._heartbeat.forget(message)
+        try:
+            await operation(*args, **kwargs)
+        except (BotoCoreError, ClientError) as error:
+            log.error(
+                "message %s: could not %s (%s); it comes back when its visibility ends",
+                message.message_id,
+                action,
+                error,
+            )
+
+    async def _drain(self) -> None:
+        unfinished: set[asyncio.Task[None]] = set()
+        if self._in_flight:
+            grace = self.settings.drain_grace_seconds
+            log.info("draining %d in-flight message(s), %.1fs grace", len(self._in_flight), grace)
+            _, unfinished = await asyncio.wait(set(self._in_flight), timeout=grace)
+        leftover = [self._in_flight[task] for task in unfinished]
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished)
+        # No renewal may land after the release below and hide the messages again.
+        await self._heartbeat.stop()
+        if leftover:
+            log.warning("grace over: %d unfinished message(s) made visible again", len(leftover))
+            try:
+                await self._queue.set_visibility(leftover, 0)
+            except (BotoCoreError, ClientError) as error:
+                log.error(
+                    "could not release unfinished messages (%s): they come back when "
+                    "their visibility ends",
+                    error,
+                )
+
+    async def _close(self) -> None:
+        await self._writer.close()
+        await self._http.aclose()
+        await asyncio.to_thread(self._sqs.close)
+
+
+async def _dead_letter_queue_url(settings: WorkerSettings, sqs: Sqs) -> str:
+    if settings.feedback_dlq_url:
+        return settings.feedback_dlq_url
+    found = await sqs.call(find_dead_letter_queue, sqs.client, settings.feedback_queue_url)
+    if not found:
+        raise ConfigurationError(
+            "no DLQ for poison messages: set FEEDBACK_DLQ_URL or give the feedback queue a "
+            "RedrivePolicy"
+        )
+    return found

@@ -1,0 +1,42 @@
+"""How a message can fail. The consumer turns each kind into one queue action."""
+
+
+class RetryLater(Exception):
+    """Transient: the message goes back to the queue with a growing delay.
+
+    The queue's redrive policy bounds the attempts: after maxReceiveCount receives SQS itself
+    moves the message to the DLQ.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        """A delay the other side asked for (Retry-After), if any."""
+
+
+class DeadLetter(Exception):
+    """Permanent: retrying cannot help, so the message moves to the DLQ now, with this reason."""
+
+
+class InvalidMessage(DeadLetter):
+    """The body is not JSON or not a FeedbackJob: a poison message."""
+
+
+class LlmUnavailable(RetryLater):
+    """The LLM failed after the client's own retries (connection, timeout, 429, 5xx, ...)."""
+
+
+class EmptyCompletion(RetryLater):
+    """The LLM answered without any text: nothing the backend could show."""
+
+
+class DeliveryFailed(RetryLater):
+    """A delivery channel could not take the result now (queue down, callback attempts spent)."""
+
+
+class CallbackRejected(DeadLetter):
+    """The callback answered 400 or 404: the backend will never accept this result."""
+
+
+class ConfigurationError(Exception):
+    """The environment cannot work (e.g. no DLQ to send poison messages to); found at start-up."""

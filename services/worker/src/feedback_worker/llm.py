@@ -1,0 +1,76 @@
+"""The one LLM call: a chat completion on an OpenAI-compatible server (vLLM in production)."""
+
+import logging
+
+import openai
+from openai import AsyncOpenAI
+
+from feedback_worker.errors import EmptyCompletion, LlmUnavailable
+from feedback_worker.prompt import Prompt
+from feedback_worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+# vLLM checks no key unless started with --api-key, but the client insists on one.
+NO_API_KEY = "EMPTY"
+
+
+class FeedbackWriter:
+    """Writes one feedback text per prompt.
+
+    Transient errors (connection, timeout, 408/409/429/5xx) are retried by the client itself,
+    `max_retries` times with exponential backoff and jitter, honouring `Retry-After`.
+    """
+
+    def __init__(
+        self, client: AsyncOpenAI, model: str, temperature: float, max_tokens: int
+    ) -> None:
+        self._client = client
+        self._model = model
+        self._temperature = temperature
+        self._max_tokens = max_tokens
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> "FeedbackWriter":
+        client = AsyncOpenAI(
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key.get_secret_value() or NO_API_KEY,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=settings.llm_max_retries,
+        )
+        return cls(client, settings.llm_model, settings.llm_temperature, settings.llm_max_tokens)
+
+    async def write(self, prompt: Prompt) -> str:
+        try:
+            completion = await self._client.chat.completions.create(
+                model=self._model,
+                messages=[
+                    {"role": "system", "content": prompt.system},
+                    {"role": "user", "content": prompt.user},
+                ],
+                temperature=self._temperature,
+                max_tokens=self._max_tokens,
+                stream=False,
+            )
+        except openai.APIError as error:
+            # Every API error is transient for the message: a 4xx here means the server or its
+            # configuration is wrong (model name, key), which a fix repairs for every message.
+            raise LlmUnavailable(f"LLM call failed: {_describe(error)}") from error
+        choice = completion.choices[0] if completion.choices else None
+        content = (choice.message.content or "").strip() if choice else ""
+        if not content:
+            raise EmptyCompletion("the LLM answered without any text")
+        if choice and choice.finish_reason == "length":
+            log.warning(
+                "the LLM hit LLM_MAX_TOKENS=%d: the feedback may end mid-sentence", self._max_tokens
+            )
+        return content
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _describe(error: openai.APIError) -> str:
+    if isinstance(error, openai.APIStatusError):
+        return f"HTTP {error.status_code}"
+    return type(error).__name__

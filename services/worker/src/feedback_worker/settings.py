@@ -1,0 +1,87 @@
+"""Every setting of the worker: read from the environment once, validated at start-up."""
+
+from pathlib import Path
+from typing import Self
+
+from llm_common.settings import ServiceSettings
+from llm_common.webhooks import signature_headers
+from pydantic import Field, SecretStr, model_validator
+
+# SQS limits: a visibility timeout is at most 12 hours, a long poll at most 20 seconds.
+MAX_VISIBILITY_SECONDS = 43_200
+
+
+def join_url(base: str, path: str) -> str:
+    """`base` and `path` joined by exactly one slash; `base` alone when there is no path."""
+    if not path.strip("/"):
+        return base
+    return f"{base.rstrip('/')}/{path.lstrip('/')}"
+
+
+class WorkerSettings(ServiceSettings):
+    """One attribute per environment variable (the name upper-cased)."""
+
+    # The request queue.
+    feedback_queue_url: str = Field(min_length=1)
+    feedback_dlq_url: str = ""
+    """Where poison messages go; empty: found from the request queue's RedrivePolicy."""
+    sqs_wait_seconds: int = Field(20, ge=0, le=20)
+    visibility_timeout_seconds: int = Field(60, ge=2, le=MAX_VISIBILITY_SECONDS)
+    """Set on every receive; the heartbeat renews it every third of it while a message is worked."""
+    worker_concurrency: int = Field(32, ge=1, le=1_000)
+    """Messages in flight at once: vLLM batches concurrent requests, so this keeps the GPU busy."""
+    retry_delay_seconds: int = Field(10, ge=0, le=MAX_VISIBILITY_SECONDS)
+    """First delay before a transiently failed message comes back; doubles per receive."""
+    retry_max_delay_seconds: int = Field(600, ge=0, le=MAX_VISIBILITY_SECONDS)
+    drain_grace_seconds: float = Field(25.0, ge=0)
+    """On SIGTERM, how long in-flight work may finish; keep it below the pod's grace period."""
+
+    # The LLM (vLLM or any OpenAI-compatible server).
+    llm_base_url: str = "http://127.0.0.1:8000/v1"
+    llm_model: str = Field(min_length=1)
+    llm_api_key: SecretStr = SecretStr("")
+    llm_timeout_seconds: float = Field(60.0, gt=0)
+    llm_max_retries: int = Field(3, ge=0)
+    llm_temperature: float = Field(0.7, ge=0, le=2)
+    llm_max_tokens: int = Field(400, ge=1)
+    """5-6 Korean sentences are about 150-300 tokens; the cap stops a rambling model early."""
+    prompt_template_file: Path | None = None
+
+    # Delivery: the result queue and/or the signed callback; an empty URL switches one off.
+    result_queue_url: str = ""
+    callback_url: str = ""
+    callback_path: str = ""
+    callback_secret: SecretStr = SecretStr("")
+    callback_timeout_seconds: float = Field(10.0, gt=0)
+    callback_max_attempts: int = Field(5, ge=1)
+
+    @property
+    def callback_endpoint(self) -> str | None:
+        return join_url(self.callback_url, self.callback_path) if self.callback_url else None
+
+    @model_validator(mode="after")
+    def _delivers_somewhere(self) -> Self:
+        if not self.result_queue_url and not self.callback_url:
+            raise ValueError("set RESULT_QUEUE_URL and/or CALLBACK_URL: results must go somewhere")
+        return self
+
+    @model_validator(mode="after")
+    def _callback_can_be_signed(self) -> Self:
+        if self.callback_url:
+            secret = self.callback_secret.get_secret_value()
+            if not secret:
+                raise ValueError("CALLBACK_SECRET is required when CALLBACK_URL is set")
+            try:
+                signature_headers(secret, "start-up-check", "")
+            except Exception:
+                # The exception text could quote the secret: say only what is wrong with it.
+                raise ValueError(
+                    "CALLBACK_SECRET is not a Standard Webhooks secret (whsec_<base64>)"
+                ) from None
+        return self
+
+    @model_validator(mode="after")
+    def _retry_delays_ordered(self) -> Self:
+        if self.retry_max_delay_seconds < self.retry_delay_seconds:
+            raise ValueError("RETRY_MAX_DELAY_SECONDS must not be below RETRY_DELAY_SECONDS")
+        return self

@@ -1,0 +1,197 @@
+"""Every operation the worker performs on SQS, run off the event loop.
+
+boto3 blocks, so each call runs on a thread pool sized for the worker's concurrency: the loop's
+default executor has only cpu+4 threads and would cap how many messages can be finished at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+from llm_common.aws import aws_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import (
+        MessageAttributeValueOutputTypeDef,
+        MessageAttributeValueTypeDef,
+        MessageTypeDef,
+    )
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+MAX_BATCH = 10
+"""SQS's limit for one receive and for one batch call."""
+MAX_MESSAGE_ATTRIBUTES = 10
+MAX_REASON_LENGTH = 1_000
+REASON_ATTRIBUTE = "DeadLetterReason"
+SOURCE_MESSAGE_ATTRIBUTE = "DeadLetterSourceMessageId"
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """One received message, with the system attributes the worker uses."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+    group_id: str | None
+    deduplication_id: str | None
+    attributes: Mapping[str, MessageAttributeValueOutputTypeDef]
+    """The sender's message attributes; trace context arrives here (design.md §1)."""
+
+    @classmethod
+    def from_sqs(cls, raw: MessageTypeDef) -> QueueMessage:
+        system = raw.get("Attributes", {})
+        return cls(
+            message_id=raw["MessageId"],
+            receipt_handle=raw["ReceiptHandle"],
+            body=raw.get("Body", ""),
+            receive_count=int(system.get("ApproximateReceiveCount", "1")),
+            group_id=system.get("MessageGroupId"),
+            deduplication_id=system.get("MessageDeduplicationId"),
+            attributes=raw.get("MessageAttributes", {}),
+        )
+
+
+class Sqs:
+    """A boto3 SQS client and the thread pool its calls run on."""
+
+    def __init__(self, client: SQSClient, threads: int) -> None:
+        self.client = client
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqs")
+
+    @classmethod
+    def for_concurrency(cls, region: str, concurrency: int) -> Sqs:
+        # One connection and one thread per in-flight message, plus the heartbeat and a spare.
+        threads = concurrency + 2
+        return cls(aws_client("sqs", region, max_pool_connections=threads), threads)
+
+    async def call(self, operation: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(operation, *args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.client.close()
+
+
+class FeedbackQueue:
+    """The request queue and its dead-letter queue."""
+
+    def __init__(self, sqs: Sqs, url: str, dead_letter_url: str) -> None:
+        self._sqs = sqs
+        self.url = url
+        self.dead_letter_url = dead_letter_url
+
+    def receive_blocking(
+        self, max_messages: int, wait_seconds: int, visibility_timeout: int
+    ) -> list[QueueMessage]:
+        """One long poll; blocking, for the poller's own thread."""
+        answer = self._sqs.client.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_timeout,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return [QueueMessage.from_sqs(raw) for raw in answer.get("Messages", [])]
+
+    async def delete(self, message: QueueMessage) -> None:
+        await self._sqs.call(
+            self._sqs.client.delete_message, QueueUrl=self.url, ReceiptHandle=message.receipt_handle
+        )
+
+    async def return_after(self, message: QueueMessage, seconds: int) -> None:
+        """Make the message visible again in `seconds` (0: at once)."""
+        await self._sqs.call(
+            self._sqs.client.change_message_visibility,
+            QueueUrl=self.url,
+            ReceiptHandle=message.receipt_handle,
+            VisibilityTimeout=seconds,
+        )
+
+    async def set_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> None:
+        await self._sqs.call(self.set_visibility_blocking, messages, seconds)
+
+    def set_visibility_blocking(self, messages: Sequence[QueueMessage], seconds: int) -> None:
+        """Batched ChangeMessageVisibility; a message that fails is logged, the rest go on."""
+        for start in range(0, len(messages), MAX_BATCH):
+            chunk = messages[start : start + MAX_BATCH]
+            answer = self._sqs.client.change_message_visibility_batch(
+                QueueUrl=self.url,
+                Entries=[
+                    {
+                        "Id": str(index),
+                        "ReceiptHandle": message.receipt_handle,
+                        "VisibilityTimeout": seconds,
+                    }
+                    for index, message in enumerate(chunk)
+                ],
+            )
+            for failure in answer.get("Failed", []):
+                message = chunk[int(failure["Id"])]
+                log.warning(
+                    "could not set the visibility of message %s to %ds: %s",
+                    message.message_id,
+                    seconds,
+                    failure.get("Message", failure["Code"]),
+                )
+
+    async def dead_letter(self, message: QueueMessage, reason: str) -> None:
+        """Copy the message to the DLQ with its reason, then delete it from the request queue."""
+        attributes: dict[str, MessageAttributeValueTypeDef] = {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in (
+                (REASON_ATTRIBUTE, reason[:MAX_REASON_LENGTH]),
+                (SOURCE_MESSAGE_ATTRIBUTE, message.message_id),
+            )
+        }
+        # Keep the sender's attributes (trace context) where SQS's limit of ten leaves room.
+        room = MAX_MESSAGE_ATTRIBUTES - len(attributes)
+        kept = dict(list(_resendable(message.attributes).items())[:room])
+        await self._sqs.call(
+            self._sqs.client.send_message,
+            QueueUrl=self.dead_letter_url,
+            MessageBody=message.body,
+            MessageAttributes={**kept, **attributes},
+            # The same group keeps a member's messages in order; the message id never repeats.
+            MessageGroupId=message.group_id or "dead-letters",
+            MessageDeduplicationId=message.message_id,
+        )
+        await self.delete(message)
+
+
+def _resendable(
+    attributes: Mapping[str, MessageAttributeValueOutputTypeDef],
+) -> dict[str, MessageAttributeValueTypeDef]:
+    kept: dict[str, MessageAttributeValueTypeDef] = {}
+    for name, value in attributes.items():
+        if "StringValue" in value:
+            kept[name] = {"DataType": value["DataType"], "StringValue": value["StringValue"]}
+        elif "BinaryValue" in value:
+            kept[name] = {"DataType": value["DataType"], "BinaryValue": value["BinaryValue"]}
+    return kept
+
+
+def find_dead_letter_queue(client: SQSClient, queue_url: str) -> str | None:
+    """The URL of the DLQ named in `queue_url`'s RedrivePolicy, or None without one."""
+    attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+    policy = attributes.get("Attributes", {}).get("RedrivePolicy")
+    if not policy:
+        return None
+    # arn:aws:sqs:<region>:<account>:<name>
+    *_, account, name = json.loads(policy)["deadLetterTargetArn"].split(":")
+    return client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
