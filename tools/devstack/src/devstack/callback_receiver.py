@@ -1,0 +1,162 @@
+"""A webhook receiver that verifies Standard Webhooks signatures and records every delivery.
+
+For `make run` (it prints each verified delivery), the worker's tests and end-to-end tests.
+
+    python -m devstack.callback_receiver [--host H] [--port P] [--secret whsec_...]
+
+HOST, PORT and CALLBACK_SECRET (required) are read when no argument is given.
+
+    POST <any other path>  a delivery: 401 unless the signature verifies; 409 for a webhook-id it
+                           already accepted (as the backend answers a duplicate); else the
+                           scripted answer, or 200
+    GET  /deliveries       every verified call, oldest first: {"webhook_id", "path", "status",
+                           "body", "headers"}
+    POST /control          script the next calls: {"status": 429, "times": 2, "retry_after": "1",
+                           "delay_s": 0.0}; `status` omitted: answer normally (after `delay_s`)
+    GET  /stats            {"deliveries", "accepted", "bad_signatures"}
+    POST /reset            forget deliveries, script and counters
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from llm_common.webhooks import WebhookVerificationError, verify_signature
+from pydantic import BaseModel, Field
+
+from devstack.serving import listen_args, serve
+
+
+class Script(BaseModel):
+    status: int | None = Field(None, ge=200, le=599)
+    times: int = Field(1, ge=0)
+    retry_after: str | None = None
+    delay_s: float = Field(0.0, ge=0)
+
+
+@dataclass
+class Receiver:
+    secret: str
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    accepted_ids: set[str] = field(default_factory=set)
+    bad_signatures: int = 0
+    script: Script = field(default_factory=lambda: Script(times=0))
+
+    def reset(self) -> None:
+        self.deliveries.clear()
+        self.accepted_ids.clear()
+        self.bad_signatures = 0
+        self.script = Script(times=0)
+
+    def next_scripted(self) -> Script | None:
+        if self.script.times == 0:
+            return None
+        self.script.times -= 1
+        return self.script
+
+    def answer(self, webhook_id: str, scripted: Script | None) -> Response:
+        if scripted is not None and scripted.status is not None:
+            headers = {"retry-after": scripted.retry_after} if scripted.retry_after else None
+            return Response(status_code=scripted.status, headers=headers)
+        if webhook_id in self.accepted_ids:
+            return Response(status_code=409)
+        self.accepted_ids.add(webhook_id)
+        return Response(status_code=200)
+
+
+def create_app(secret: str) -> FastAPI:
+    app = FastAPI(title="callback receiver (Standard Webhooks)")
+    receiver = Receiver(secret=secret)
+
+    @app.get("/deliveries")
+    async def deliveries() -> list[dict[str, Any]]:
+        return receiver.deliveries
+
+    @app.get("/stats")
+    async def stats() -> dict[str, int]:
+        return {
+            "deliveries": len(receiver.deliveries),
+            "accepted": len(receiver.accepted_ids),
+            "bad_signatures": receiver.bad_signatures,
+        }
+
+    @app.post("/control")
+    async def control(script: Script) -> Script:
+        receiver.script = script
+        return script
+
+    @app.post("/reset")
+    async def reset() -> dict[str, str]:
+        receiver.reset()
+        return {"status": "reset"}
+
+    @app.post("/{path:path}")
+    async def delivery(path: str, request: Request) -> Response:
+        raw = await request.body()
+        headers = dict(request.headers)
+        try:
+            verify_signature(receiver.secret, raw, headers)
+        except WebhookVerificationError:
+            receiver.bad_signatures += 1
+            return Response(status_code=401)
+        scripted = receiver.next_scripted()
+        if scripted is not None and scripted.delay_s:
+            await asyncio.sleep(scripted.delay_s)
+        webhook_id = headers["webhook-id"]
+        response = receiver.answer(webhook_id, scripted)
+        body = _json_or_text(raw)
+        receiver.deliveries.append(
+            {
+                "webhook_id": webhook_id,
+                "path": f"/{path}",
+                "status": response.status_code,
+                "body": body,
+                "headers": headers,
+            }
+        )
+        _print_delivery(response.status_code, webhook_id, body)
+        return response
+
+    return app
+
+
+def _json_or_text(raw: bytes) -> Any:
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _print_delivery(status: int, webhook_id: str, body: Any) -> None:
+    fields = body if isinstance(body, dict) else {}
+    print(
+        f"[{status}] memberId={fields.get('memberId')} requestId={webhook_id}\n"
+        f"  {fields.get('content', body)}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.callback_receiver",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listen_args(parser)
+    parser.add_argument("--secret", default=os.environ.get("CALLBACK_SECRET", ""))
+    args = parser.parse_args(argv)
+    if not args.secret:
+        print("set CALLBACK_SECRET (or --secret) to the worker's whsec_ secret", file=sys.stderr)
+        return 2
+    serve(create_app(args.secret), args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
