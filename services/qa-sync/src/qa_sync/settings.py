@@ -1,0 +1,58 @@
+"""qa-sync's configuration: environment variables only, validated once at start-up."""
+
+from llm_common.settings import ServiceSettings
+from pydantic import Field, SecretStr, field_validator
+
+MIB = 1024 * 1024
+# S3 refuses multipart parts smaller than 5 MiB (all but the last), so neither the threshold nor
+# the part size may go below it.
+S3_MIN_PART_BYTES = 5 * MIB
+
+
+class QaSyncSettings(ServiceSettings):
+    database_url: str = Field(default="sqlite:///./.run/qa-sync.db", min_length=1)
+    """`DATABASE_URL`: SQLAlchemy URL of the registry (sqlite:///... or postgresql+psycopg://...)."""
+
+    qa_bucket: str = Field(min_length=3)
+    """`QA_BUCKET`: the S3 bucket that holds processed and raw QA objects."""
+
+    openai_base_url: str = "https://api.openai.com/v1"
+    """`OPENAI_BASE_URL`: any OpenAI-compatible Batch/Files API."""
+
+    openai_api_key: SecretStr | None = None
+    """`OPENAI_API_KEY`: optional, for servers that need no key."""
+
+    openai_webhook_secret: SecretStr | None = None
+    """`OPENAI_WEBHOOK_SECRET`: `whsec_...`; without it the webhook answers 503 and polling alone
+    notices completed batches."""
+
+    openai_max_retries: int = Field(default=2, ge=0)
+    openai_timeout_seconds: float = Field(default=120.0, gt=0)
+
+    poll_interval_seconds: float = Field(default=60.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=3600.0, gt=0)
+    lease_seconds: int = Field(default=900, gt=0)
+    """How long one process may hold a job while it syncs or repairs it; after a crash another
+    process takes the job over once the lease has run out."""
+
+    migrate_on_start: bool = True
+
+    s3_multipart_threshold_bytes: int = Field(default=64 * MIB, ge=S3_MIN_PART_BYTES)
+    s3_part_bytes: int = Field(default=8 * MIB, ge=S3_MIN_PART_BYTES)
+    s3_max_attempts: int = Field(default=5, ge=1)
+    s3_retry_base_seconds: float = Field(default=0.5, ge=0)
+    spool_memory_bytes: int = Field(default=8 * MIB, ge=0)
+    """How much of one object is held in memory before it spills to a temporary file."""
+
+    finetune_system_prompt: str = "너는 인플루언서의 질문에 답하는 어시스턴트야."
+    """System message of the chat-format JSONL that `fetch` produces for fine-tuning."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8090, ge=1, le=65_535)
+
+    @field_validator("openai_webhook_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("must be the whsec_... secret OpenAI shows for the webhook endpoint")
+        return value
