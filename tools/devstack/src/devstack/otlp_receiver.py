@@ -24,7 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from google.protobuf import json_format  # type: ignore[import-untyped]  # no stubs shipped
+# protobuf ships no type stubs.
+from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -96,15 +98,25 @@ class SpanStore:
             return list(self._spans)
 
 
-def decode_export_request(body: bytes, content_type: str) -> list[ReceivedSpan]:
-    """The spans in one OTLP/HTTP export request body (protobuf or JSON)."""
+class InvalidExportRequest(ValueError):
+    """The body is not an OTLP trace export request in the encoding it claims."""
+
+
+def decode_export_request(
+    body: bytes, content_type: str, content_encoding: str = ""
+) -> list[ReceivedSpan]:
+    """The spans in one OTLP/HTTP export request body (protobuf or JSON, gzip or not)."""
     request = ExportTraceServiceRequest()
-    if content_type.split(";")[0].strip().lower() == _JSON:
-        json_format.Parse(
-            json.dumps(_hex_ids_to_base64(json.loads(body))), request, ignore_unknown_fields=True
-        )
-    else:
-        request.ParseFromString(body)
+    try:
+        if content_encoding.strip().lower() == "gzip":
+            body = gzip.decompress(body)
+        if content_type.split(";")[0].strip().lower() == _JSON:
+            as_protobuf_json = json.dumps(_hex_ids_to_base64(json.loads(body)))
+            json_format.Parse(as_protobuf_json, request, ignore_unknown_fields=True)
+        else:
+            request.ParseFromString(body)
+    except (OSError, ValueError, DecodeError, json_format.ParseError) as error:
+        raise InvalidExportRequest(str(error)) from error
     return list(_received_spans(request))
 
 
@@ -182,8 +194,12 @@ class OtlpReceiver:
         return f"http://{host!s}:{port}"
 
     def start(self) -> OtlpReceiver:
+        # A short poll interval so that stop() returns at once instead of after half a second.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="otlp-receiver", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="otlp-receiver",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -219,9 +235,11 @@ def _handler_for(store: SpanStore, echo: bool) -> type[BaseHTTPRequestHandler]:
                 self.send_error(HTTPStatus.NOT_FOUND)
                 return
             content_type = self.headers.get("Content-Type", _PROTOBUF)
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            encoding = self.headers.get("Content-Encoding", "")
             try:
-                spans = decode_export_request(self._body(), content_type)
-            except (ValueError, json_format.ParseError) as error:
+                spans = decode_export_request(body, content_type, encoding)
+            except InvalidExportRequest as error:
                 self.send_error(HTTPStatus.BAD_REQUEST, str(error))
                 return
             store.add(spans)
@@ -256,12 +274,6 @@ def _handler_for(store: SpanStore, echo: bool) -> type[BaseHTTPRequestHandler]:
             store.clear()
             self.send_response(HTTPStatus.NO_CONTENT)
             self.end_headers()
-
-        def _body(self) -> bytes:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.headers.get("Content-Encoding", "").lower() == "gzip":
-                return gzip.decompress(body)
-            return body
 
         def _reply(self, content_type: str, body: bytes) -> None:
             self.send_response(HTTPStatus.OK)

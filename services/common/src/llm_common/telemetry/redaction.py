@@ -43,8 +43,14 @@ class Redactor:
 
 
 def _spellings(secret: str) -> set[str]:
-    # How a secret can show up in a line: as is, escaped inside a JSON string, URL-encoded.
-    return {secret, json.dumps(secret, ensure_ascii=False)[1:-1], quote(secret, safe="")}
+    # How a secret can show up in a message: as is, inside a repr (`%r`, a dict or exception
+    # printed), escaped inside a JSON string, URL-encoded.
+    return {
+        secret,
+        repr(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+    }
 
 
 class RedactingFilter(logging.Filter):
