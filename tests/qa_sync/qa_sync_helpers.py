@@ -1,0 +1,103 @@
+"""Batch result lines as the provider writes them, and small waits for the tests."""
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXFhLXN5bmMtd2ViaG9va3M="
+
+
+def result_line(
+    custom_id: str,
+    content: str | None,
+    *,
+    status_code: int = 200,
+    finish_reason: str = "stop",
+) -> bytes:
+    """One output line whose assistant content is `content`."""
+    body: dict[str, Any] = {
+        "id": f"chatcmpl-{custom_id}",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 60, "total_tokens": 180},
+    }
+    if status_code != 200:
+        body = {
+            "error": {"message": "server error", "type": "server_error", "code": "server_error"}
+        }
+    record = {
+        "id": f"batch_req_{custom_id}",
+        "custom_id": custom_id,
+        "response": {"status_code": status_code, "request_id": f"req_{custom_id}", "body": body},
+        "error": None,
+    }
+    return json.dumps(record, ensure_ascii=False).encode()
+
+
+def pair_line(custom_id: str, question: str, answer: str) -> bytes:
+    return result_line(custom_id, json.dumps({"q": question, "a": answer}, ensure_ascii=False))
+
+
+def error_line(custom_id: str, code: str = "rate_limit_exceeded") -> bytes:
+    """A failed request, as the batch's error file holds it."""
+    record = {
+        "id": f"batch_req_{custom_id}",
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": code, "message": f"{code} for {custom_id}"},
+    }
+    return json.dumps(record).encode()
+
+
+def jsonl(lines: list[bytes]) -> bytes:
+    return b"".join(line + b"\n" for line in lines)
+
+
+def pairs_file(count: int, prefix: str = "req") -> tuple[bytes, list[str]]:
+    """An output file of `count` good lines, and their custom ids in order."""
+    ids = [f"{prefix}-{n}" for n in range(count)]
+    return jsonl([pair_line(i, f"질문 {i}?", f"답변 {i}.") for i in ids]), ids
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "it") -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s")
+        time.sleep(0.05)
+
+
+class InjectedS3Failures:
+    """A botocore `before-send` hook: the first `failures` requests of an operation get the
+    500 InternalError a struggling S3 answers, without reaching moto; the rest go through."""
+
+    def __init__(self, failures: int) -> None:
+        self.remaining = failures
+        self.attempts = 0
+
+    def __call__(self, request: Any, **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        self.attempts += 1
+        if self.remaining <= 0:
+            return None
+        self.remaining -= 1
+        body = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+        return AWSResponse(request.url, 500, {"Content-Type": "application/xml"}, _Raw(body))
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self._body
