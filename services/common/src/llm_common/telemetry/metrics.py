@@ -7,6 +7,7 @@ families plus the process collectors. Every process exposes every family; only i
 
 Label values come from the enums in `names.py`; labels with a fixed set of values are created
 up front so that their series exist (at 0) before the first event, which `rate()` and alerts need.
+qa-sync's labels take the values of its own enums (job status, problem, object kind, action).
 """
 
 from collections.abc import Iterable
@@ -32,9 +33,7 @@ from llm_common.telemetry.names import (
     DrainOutcome,
     Outcome,
     RejectReason,
-    RepairSource,
     RetryOperation,
-    VerificationFailure,
 )
 
 # `*_created` series double the output and no dashboard here reads them.
@@ -153,30 +152,24 @@ WORKER_DRAINS = _with_series(
 # qa-sync
 QA_SYNC_JOBS = Gauge(
     "qa_sync_jobs",
-    "Batch jobs in the registry, by state (set from the registry after each sync pass).",
-    ["state"],
+    "Batch jobs in the registry, by status (set from the registry after each pass).",
+    ["status"],
     registry=REGISTRY,
 )
-QA_SYNC_VERIFICATION_FAILURES = _with_series(
-    Counter(
-        "qa_sync_verification_failures",
-        "Objects of completed jobs found wrong by verification, by kind.",
-        ["kind"],
-        registry=REGISTRY,
-    ),
-    VerificationFailure,
+QA_SYNC_VERIFICATION_FAILURES = Counter(
+    "qa_sync_verification_failures",
+    "Problems verification found in a job's S3 objects, by object (processed, raw) and problem.",
+    ["object", "problem"],
+    registry=REGISTRY,
 )
-QA_SYNC_REPAIRS = _with_series(
-    Counter(
-        "qa_sync_repairs",
-        "Objects repaired, by the source the data came from.",
-        ["source"],
-        registry=REGISTRY,
-    ),
-    RepairSource,
+QA_SYNC_REPAIRS = Counter(
+    "qa_sync_repairs",
+    "Objects repaired, by object (processed, raw) and action (rebuilt_from_raw, ...).",
+    ["object", "action"],
+    registry=REGISTRY,
 )
 QA_SYNC_REPAIR_FAILURES = Counter(
     "qa_sync_repair_failures",
-    "Repairs that found no source to rebuild the objects from.",
+    "Repairs that could not be made (no source left to rebuild the objects from).",
     registry=REGISTRY,
 )

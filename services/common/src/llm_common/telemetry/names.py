@@ -80,19 +80,3 @@ class DeadLetterReason(StrEnum):
 class DrainOutcome(StrEnum):
     COMPLETED = "completed"  # every in-flight message finished before the deadline
     TIMED_OUT = "timed_out"  # some were left for SQS to redeliver
-
-
-class VerificationFailure(StrEnum):
-    """What qa-sync's verification found wrong with a completed job's objects."""
-
-    MISSING = "missing"
-    CHECKSUM_MISMATCH = "checksum_mismatch"
-    UNREADABLE = "unreadable"
-
-
-class RepairSource(StrEnum):
-    """Where qa-sync took the data for a repair from (processed → raw → provider output)."""
-
-    PROCESSED = "processed"
-    RAW = "raw"
-    PROVIDER = "provider"
