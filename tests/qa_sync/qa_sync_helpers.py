@@ -101,3 +101,18 @@ class _Raw:
 
     def stream(self, **_: Any) -> Any:
         yield self._body
+
+
+def legacy_processed_document(influencer_id: int, task_id: str, pairs: int) -> bytes:
+    """A processed JSON as the old system wrote it (indented, no provenance)."""
+    document = {
+        "influencer_id": influencer_id,
+        "task_id": task_id,
+        "generated_at": "2025-06-13T13:08:16",
+        "total_qa_pairs": pairs,
+        "qa_pairs": [
+            {"question": f"질문 req-{n}?", "answer": f"답변 req-{n}.", "custom_id": f"req-{n}"}
+            for n in range(pairs)
+        ],
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2).encode()
