@@ -18,11 +18,10 @@ from typing import Any
 from opentelemetry import trace
 
 from llm_common.telemetry.log_context import current_log_context
-from llm_common.telemetry.redaction import RedactingFilter, Redactor
+from llm_common.telemetry.redaction import RedactingFilter, Redactor, extra_fields
 
 __all__ = ["JsonFormatter", "debug_text", "setup_logging"]
 
-_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _CONTEXT_FIELDS = ("requestId", "memberId")
 # At DEBUG these print request headers and signing material; their INFO is all we need.
 _CHATTY_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "httpcore", "hpack")
@@ -39,7 +38,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **_trace_fields(),
             **_context_fields(record),
-            **_extra_fields(record),
+            **_other_extra_fields(record),
         }
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -68,11 +67,9 @@ def _context_fields(record: logging.LogRecord) -> dict[str, object]:
     }
 
 
-def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
+def _other_extra_fields(record: logging.LogRecord) -> dict[str, object]:
     return {
-        name: value
-        for name, value in vars(record).items()
-        if name not in _RECORD_ATTRIBUTES and name not in _CONTEXT_FIELDS
+        name: value for name, value in extra_fields(record).items() if name not in _CONTEXT_FIELDS
     }
 
 
@@ -87,7 +84,9 @@ def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RedactingFilter(Redactor(secrets)))
     root = logging.getLogger()
-    for old in list(root.handlers):
+    # Replace console handlers (ours from an earlier call, or one that logging.basicConfig put
+    # there) so no line is written twice; keep others, such as pytest's capture handler.
+    for old in [old for old in root.handlers if type(old) is logging.StreamHandler]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, SecretStr
 
-__all__ = ["REDACTED", "RedactingFilter", "Redactor", "secret_values"]
+__all__ = ["REDACTED", "RedactingFilter", "Redactor", "extra_fields", "secret_values"]
 
 REDACTED = "[REDACTED]"
 
@@ -74,10 +74,15 @@ class RedactingFilter(logging.Filter):
             record.exc_text = self._redact(record.exc_text)
         if record.stack_info:
             record.stack_info = self._redact(record.stack_info)
-        for name, value in list(vars(record).items()):
-            if name not in _RECORD_ATTRIBUTES and not _is_plain_number(value):
+        for name, value in extra_fields(record).items():
+            if not _is_plain_number(value):
                 setattr(record, name, self._redact(str(value)))
         return True
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The fields a record got from `extra=` (everything that is not a LogRecord attribute)."""
+    return {name: value for name, value in vars(record).items() if name not in _RECORD_ATTRIBUTES}
 
 
 def _rendered_message(record: logging.LogRecord) -> str:
