@@ -229,7 +229,11 @@ def test_a_processed_json_at_the_bucket_root_is_moved_and_raw_fetched_from_the_p
     assert report.healthy
     assert {(fix.object, fix.action, fix.from_key) for fix in report.fixes} == {
         (ObjectKind.RAW, Action.REFETCHED_FROM_PROVIDER, None),
-        (ObjectKind.PROCESSED, Action.MOVED_FROM_LEGACY_KEY, f"qa_pairs/processed_qa_{task_id}.json"),
+        (
+            ObjectKind.PROCESSED,
+            Action.MOVED_FROM_LEGACY_KEY,
+            f"qa_pairs/processed_qa_{task_id}.json",
+        ),
     }
     job = qa.registry.get(task_id)
     assert job.generated_qa_pairs == 2
@@ -241,12 +245,17 @@ def test_a_processed_json_at_the_bucket_root_is_moved_and_raw_fetched_from_the_p
 def test_objects_at_standard_keys_that_the_registry_never_recorded_are_recorded(
     qa: Components, job: BatchJob
 ) -> None:
-    qa.registry.update(job.batch_key_id, processed_sha256=None, raw_sha256=None, generated_qa_pairs=None)
+    qa.registry.update(
+        job.batch_key_id, processed_sha256=None, raw_sha256=None, generated_qa_pairs=None
+    )
 
     report = qa.reconciler.run(repair=True)
 
     assert {finding.problem for finding in report.findings} == {Problem.UNRECORDED}
     assert {fix.action for fix in report.fixes} == {Action.RECORDED}
     recorded = qa.registry.get(job.task_id)
-    assert (recorded.processed_sha256, recorded.raw_sha256) == (job.processed_sha256, job.raw_sha256)
+    assert (recorded.processed_sha256, recorded.raw_sha256) == (
+        job.processed_sha256,
+        job.raw_sha256,
+    )
     assert recorded.generated_qa_pairs == 3

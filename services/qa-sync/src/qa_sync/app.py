@@ -61,9 +61,9 @@ def create_app(components: Components, *, background: bool = True) -> FastAPI:
             200,
             message,
             {
-                "webhookId": receipt.webhook_id,
+                "webhook_id": receipt.webhook_id,
                 "type": receipt.event_type,
-                "batchId": receipt.batch_id,
+                "batch_id": receipt.batch_id,
             },
         )
 

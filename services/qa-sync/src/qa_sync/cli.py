@@ -97,7 +97,7 @@ def _sync(components: Components, args: argparse.Namespace) -> int:
     for result in results:
         print(
             json.dumps(
-                {"taskId": result.task_id, "outcome": result.outcome, "detail": result.detail}
+                {"task_id": result.task_id, "outcome": result.outcome, "detail": result.detail}
             )
         )
     return 0
@@ -124,7 +124,7 @@ def _fetch(components: Components, args: argparse.Namespace) -> int:
     except (JobNotFound, JobNotReady, JobBusy, PairsUnavailable, StorageError) as error:
         print(f"cannot fetch {args.task_id}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    with fetched.document:
+    with fetched:
         _write(args.output, fetched.body(args.format, components.settings.finetune_system_prompt))
     print(f"{args.task_id}: pairs from {fetched.source}", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ one job), so the next fetch finds the processed JSON where it belongs.
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Self
 
 from qa_sync.checks import Inspector
 from qa_sync.processed import chat_line, read_pairs
@@ -49,6 +50,12 @@ class FetchedPairs:
     source: PairSource
     document: Spool
     """The processed JSON (the caller closes it)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.document.close()
 
     def body(self, pair_format: PairFormat, system_prompt: str) -> Iterator[bytes]:
         if pair_format == PairFormat.JSON:

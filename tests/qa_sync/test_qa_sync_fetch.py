@@ -1,0 +1,128 @@
+"""Fetch for fine-tuning: processed JSON → raw results → provider output, re-uploading what a
+fallback had to rebuild."""
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from devstack.fake_batch_api import FakeBatchApi
+from qa_sync.cli import main
+from qa_sync.components import Components
+from qa_sync.fetch import JobNotReady, PairFormat, PairSource
+from qa_sync.registry.models import BatchJob
+from qa_sync_helpers import pairs_file
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@pytest.fixture
+def job(qa: Components, provider: FakeBatchApi) -> BatchJob:
+    output, _ = pairs_file(3)
+    registered = qa.registry.register(42, provider.seed_batch(output)["id"])
+    qa.syncer.sync(registered)
+    return qa.registry.get(registered.task_id)
+
+
+def fetch_json(qa: Components, task_id: str) -> tuple[PairSource, dict[str, object]]:
+    with qa.fetcher.fetch(task_id) as fetched:
+        text = b"".join(fetched.body(PairFormat.JSON, "system"))
+        return fetched.source, json.loads(text)
+
+
+def exists(s3: "S3Client", bucket: str, key: str | None) -> bool:
+    return s3.list_objects_v2(Bucket=bucket, Prefix=str(key)).get("KeyCount", 0) == 1
+
+
+def test_pairs_come_from_the_processed_json_when_it_is_sound(qa: Components, job: BatchJob) -> None:
+    source, document = fetch_json(qa, job.task_id)
+
+    assert source == PairSource.PROCESSED
+    assert document["total_qa_pairs"] == 3
+
+
+def test_without_processed_json_pairs_come_from_raw_and_it_is_uploaded_again(
+    qa: Components, job: BatchJob, s3: "S3Client", bucket: str
+) -> None:
+    s3.delete_object(Bucket=bucket, Key=str(job.processed_key))
+
+    source, document = fetch_json(qa, job.task_id)
+
+    assert source == PairSource.RAW
+    assert document["total_qa_pairs"] == 3
+    assert exists(s3, bucket, job.processed_key)
+    assert qa.reconciler.run(repair=False).healthy
+
+
+def test_without_either_object_pairs_come_from_the_provider_and_both_are_uploaded(
+    qa: Components, job: BatchJob, s3: "S3Client", bucket: str
+) -> None:
+    s3.delete_object(Bucket=bucket, Key=str(job.processed_key))
+    s3.delete_object(Bucket=bucket, Key=str(job.raw_key))
+
+    source, document = fetch_json(qa, job.task_id)
+
+    assert source == PairSource.PROVIDER
+    assert document["total_qa_pairs"] == 3
+    assert exists(s3, bucket, job.processed_key)
+    assert exists(s3, bucket, job.raw_key)
+    assert qa.reconciler.run(repair=False).healthy
+
+
+def test_chat_format_gives_one_fine_tuning_example_per_pair(qa: Components, job: BatchJob) -> None:
+    with qa.fetcher.fetch(job.task_id) as fetched:
+        lines = b"".join(fetched.body(PairFormat.CHAT_JSONL, "너는 도우미야.")).splitlines()
+
+    assert len(lines) == 3
+    assert json.loads(lines[0]) == {
+        "messages": [
+            {"role": "system", "content": "너는 도우미야."},
+            {"role": "user", "content": "질문 req-0?"},
+            {"role": "assistant", "content": "답변 req-0."},
+        ]
+    }
+
+
+def test_a_job_whose_batch_is_still_running_has_no_pairs_yet(
+    qa: Components, provider: FakeBatchApi
+) -> None:
+    output, _ = pairs_file(1)
+    job = qa.registry.register(1, provider.seed_batch(output, status="in_progress")["id"])
+
+    with pytest.raises(JobNotReady):
+        qa.fetcher.fetch(job.task_id)
+
+
+def test_a_finished_batch_nobody_told_us_about_is_synced_by_the_fetch(
+    qa: Components, provider: FakeBatchApi
+) -> None:
+    output, _ = pairs_file(2)
+    job = qa.registry.register(1, provider.seed_batch(output)["id"])  # no webhook, no poll yet
+
+    source, document = fetch_json(qa, job.task_id)
+
+    assert (source, document["total_qa_pairs"]) == (PairSource.PROCESSED, 2)
+    assert qa.registry.get(job.task_id).status == "completed"
+
+
+def test_the_cli_writes_chat_jsonl_to_a_file(
+    qa: Components,
+    job: BatchJob,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in qa.settings.model_dump(mode="json").items():
+        if value is not None:
+            monkeypatch.setenv(name.upper(), str(value))
+    for name in ("openai_api_key", "openai_webhook_secret"):
+        secret = getattr(qa.settings, name)
+        monkeypatch.setenv(name.upper(), secret.get_secret_value())
+    target = tmp_path / "pairs.jsonl"
+
+    code = main(["fetch", job.task_id, "--format", "chat-jsonl", "--output", str(target)])
+
+    assert code == 0
+    assert len(target.read_bytes().splitlines()) == 3
+    assert "pairs from processed" in capsys.readouterr().err
