@@ -1,0 +1,491 @@
+"""What each component renders, and how values change it."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from chart_support import (
+    COMPONENTS,
+    MINIMAL_VALUES,
+    SCENARIOS,
+    SELECTOR_KEYS,
+    Helm,
+    Manifest,
+    component_of,
+    config_of,
+    env_of,
+    objects,
+    one,
+)
+
+Render = Callable[[str], list[Manifest]]
+VALUES_KEY = {"ingest": "ingest", "worker": "worker", "qa-sync": "qaSync", "vllm": "vllm"}
+RECOMMENDED_LABELS = (
+    *SELECTOR_KEYS,
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+    "helm.sh/chart",
+)
+
+
+def _container(deployment: Manifest) -> Manifest:
+    containers: list[Manifest] = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = containers
+    return container
+
+
+# --- switches ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_every_component_can_be_switched_off(helm: Helm, component: str) -> None:
+    sets = {f"{VALUES_KEY[component]}.enabled": "false"}
+    if component == "vllm":
+        sets |= {
+            "worker.llm.externalBaseUrl": "https://llm.example.com/v1",
+            "worker.llm.model": "m",
+        }
+    manifests = helm.template(MINIMAL_VALUES, sets=sets)
+    assert not [m for m in manifests if component_of(m) == component]
+    assert {component_of(m) for m in objects(manifests, "Deployment")} == set(COMPONENTS) - {
+        component
+    }
+
+
+def test_each_component_gets_its_own_service_account_with_irsa_annotations(
+    render_scenario: Render,
+) -> None:
+    manifests = render_scenario("eks-irsa")
+    for component in ("ingest", "worker", "qa-sync"):
+        account = one(manifests, "ServiceAccount", component)
+        assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(
+            f"role/feedback-{component}"
+        )
+        deployment = one(manifests, "Deployment", component)
+        assert (
+            deployment["spec"]["template"]["spec"]["serviceAccountName"]
+            == (account["metadata"]["name"])
+        )
+
+
+# --- labels and selectors ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_object_carries_the_recommended_labels(
+    render_scenario: Render, scenario: str
+) -> None:
+    for manifest in render_scenario(scenario):
+        labels = manifest["metadata"]["labels"]
+        missing = [key for key in RECOMMENDED_LABELS if key not in labels]
+        assert not missing, f"{manifest['kind']}/{manifest['metadata']['name']}: {missing}"
+
+
+def _selectors(manifests: list[Manifest]) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for manifest in manifests:
+        name = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        spec = manifest.get("spec", {})
+        if manifest["kind"] in ("Deployment", "PodDisruptionBudget", "ServiceMonitor"):
+            found[name] = spec["selector"]["matchLabels"]
+        elif manifest["kind"] == "Service":
+            found[name] = spec["selector"]
+        elif manifest["kind"] == "NetworkPolicy":
+            found[name] = spec["podSelector"]["matchLabels"]
+    return found
+
+
+def test_selectors_are_name_instance_component_only(render_scenario: Render) -> None:
+    selectors = _selectors(render_scenario("defaults"))
+    assert selectors
+    for name, selector in selectors.items():
+        assert set(selector) == set(SELECTOR_KEYS), name
+
+
+def test_user_labels_never_reach_selectors(render_scenario: Render) -> None:
+    plain = _selectors(render_scenario("defaults"))
+    labelled_manifests = render_scenario("all-on")
+    labelled = _selectors(labelled_manifests)
+    for name, selector in plain.items():
+        assert labelled[name] == selector, name
+    # ... while the labels themselves are there.
+    ingest = one(labelled_manifests, "Deployment", "ingest")
+    assert ingest["metadata"]["labels"]["team"] == "feedback"
+    assert ingest["spec"]["template"]["metadata"]["labels"]["version-track"] == "canary"
+
+
+def test_pod_labels_match_their_selector(render_scenario: Render) -> None:
+    for deployment in objects(render_scenario("all-on"), "Deployment"):
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= pod_labels.items()
+        assert "helm.sh/chart" not in pod_labels, "a chart upgrade alone must not restart pods"
+
+
+# --- ingest --------------------------------------------------------------------------------
+
+
+def test_ingest_is_routed_at_ai_feedback_with_class_and_host(render_scenario: Render) -> None:
+    manifests = render_scenario("all-on")
+    ingress = one(manifests, "Ingress", "ingest")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "feedback-api.example.com"
+    (path,) = rule["http"]["paths"]
+    assert path["path"] == "/ai/feedback"
+    service = one(manifests, "Service", "ingest")
+    assert path["backend"]["service"] == {
+        "name": service["metadata"]["name"],
+        "port": {"number": service["spec"]["ports"][0]["port"]},
+    }
+
+
+def test_ingest_scales_on_cpu_and_keeps_replicas_through_disruptions(
+    render_scenario: Render,
+) -> None:
+    manifests = render_scenario("defaults")
+    hpa = one(manifests, "HorizontalPodAutoscaler", "ingest")
+    deployment = one(manifests, "Deployment", "ingest")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    assert hpa["spec"]["minReplicas"] >= 2
+    pdb = one(manifests, "PodDisruptionBudget", "ingest")
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_ingress_off_leaves_a_fixed_ingest(render_scenario: Render) -> None:
+    manifests = render_scenario("ingress-off")
+    assert not [m for m in manifests if m["kind"] in ("Ingress", "HorizontalPodAutoscaler")]
+    assert not objects(manifests, "PodDisruptionBudget")
+    assert one(manifests, "Deployment", "ingest")["spec"]["replicas"] == 2
+
+
+# --- worker --------------------------------------------------------------------------------
+
+
+def test_worker_scales_with_keda_on_the_request_queue(render_scenario: Render) -> None:
+    manifests = render_scenario("defaults")
+    deployment = one(manifests, "Deployment", "worker")
+    scaled = one(manifests, "ScaledObject", "worker")
+    auth = one(manifests, "TriggerAuthentication", "worker")
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert scaled["spec"]["minReplicaCount"] == 0
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "aws-sqs-queue"
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    config = config_of(manifests, "worker")
+    assert trigger["metadata"] == {
+        "queueURL": config["FEEDBACK_QUEUE_URL"],
+        "queueLength": config["WORKER_CONCURRENCY"],
+        "activationQueueLength": "0",
+        "scaleOnInFlight": "true",
+        "awsRegion": config["AWS_REGION"],
+    }
+    assert auth["spec"] == {"podIdentity": {"provider": "aws", "identityOwner": "keda"}}
+
+
+def test_scale_to_zero_against_an_emulator_with_secret_credentials(render_scenario: Render) -> None:
+    manifests = render_scenario("min-replicas-0")
+    scaled = one(manifests, "ScaledObject", "worker")
+    assert scaled["spec"]["minReplicaCount"] == 0
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["metadata"]["awsEndpoint"] == "http://moto.feedback-dev.svc.cluster.local:5000"
+    assert trigger["metadata"]["queueLength"] == "8"
+    assert trigger["metadata"]["activationQueueLength"] == "1"
+    auth = one(manifests, "TriggerAuthentication", "worker")
+    assert {ref["parameter"]: ref["key"] for ref in auth["spec"]["secretTargetRef"]} == {
+        "awsAccessKeyID": "AWS_ACCESS_KEY_ID",
+        "awsSecretAccessKey": "AWS_SECRET_ACCESS_KEY",
+    }
+
+
+def test_workload_identity_for_keda(render_scenario: Render) -> None:
+    auth = one(render_scenario("eks-irsa"), "TriggerAuthentication", "worker")
+    assert auth["spec"]["podIdentity"] == {"provider": "aws", "identityOwner": "workload"}
+
+
+def test_keda_off_gives_a_fixed_worker_count(render_scenario: Render) -> None:
+    manifests = render_scenario("keda-off")
+    assert not [m for m in manifests if m["apiVersion"].startswith("keda.sh/")]
+    assert one(manifests, "Deployment", "worker")["spec"]["replicas"] == 3
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_worker_grace_period_outlasts_llm_calls_and_drain(
+    render_scenario: Render, scenario: str
+) -> None:
+    manifests = render_scenario(scenario)
+    config = config_of(manifests, "worker")
+    attempts = int(config["LLM_MAX_RETRIES"]) + 1
+    budget = float(config["LLM_TIMEOUT_SECONDS"]) * attempts + float(config["DRAIN_GRACE_SECONDS"])
+    grace = one(manifests, "Deployment", "worker")["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ]
+    assert grace > budget
+
+
+def test_grace_period_follows_the_llm_timeout(helm: Helm) -> None:
+    def grace(timeout: str) -> int:
+        manifests = helm.template(MINIMAL_VALUES, sets={"worker.llm.timeoutSeconds": timeout})
+        spec = one(manifests, "Deployment", "worker")["spec"]["template"]["spec"]
+        value: int = spec["terminationGracePeriodSeconds"]
+        return value
+
+    # 3 attempts (maxRetries 2) of each extra second.
+    assert grace("120") - grace("60") == 180
+
+
+def test_prompt_template_is_mounted_and_named(render_scenario: Render) -> None:
+    manifests = render_scenario("all-on")
+    config = config_of(manifests, "worker")
+    path = config["PROMPT_TEMPLATE_FILE"]
+    spec = one(manifests, "Deployment", "worker")["spec"]["template"]["spec"]
+    (mount,) = [m for m in _container_mounts(spec) if path.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    prompt_map = next(
+        m
+        for m in objects(manifests, "ConfigMap")
+        if m["metadata"]["name"] == volume["configMap"]["name"]
+    )
+    assert prompt_map["data"][path.rsplit("/", 1)[1]].startswith("너는 피드백 어시스턴트야.")
+
+
+def _container_mounts(spec: Manifest) -> list[Manifest]:
+    mounts: list[Manifest] = spec["containers"][0]["volumeMounts"]
+    return mounts
+
+
+# --- LLM -----------------------------------------------------------------------------------
+
+
+def test_worker_talks_to_the_in_release_vllm(render_scenario: Render) -> None:
+    manifests = render_scenario("defaults")
+    config = config_of(manifests, "worker")
+    service = one(manifests, "Service", "vllm")
+    port = service["spec"]["ports"][0]["port"]
+    assert config["LLM_BASE_URL"] == f"http://{service['metadata']['name']}:{port}/v1"
+    args = _container(one(manifests, "Deployment", "vllm"))["args"]
+    assert config["LLM_MODEL"] == args[args.index("--served-model-name") + 1]
+
+
+def test_external_llm_replaces_vllm(render_scenario: Render) -> None:
+    manifests = render_scenario("external-llm")
+    config = config_of(manifests, "worker")
+    assert config["LLM_BASE_URL"] == "https://llm.example.com/v1"
+    assert config["LLM_MODEL"] == "qwen2.5-7b-instruct"
+    assert not [m for m in manifests if component_of(m) == "vllm"]
+
+
+def test_vllm_runs_on_the_gpu_pool_with_its_engine_arguments(render_scenario: Render) -> None:
+    manifests = render_scenario("eks-irsa")
+    spec = one(manifests, "Deployment", "vllm")["spec"]["template"]["spec"]
+    container = _container(one(manifests, "Deployment", "vllm"))
+    assert spec["nodeSelector"] == {"feedback-platform/node-pool": "gpu"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    args = container["args"]
+    assert args[0] == "Qwen/Qwen2.5-7B-Instruct"
+    for flag, value in {
+        "--served-model-name": "feedback-llm",
+        "--max-model-len": "4096",
+        "--gpu-memory-utilization": "0.9",
+    }.items():
+        assert args[args.index(flag) + 1] == value
+    assert "--enable-prefix-caching" in args
+
+
+def test_vllm_has_shared_memory_a_model_cache_and_a_long_startup(render_scenario: Render) -> None:
+    manifests = render_scenario("defaults")
+    deployment = one(manifests, "Deployment", "vllm")
+    spec = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in _container(deployment)["volumeMounts"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    claim = volumes[mounts["/models"]]["persistentVolumeClaim"]["claimName"]
+    pvc = one(manifests, "PersistentVolumeClaim", "vllm")
+    assert pvc["metadata"]["name"] == claim
+    container = _container(deployment)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 15 * 60
+    assert env_of(container)["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_model_cache_can_be_an_empty_dir(helm: Helm) -> None:
+    manifests = helm.template(MINIMAL_VALUES, sets={"vllm.modelCache.type": "emptyDir"})
+    spec = one(manifests, "Deployment", "vllm")["spec"]["template"]["spec"]
+    (cache,) = [v for v in spec["volumes"] if v["name"] == "model-cache"]
+    assert cache["emptyDir"]["sizeLimit"] == "50Gi"
+    assert not objects(manifests, "PersistentVolumeClaim")
+
+
+# --- network policies ----------------------------------------------------------------------
+
+
+def _rules(manifests: list[Manifest], component: str) -> list[Manifest]:
+    rules: list[Manifest] = one(manifests, "NetworkPolicy", component)["spec"].get("ingress") or []
+    return rules
+
+
+def _selector_of(manifests: list[Manifest], component: str) -> dict[str, str]:
+    selector: dict[str, str] = one(manifests, "Deployment", component)["spec"]["selector"][
+        "matchLabels"
+    ]
+    return selector
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_no_network_policy_rule_admits_everyone(render_scenario: Render, scenario: str) -> None:
+    for policy in objects(render_scenario(scenario), "NetworkPolicy"):
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        for rule in policy["spec"].get("ingress") or []:
+            assert rule.get("from"), f"{policy['metadata']['name']}: a rule without peers"
+            assert rule.get("ports"), f"{policy['metadata']['name']}: a rule for every port"
+
+
+@pytest.mark.parametrize("scenario", ["defaults", "eks-irsa", "min-replicas-0"])
+def test_only_workers_reach_vllm(render_scenario: Render, scenario: str) -> None:
+    manifests = render_scenario(scenario)
+    worker = _selector_of(manifests, "worker")
+    rules = _rules(manifests, "vllm")
+    monitoring = _monitoring_peer(manifests)
+    for rule in rules:
+        for peer in rule["from"]:
+            is_worker = peer == {"podSelector": {"matchLabels": worker}}
+            assert is_worker or peer == monitoring, peer
+    worker_rules = [r for r in rules if {"podSelector": {"matchLabels": worker}} in r["from"]]
+    assert worker_rules
+    assert worker_rules[0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+
+
+def _monitoring_peer(manifests: list[Manifest]) -> Manifest | None:
+    """The monitoring peer, present only when the component's ServiceMonitor is on."""
+    for monitor in objects(manifests, "ServiceMonitor"):
+        if component_of(monitor) == "vllm":
+            return {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }
+    return None
+
+
+def test_ingest_admits_the_ingress_controller_and_the_helm_test_only(
+    render_scenario: Render,
+) -> None:
+    manifests = render_scenario("defaults")
+    (rule,) = _rules(manifests, "ingest")
+    test_pod_labels = one(manifests, "Pod", "test")["metadata"]["labels"]
+    controller, test_peer = rule["from"]
+    assert controller == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+    }
+    assert test_peer["podSelector"]["matchLabels"].items() <= test_pod_labels.items()
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def test_qa_sync_webhook_comes_through_the_ingress_controller_alone(
+    render_scenario: Render,
+) -> None:
+    (rule,) = _rules(render_scenario("defaults"), "qa-sync")
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+        }
+    ]
+
+
+def test_alb_ip_mode_admits_the_vpc_instead_of_controller_pods(render_scenario: Render) -> None:
+    (rule, _metrics) = _rules(render_scenario("eks-irsa"), "ingest")
+    assert rule["from"][0] == {"ipBlock": {"cidr": "10.0.0.0/16"}}
+
+
+def test_nobody_connects_to_workers_without_metrics_scraping(render_scenario: Render) -> None:
+    assert _rules(render_scenario("defaults"), "worker") == []
+
+
+def test_without_any_allowed_peer_ingest_admits_nobody(helm: Helm, tmp_path: Path) -> None:
+    no_peers = tmp_path / "no-peers.yaml"
+    no_peers.write_text(
+        "tests: {enabled: false}\n"
+        "networkPolicy: {ingressController: {namespaceSelector: null, podSelector: null}}\n"
+    )
+    manifests = helm.template(MINIMAL_VALUES, no_peers)
+    assert _rules(manifests, "ingest") == []
+
+
+# --- configuration and telemetry -----------------------------------------------------------
+
+
+def test_config_change_rolls_only_the_pods_that_read_it(helm: Helm) -> None:
+    def checksums(**sets: str) -> dict[str | None, str]:
+        manifests = helm.template(MINIMAL_VALUES, sets=sets)
+        return {
+            component_of(d): d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            for d in objects(manifests, "Deployment")
+            if "annotations" in d["spec"]["template"]["metadata"]
+        }
+
+    before = checksums()
+    after = checksums(**{"ingest.maxBodyBytes": "1048576"})
+    assert before.keys() == {"ingest", "worker", "qa-sync"}
+    assert after["ingest"] != before["ingest"]
+    assert after["worker"] == before["worker"]
+    assert after["qa-sync"] == before["qa-sync"]
+
+
+def test_otel_block_becomes_the_standard_variables(render_scenario: Render) -> None:
+    manifests = render_scenario("all-on")
+    names = set()
+    for deployment in objects(manifests, "Deployment"):
+        if component_of(deployment) == "vllm":
+            continue
+        env = env_of(_container(deployment))
+        names.add(env["OTEL_SERVICE_NAME"]["value"])
+        assert (
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"]
+            == "http://otel-collector.observability:4318"
+        )
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"]["value"] == "http/protobuf"
+        assert env["OTEL_TRACES_SAMPLER"]["value"] == "parentbased_traceidratio"
+        assert env["OTEL_TRACES_SAMPLER_ARG"]["value"] == "0.5"
+        attributes = env["OTEL_RESOURCE_ATTRIBUTES"]["value"].split(",")
+        assert "deployment.environment.name=staging" in attributes
+        assert "k8s.pod.name=$(K8S_POD_NAME)" in attributes
+        # $(VAR) only expands for variables defined before it.
+        order = list(env)
+        assert order.index("K8S_POD_NAME") < order.index("OTEL_RESOURCE_ATTRIBUTES")
+        assert "OTEL_SDK_DISABLED" not in env
+    assert names == {"feedback-ingest", "feedback-worker", "qa-sync"}
+
+
+def test_otel_off_disables_the_sdk(render_scenario: Render) -> None:
+    for deployment in objects(render_scenario("defaults"), "Deployment"):
+        if component_of(deployment) != "vllm":
+            assert env_of(_container(deployment))["OTEL_SDK_DISABLED"]["value"] == "true"
+
+
+def test_service_monitors_are_off_by_default_and_select_their_service(
+    render_scenario: Render,
+) -> None:
+    assert not objects(render_scenario("defaults"), "ServiceMonitor")
+    manifests = render_scenario("all-on")
+    monitors = objects(manifests, "ServiceMonitor")
+    assert {component_of(m) for m in monitors} == set(COMPONENTS)
+    for monitor in monitors:
+        services = [
+            s
+            for s in objects(manifests, "Service")
+            if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        ]
+        (service,) = services
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        assert monitor["spec"]["endpoints"][0]["port"] in port_names
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"

@@ -1,0 +1,177 @@
+"""The service images: one multi-stage Dockerfile per service, built from the repository root.
+
+No container engine here: the Dockerfiles are parsed, and their build stage's `uv sync`
+commands are run for real on a copy of what the stage copies in (offline, from uv's cache).
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from chart_support import REPO
+
+SERVICES = {"ingest": "feedback_ingest", "worker": "feedback_worker", "qa-sync": "qa_sync"}
+DEV_ONLY = ("pytest", "ruff", "mypy", "moto", "llama_cpp", "hypothesis", "devstack")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    base: str
+    name: str | None
+    instructions: tuple[Instruction, ...]
+
+    def all(self, keyword: str) -> list[str]:
+        return [i.arguments for i in self.instructions if i.keyword == keyword]
+
+
+def parse(dockerfile: Path) -> tuple[dict[str, str], list[Stage]]:
+    """Global ARG defaults and the stages, with continuation lines joined."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    arguments: dict[str, str] = {}
+    stages: list[Stage] = []
+    current: list[Instruction] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        keyword, rest = keyword.upper(), " ".join(rest.split())
+        if keyword == "FROM":
+            base, _, name = rest.partition(" AS ")
+            base = re.sub(r"\$\{(\w+)\}", lambda m: arguments[m[1]], base)
+            stages.append(Stage(base, name or None, ()))
+            current = []
+        elif keyword == "ARG" and not stages:
+            name, _, default = rest.partition("=")
+            arguments[name] = default
+        elif stages:
+            current.append(Instruction(keyword, rest))
+            stages[-1] = Stage(stages[-1].base, stages[-1].name, tuple(current))
+    return arguments, stages
+
+
+def member_name(service: str) -> str:
+    pyproject = tomllib.loads((REPO / "services" / service / "pyproject.toml").read_text())
+    name: str = pyproject["project"]["name"]
+    return name
+
+
+@pytest.fixture(params=sorted(SERVICES))
+def service(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def test_each_service_is_a_multi_stage_build_on_slim_python_3_11(service: str) -> None:
+    arguments, stages = parse(REPO / "services" / service / "Dockerfile")
+    assert len(stages) >= 2
+    assert stages[-1].base == "python:3.11-slim"
+    assert arguments["PYTHON_IMAGE"] == "python:3.11-slim"
+    for stage in stages:
+        assert re.fullmatch(r"[^:]+:[\w.-]+", stage.base), f"untagged: {stage.base}"
+        assert not stage.base.endswith(":latest"), stage.base
+
+
+def test_dependencies_are_locked_and_without_dev_groups(service: str) -> None:
+    _, stages = parse(REPO / "services" / service / "Dockerfile")
+    syncs = [run for stage in stages for run in stage.all("RUN") if "uv sync" in run]
+    assert syncs
+    for command in syncs:
+        words = shlex.split(command)
+        for flag in ("--frozen", "--no-dev", "--no-default-groups"):
+            assert flag in words, command
+        assert words[words.index("--package") + 1] == member_name(service)
+
+
+def test_runtime_stage_is_non_root_read_only_friendly_and_runs_the_package(service: str) -> None:
+    _, stages = parse(REPO / "services" / service / "Dockerfile")
+    runtime = stages[-1]
+    (user,) = runtime.all("USER")
+    # Numeric, non-root: Kubernetes can only verify runAsNonRoot for a numeric UID.
+    assert re.fullmatch(r"[1-9][0-9]*(:[1-9][0-9]*)?", user), user
+    env = " ".join(runtime.all("ENV"))
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+    assert not runtime.all("RUN"), "nothing runs in the runtime stage: it only receives the venv"
+    (copy,) = runtime.all("COPY")
+    assert copy.startswith("--from=build /app/.venv ")
+    (entrypoint,) = runtime.all("ENTRYPOINT")
+    package = SERVICES[service]
+    assert json.loads(entrypoint) == ["python", "-m", package]
+    assert (REPO / "services" / service / "src" / package / "__main__.py").is_file()
+
+
+def test_dockerignore_sends_only_what_the_builds_copy() -> None:
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "**", "everything is excluded unless listed"
+    reincluded = [p[1:] for p in patterns if p.startswith("!")]
+    for private in (".venv", ".git", "tests", ".run", "charts", "k8s"):
+        assert not [p for p in reincluded if p.startswith(private)], private
+
+
+def _copy_build_context(stage: Stage, destination: Path) -> None:
+    """What the stage's COPY instructions take from the context, under `destination`."""
+    for copy in stage.all("COPY"):
+        if copy.startswith("--from="):
+            continue
+        *sources, target = copy.split()
+        for source in sources:
+            source_path = REPO / source
+            target_path = destination / target if target != "./" else destination
+            if source_path.is_dir():
+                shutil.copytree(
+                    source_path,
+                    target_path,
+                    dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"),
+                )
+            else:
+                target_path.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source_path, target_path / source_path.name)
+
+
+@pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not on PATH")
+def test_build_stage_installs_the_service_and_nothing_from_the_dev_groups(
+    service: str, tmp_path: Path
+) -> None:
+    _, stages = parse(REPO / "services" / service / "Dockerfile")
+    (build,) = [stage for stage in stages if stage.name == "build"]
+    context = tmp_path / "src"
+    _copy_build_context(build, context)
+    venv = tmp_path / "venv"
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_OFFLINE": "1"}
+    env.pop("VIRTUAL_ENV", None)
+    for run in build.all("RUN"):
+        command = shlex.split(run)
+        command = command[command.index("uv") :]
+        result = subprocess.run(
+            command, cwd=context, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert result.returncode == 0, result.stderr
+    site_packages = next(venv.glob("lib/python3.*/site-packages"))
+    installed = {path.name.split("-")[0].lower() for path in site_packages.iterdir()}
+    assert SERVICES[service] in installed
+    assert not installed & set(DEV_ONLY), installed & set(DEV_ONLY)
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", f"import {SERVICES[service]}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
