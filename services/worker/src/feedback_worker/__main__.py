@@ -16,14 +16,20 @@ log = logging.getLogger("feedback_worker")
 EXIT_BAD_CONFIGURATION = 2
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level_name: str) -> None:
+    level = logging.getLevelNamesMapping()[level_name.upper()]
+    # LOG_LEVEL=DEBUG is for the worker's own lines (the generated text, say): the libraries
+    # log every HTTP exchange and its headers at DEBUG, which is noise and does not belong in
+    # logs. openai's retries are logged at INFO and stay visible.
     logging.basicConfig(
-        level=level.upper(),
+        level=max(level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
-    # One line per HTTP call at INFO would drown the worker's own lines at 32 in flight.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("feedback_worker").setLevel(level)
+    # One line per HTTP call would drown the worker's own lines at 32 in flight.
+    for client in ("httpx", "httpx2"):
+        logging.getLogger(client).setLevel(max(level, logging.WARNING))
 
 
 def describe(error: ValidationError) -> str:
