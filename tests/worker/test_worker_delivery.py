@@ -1,0 +1,148 @@
+"""The happy path against moto, the fake LLM and the callback receiver, all over HTTP."""
+
+import base64
+import json
+
+from conftest import StartWorker
+from devstack.queues import FeedbackQueues
+from mypy_boto3_sqs import SQSClient
+from worker_helpers import (
+    CallbackReceiver,
+    FakeLlm,
+    enqueue,
+    enqueue_like_backend,
+    eventually,
+    queue_counts,
+    receive_all,
+)
+
+
+async def test_a_request_is_delivered_to_the_result_queue_and_the_signed_callback(
+    start_worker: StartWorker,
+    sqs: SQSClient,
+    feedback_queues: FeedbackQueues,
+    llm: FakeLlm,
+    receiver: CallbackReceiver,
+) -> None:
+    enqueue(sqs, feedback_queues.requests, member_id=42, request_id="req-42")
+    await start_worker(CALLBACK_URL=f"{receiver.url}/", CALLBACK_PATH="/hooks/feedback")
+
+    await eventually(lambda: len(receiver.deliveries()) == 1)
+    await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 0))
+
+    [result] = receive_all(sqs, feedback_queues.results)
+    body = json.loads(result["Body"])
+    assert body["memberId"] == 42
+    assert body["requestId"] == "req-42"
+    assert body["status"] == "success"
+    assert "아침 산책 42 (성공)" in body["content"]  # the fake LLM echoes the prompt's lines
+    assert body["timestamp"]
+    assert result["Attributes"]["MessageGroupId"] == "42"
+    assert result["Attributes"]["MessageDeduplicationId"] == "req-42"
+
+    [delivery] = receiver.deliveries()
+    assert delivery["path"] == "/hooks/feedback"
+    assert delivery["webhook_id"] == "req-42"
+    assert delivery["body"] == body
+    # The receiver verified the Standard Webhooks signature with the shared secret.
+    assert delivery["status"] == 200
+    assert delivery["headers"]["webhook-signature"].startswith("v1,")
+    assert receiver.bad_signatures() == 0
+    assert receive_all(sqs, feedback_queues.dead_letters) == []
+
+
+async def test_a_callback_signed_with_another_secret_is_refused_and_the_message_kept(
+    start_worker: StartWorker,
+    sqs: SQSClient,
+    feedback_queues: FeedbackQueues,
+    receiver: CallbackReceiver,
+) -> None:
+    enqueue(sqs, feedback_queues.requests, member_id=43, request_id="req-43")
+    other_secret = "whsec_" + base64.b64encode(b"another-secret-0123456789abcdefg").decode()
+    await start_worker(
+        CALLBACK_SECRET=other_secret, RETRY_DELAY_SECONDS="60", RETRY_MAX_DELAY_SECONDS="60"
+    )
+
+    await eventually(lambda: receiver.bad_signatures() == 1)
+    # Not delivered, so not deleted: it waits for its retry delay.
+    await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 1))
+    assert receiver.deliveries() == []
+
+
+async def test_the_llm_gets_the_korean_prompt_and_the_call_parameters(
+    start_worker: StartWorker, sqs: SQSClient, feedback_queues: FeedbackQueues, llm: FakeLlm
+) -> None:
+    enqueue(sqs, feedback_queues.requests, member_id=7, request_id="req-7")
+    await start_worker()
+
+    await eventually(lambda: llm.stats()["completions"] == 1)
+
+    [request] = llm.requests()
+    assert request["model"] == "test-model"
+    assert request["temperature"] == 0.7
+    assert request["max_tokens"] == 400
+    assert request.get("stream", False) is False
+    system, user = request["messages"]
+    assert system == {"role": "system", "content": "너는 피드백 어시스턴트야."}
+    assert "- 아침 산책 7 (성공)" in user["content"]
+    group = "- 주 3회 러닝\n  기간: 2025-06-09 ~ 2025-06-15\n  이번 주 성공률: 1/1"
+    assert group in user["content"]
+
+
+async def test_messages_the_backend_publishes_itself_are_processed_too(
+    start_worker: StartWorker,
+    sqs: SQSClient,
+    feedback_queues: FeedbackQueues,
+    receiver: CallbackReceiver,
+) -> None:
+    # No requestId, one constant MessageGroupId, dedup id memberId-sha256(body).
+    dedup_ids = [enqueue_like_backend(sqs, feedback_queues.requests, m) for m in (1, 2, 3)]
+    await start_worker()
+
+    await eventually(lambda: len(receiver.deliveries()) == 3)
+
+    assert sorted(d["webhook_id"] for d in receiver.deliveries()) == sorted(dedup_ids)
+    results = [json.loads(m["Body"]) for m in receive_all(sqs, feedback_queues.results)]
+    assert sorted(r["requestId"] for r in results) == sorted(dedup_ids)
+    await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 0))
+
+
+async def test_the_result_queue_can_be_switched_off(
+    start_worker: StartWorker,
+    sqs: SQSClient,
+    feedback_queues: FeedbackQueues,
+    receiver: CallbackReceiver,
+) -> None:
+    enqueue(sqs, feedback_queues.requests, member_id=9, request_id="req-9")
+    await start_worker(RESULT_QUEUE_URL="")
+
+    await eventually(lambda: receiver.statuses() == [200])
+    await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 0))
+
+    assert receive_all(sqs, feedback_queues.results) == []
+
+
+async def test_in_flight_work_is_bounded_by_the_concurrency_and_fills_it(
+    start_worker: StartWorker,
+    sqs: SQSClient,
+    feedback_queues: FeedbackQueues,
+    llm: FakeLlm,
+    receiver: CallbackReceiver,
+) -> None:
+    llm.control(latency_s=0.5)
+    for member in range(100, 112):
+        enqueue(sqs, feedback_queues.requests, member_id=member, request_id=f"req-{member}")
+    await start_worker(WORKER_CONCURRENCY="4")
+
+    held: list[int] = []
+
+    def all_delivered() -> bool:
+        # Received but unfinished messages: never more than the free slots asked for.
+        held.append(queue_counts(sqs, feedback_queues.requests)[1])
+        return len(receiver.deliveries()) == 12
+
+    await eventually(all_delivered)
+
+    assert llm.stats()["max_in_flight"] == 4
+    assert max(held) <= 4
+    assert llm.stats()["requests"] == 12

@@ -1,0 +1,129 @@
+"""Small pure pieces: backoff, Retry-After, URL joining, request ids, settings validation."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from feedback_worker.backoff import backoff_delay
+from feedback_worker.delivery.callback import retry_after_seconds
+from feedback_worker.errors import InvalidMessage
+from feedback_worker.jobs import read_job
+from feedback_worker.settings import WorkerSettings, join_url
+from feedback_worker.sqs import QueueMessage
+from pydantic import ValidationError
+from worker_helpers import TEST_SECRET, feedback_request
+
+
+def test_backoff_grows_with_the_attempt_and_stops_at_the_cap() -> None:
+    for attempt, full in [(1, 10), (2, 20), (3, 40), (4, 80), (8, 600), (50, 600)]:
+        delay = backoff_delay(attempt, base=10, cap=600)
+        # Jitter takes off up to a quarter, never adds.
+        assert 0.75 * full <= delay <= full
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        (" 0 ", 0.0),
+        ("Sun, 22 Nov 2026 01:00:30 GMT", 30.0),
+        ("Sun, 22 Nov 2026 00:59:00 GMT", 0.0),  # in the past: retry now
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_in_seconds_or_as_an_http_date(header: str | None, seconds: float) -> None:
+    now = datetime(2026, 11, 22, 1, 0, 0, tzinfo=UTC)
+
+    assert retry_after_seconds(header, now) == seconds
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "joined"),
+    [
+        ("http://backend:8080", "", "http://backend:8080"),
+        (
+            "http://backend:8080/",
+            "/api/feedback/callback",
+            "http://backend:8080/api/feedback/callback",
+        ),
+        ("http://backend:8080/api/", "feedback", "http://backend:8080/api/feedback"),
+        ("http://backend:8080/api", "/", "http://backend:8080/api"),
+    ],
+)
+def test_callback_url_and_path_join_with_one_slash(base: str, path: str, joined: str) -> None:
+    assert join_url(base, path) == joined
+
+
+def message(body: str, deduplication_id: str | None = None) -> QueueMessage:
+    return QueueMessage(
+        message_id="5fea7756-0ea4-451a-a703-a558b933e274",
+        receipt_handle="receipt",
+        body=body,
+        receive_count=1,
+        group_id="feedback",
+        deduplication_id=deduplication_id,
+        attributes={},
+    )
+
+
+def test_request_id_comes_from_the_job_then_the_dedup_id_then_the_message_id() -> None:
+    with_id = json.dumps(feedback_request(3, "req-3"))
+    without_id = json.dumps(feedback_request(3))
+
+    assert read_job(message(with_id, "3-abc")).request_id == "req-3"
+    assert read_job(message(without_id, "3-abc")).request_id == "3-abc"
+    assert read_job(message(without_id)).request_id == "5fea7756-0ea4-451a-a703-a558b933e274"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("not json", "Invalid JSON"),
+        ('{"memberId": 0, "personalChallenges": [], "groupChallenges": []}', "memberId"),
+        ('{"memberId": 1}', "personalChallenges: Field required"),
+    ],
+)
+def test_a_body_that_is_no_feedback_job_is_invalid_with_its_reason(body: str, reason: str) -> None:
+    with pytest.raises(InvalidMessage, match=reason):
+        read_job(message(body))
+
+
+BASE_ENV = {"FEEDBACK_QUEUE_URL": "http://sqs/q.fifo", "LLM_MODEL": "m"}
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({}, "RESULT_QUEUE_URL and/or CALLBACK_URL"),
+        ({"CALLBACK_URL": "http://backend"}, "CALLBACK_SECRET is required"),
+        ({"CALLBACK_URL": "http://b", "CALLBACK_SECRET": "whsec_%%%"}, "not a Standard Webhooks"),
+        ({"RESULT_QUEUE_URL": "http://sqs/r.fifo", "SQS_WAIT_SECONDS": "25"}, "SQS_WAIT_SECONDS"),
+    ],
+)
+def test_settings_refuse_a_configuration_that_cannot_work(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], problem: str
+) -> None:
+    for name, value in {**BASE_ENV, **env}.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(ValidationError) as error:
+        WorkerSettings()
+
+    assert problem.lower() in str(error.value).lower()
+
+
+def test_settings_defaults_fit_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {**BASE_ENV, "CALLBACK_URL": "http://b", "CALLBACK_SECRET": TEST_SECRET}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    settings = WorkerSettings()
+
+    assert settings.llm_base_url == "http://127.0.0.1:8000/v1"
+    assert settings.llm_temperature == 0.7
+    assert settings.llm_max_tokens == 400
+    assert settings.sqs_wait_seconds == 20
+    assert settings.worker_concurrency == 32
+    assert TEST_SECRET not in repr(settings)
