@@ -36,8 +36,9 @@ OLD_ROW = """
 INSERT INTO batch_key (batch_key_id, influencer_id, task_id, openai_batch_id, status,
     s3_qa_file_url, s3_processed_file_url, is_processed, is_uploaded_to_s3,
     is_finetuning_started, created_at, updated_at)
-VALUES (1, 7, 'qa_7_1700000000', 'batch_old', 'COMPLETED', 'qa_pairs/processed_qa_qa_7_1700000000.json',
-    NULL, TRUE, TRUE, FALSE, '2023-11-14 22:13:20', '2023-11-14 22:13:20')
+VALUES (1, 7, 'qa_7_1700000000', 'batch_old', 'COMPLETED',
+    'qa_pairs/processed_qa_qa_7_1700000000.json', NULL, TRUE, TRUE, FALSE,
+    '2023-11-14 22:13:20', '2023-11-14 22:13:20')
 """
 
 
@@ -57,7 +58,13 @@ def test_migrations_adopt_the_old_table_and_keep_its_rows(engine: Engine) -> Non
     migrate(engine)  # a second run finds nothing to do
 
     columns = {column["name"] for column in inspect(engine).get_columns("batch_key")}
-    assert {"processed_sha256", "raw_sha256", "sync_attempts", "last_verified_at", "lease_until"} <= columns
+    assert {
+        "processed_sha256",
+        "raw_sha256",
+        "sync_attempts",
+        "last_verified_at",
+        "lease_until",
+    } <= columns
     assert inspect(engine).has_table("qa_sync_webhook_event")
     job = Registry(session_factory(engine), lease_seconds=60).get("qa_7_1700000000")
     assert job.processed_key == "qa_pairs/processed_qa_qa_7_1700000000.json"  # s3_qa_file_url
@@ -79,7 +86,9 @@ def test_registering_a_batch_twice_gives_the_same_job(registry: Registry) -> Non
     assert (first.status, first.batch_key) == ("pending", "key-1")
 
 
-def test_two_jobs_for_one_influencer_in_the_same_second_get_distinct_task_ids(registry: Registry) -> None:
+def test_two_jobs_for_one_influencer_in_the_same_second_get_distinct_task_ids(
+    registry: Registry,
+) -> None:
     ids = {registry.register(42, f"batch_{n}").task_id for n in range(3)}
     assert len(ids) == 3
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 import uvicorn
+from pydantic import ValidationError
 
 from qa_sync.app import create_app
 from qa_sync.components import Components, build_components
@@ -57,7 +58,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = QaSyncSettings()
+    try:
+        settings = QaSyncSettings()
+    except ValidationError as error:
+        sys.exit(f"qa-sync: invalid configuration\n{error}")
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
