@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from chart_support import REPO
 
+# `uv run` tells its children where uv is; otherwise PATH (the Makefile may use a private copy).
+UV = os.environ.get("UV") or shutil.which("uv")
 SERVICES = {"ingest": "feedback_ingest", "worker": "feedback_worker", "qa-sync": "qa_sync"}
 DEV_ONLY = ("pytest", "ruff", "mypy", "moto", "llama_cpp", "hypothesis", "devstack")
 
@@ -146,7 +148,7 @@ def _copy_build_context(stage: Stage, destination: Path) -> None:
                 shutil.copy2(source_path, target_path / source_path.name)
 
 
-@pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not on PATH")
+@pytest.mark.skipif(UV is None, reason="no uv binary: run the tests with `uv run`")
 def test_build_stage_installs_the_service_and_nothing_from_the_dev_groups(
     service: str, tmp_path: Path
 ) -> None:
@@ -158,8 +160,8 @@ def test_build_stage_installs_the_service_and_nothing_from_the_dev_groups(
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_OFFLINE": "1"}
     env.pop("VIRTUAL_ENV", None)
     for run in build.all("RUN"):
-        command = shlex.split(run)
-        command = command[command.index("uv") :]
+        words = shlex.split(run)
+        command = [str(UV), *words[words.index("uv") + 1 :]]
         result = subprocess.run(
             command, cwd=context, env=env, capture_output=True, text=True, timeout=300, check=False
         )
