@@ -11,6 +11,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from feedback_worker.sqs import FeedbackQueue, QueueMessage
 
 log = logging.getLogger(__name__)
@@ -52,9 +54,7 @@ class Poller:
             leftover = await poll.future
         except Exception:
             return  # the poll failed: it holds no messages
-        if leftover:
-            log.info("shutting down: releasing %d message(s) just received", len(leftover))
-            await self._queue.set_visibility(leftover, 0)
+        await asyncio.to_thread(self._release, leftover)
 
     def _receive(self, poll: Poll, max_messages: int) -> None:
         try:
@@ -72,9 +72,18 @@ class Poller:
                 poll.handed_over = True
                 poll.future.get_loop().call_soon_threadsafe(_resolve, poll.future, messages, error)
                 return
-        if messages:
-            log.info("shut down during a poll: releasing %d message(s)", len(messages))
+        self._release(messages)
+
+    def _release(self, messages: list[QueueMessage]) -> None:
+        if not messages:
+            return
+        log.info("shutting down: releasing %d message(s) a poll returned", len(messages))
+        try:
             self._queue.set_visibility_blocking(messages, 0)
+        except (BotoCoreError, ClientError) as error:
+            log.error(
+                "could not release them (%s): they come back when their visibility ends", error
+            )
 
 
 def _resolve(
