@@ -4,6 +4,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -15,6 +16,9 @@ from qa_sync.components import Components, build_components
 from qa_sync.settings import QaSyncSettings
 from qa_sync_helpers import WEBHOOK_SECRET, pairs_file, wait_until
 from standardwebhooks.webhooks import Webhook
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 @pytest.fixture
@@ -206,3 +210,37 @@ def test_not_ready_without_its_bucket(settings: QaSyncSettings, aws_env: str) ->
         components.close()
     assert answer.status_code == 503
     assert answer.json()["message"].startswith("not ready")
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample (`name` with its labels) in Prometheus' text format, 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_metrics_count_jobs_findings_and_repairs(
+    settings: QaSyncSettings, aws_env: str, provider: FakeBatchApi, s3: "S3Client", bucket: str
+) -> None:
+    components = build_components(settings.model_copy(update={"poll_interval_seconds": 3600}))
+    repaired = 'qa_sync_repairs_total{action="rebuilt_from_raw",object="processed"}'
+    found = 'qa_sync_verification_failures_total{object="processed",problem="missing"}'
+    try:
+        output, _ = pairs_file(2)
+        job = components.registry.register(1, provider.seed_batch(output)["id"])
+        components.syncer.sync(job)
+        with BackgroundServer(create_app(components)) as server:
+            before = httpx.get(f"{server.url}/metrics").text
+            s3.delete_object(
+                Bucket=bucket, Key=str(components.registry.get(job.task_id).processed_key)
+            )
+            components.reconciler.run(repair=True)
+            after = httpx.get(f"{server.url}/metrics").text
+    finally:
+        components.close()
+
+    assert metric(after, repaired) == metric(before, repaired) + 1
+    assert metric(after, found) == metric(before, found) + 1
+    assert metric(after, 'qa_sync_jobs{status="completed"}') == 1
+    assert metric(after, 'qa_sync_jobs{status="pending"}') == 0

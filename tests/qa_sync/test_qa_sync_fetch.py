@@ -2,12 +2,10 @@
 fallback had to rebuild."""
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from devstack.fake_batch_api import FakeBatchApi
-from qa_sync.cli import main
 from qa_sync.components import Components
 from qa_sync.fetch import JobNotReady, PairFormat, PairSource
 from qa_sync.registry.models import BatchJob
@@ -104,25 +102,3 @@ def test_a_finished_batch_nobody_told_us_about_is_synced_by_the_fetch(
 
     assert (source, document["total_qa_pairs"]) == (PairSource.PROCESSED, 2)
     assert qa.registry.get(job.task_id).status == "completed"
-
-
-def test_the_cli_writes_chat_jsonl_to_a_file(
-    qa: Components,
-    job: BatchJob,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    for name, value in qa.settings.model_dump(mode="json").items():
-        if value is not None:
-            monkeypatch.setenv(name.upper(), str(value))
-    for name in ("openai_api_key", "openai_webhook_secret"):
-        secret = getattr(qa.settings, name)
-        monkeypatch.setenv(name.upper(), secret.get_secret_value())
-    target = tmp_path / "pairs.jsonl"
-
-    code = main(["fetch", job.task_id, "--format", "chat-jsonl", "--output", str(target)])
-
-    assert code == 0
-    assert len(target.read_bytes().splitlines()) == 3
-    assert "pairs from processed" in capsys.readouterr().err

@@ -111,7 +111,7 @@ def test_webhook_to_fine_tuning_pairs_and_a_repair_from_the_command_line(
 
 
 def test_migrate_and_sync_from_the_command_line(
-    env: dict[str, str], provider: FakeBatchApi
+    env: dict[str, str], provider: FakeBatchApi, tmp_path: Path
 ) -> None:
     assert cli(env, "migrate").returncode == 0
     output, _ = pairs_file(2)
@@ -130,6 +130,16 @@ def test_migrate_and_sync_from_the_command_line(
     }
     fetched = cli(env, "fetch", task_id)
     assert json.loads(fetched.stdout)["total_qa_pairs"] == 2
+    target = tmp_path / "pairs.jsonl"
+    as_chat = cli(env, "fetch", task_id, "--format", "chat-jsonl", "--output", str(target))
+    assert as_chat.returncode == 0, as_chat.stderr
+    assert "pairs from processed" in as_chat.stderr
+    assert [
+        json.loads(line)["messages"][2]["role"] for line in target.read_text().splitlines()
+    ] == [
+        "assistant",
+        "assistant",
+    ]
 
 
 def test_the_service_refuses_to_start_without_its_bucket_setting(env: dict[str, str]) -> None:

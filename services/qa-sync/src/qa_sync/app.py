@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from llm_common.contracts.envelope import Envelope
+from llm_common.telemetry import instrument_fastapi, mount_metrics
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 
@@ -40,6 +41,8 @@ def create_app(components: Components, *, background: bool = True) -> FastAPI:
         await work.stop()
 
     app = FastAPI(title="qa-sync", lifespan=lifespan)
+    instrument_fastapi(app)
+    mount_metrics(app)
 
     @app.post("/webhooks/openai")
     async def openai_webhook(request: Request) -> JSONResponse:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from qa_sync.components import Components
+from qa_sync.telemetry import set_job_counts
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ class BackgroundWork:
         self._components.syncer.sync(job)
 
     async def _poll(self) -> None:
-        for job in await asyncio.to_thread(self._components.registry.pending):
+        registry = self._components.registry
+        set_job_counts(await asyncio.to_thread(registry.count_by_status))
+        for job in await asyncio.to_thread(registry.pending):
             assert job.openai_batch_id is not None
             self.request_sync(job.openai_batch_id)
 

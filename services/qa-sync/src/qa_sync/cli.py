@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 import uvicorn
+from llm_common.telemetry import secret_values, setup_logging, setup_tracing, shutdown_tracing
 from pydantic import ValidationError
 
 from qa_sync.app import create_app
@@ -29,8 +30,6 @@ from qa_sync.registry.jobs import JobNotFound
 from qa_sync.settings import QaSyncSettings
 from qa_sync.storage import StorageError
 from qa_sync.views import JobView
-
-log = logging.getLogger("qa_sync")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,12 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = QaSyncSettings()
     except ValidationError as error:
         sys.exit(f"qa-sync: invalid configuration\n{error}")
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
     command = args.command or "serve"
+    _setup_telemetry(settings, command)
     if command == "migrate":
         engine = create_registry_engine(settings.database_url)
         migrate(engine)
@@ -79,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[command](components, args)
     finally:
         components.close()
+        shutdown_tracing()
+
+
+def _setup_telemetry(settings: QaSyncSettings, command: str) -> None:
+    setup_logging(settings.log_level, secret_values(settings))
+    if command != "serve":
+        # A command's own output (a report, the pairs) owns stdout; its logs go to stderr.
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stderr)
+    setup_tracing("qa-sync")
 
 
 def _serve(components: Components, _: argparse.Namespace) -> int:

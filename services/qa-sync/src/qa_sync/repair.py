@@ -17,6 +17,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from llm_common.telemetry import names
+
 from qa_sync.checks import Inspector, ObjectCheck
 from qa_sync.objects import FileIds, JobObjects
 from qa_sync.provider import ProviderRefused, ProviderUnavailable
@@ -26,6 +28,7 @@ from qa_sync.report import Action, Finding, Fix, JobReport, Problem, Unrepaired
 from qa_sync.spool import Spool
 from qa_sync.storage import StorageError, StoredObject
 from qa_sync.sync import processed_values, raw_values
+from qa_sync.telemetry import count_findings, count_repairs, job_span
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,9 @@ class JobReconciler:
         """Check a job this process holds the lease of; with `repair`, fix what is wrong."""
         result = Reconciled(JobReport(task_id=job.task_id), None, None)
         try:
-            result.raw = self._inspector.check_raw(job)
-            result.processed = self._inspector.check_processed(job)
+            with job_span(names.QA_SYNC_VERIFY_SPAN, job.task_id, job.openai_batch_id):
+                result.raw = self._inspector.check_raw(job)
+                result.processed = self._inspector.check_processed(job)
         except StorageError as error:
             result.report.unrepaired.append(
                 Unrepaired(task_id=job.task_id, object=None, reason=f"cannot read: {error}")
@@ -69,11 +73,14 @@ class JobReconciler:
         report = result.report
         report.objects_checked = 2
         report.findings = result.raw.findings(job.task_id) + result.processed.findings(job.task_id)
+        count_findings(report)
         if not (repair and report.findings):
             self._record(job, report, {})
             return result
         repairs = _JobRepair(self._objects, job, report)
-        repairs.run(result.raw, result.processed)
+        with job_span(names.QA_SYNC_REPAIR_SPAN, job.task_id, job.openai_batch_id):
+            repairs.run(result.raw, result.processed)
+        count_repairs(report)
         self._record(
             job, report, {**repairs.values, "repair_attempts": BatchJob.repair_attempts + 1}
         )

@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from llm_common.telemetry import names
 from openai.types import Batch
 
 from qa_sync.objects import FileIds, JobObjects
@@ -19,6 +20,7 @@ from qa_sync.qa_lines import LineStats
 from qa_sync.registry.jobs import Registry
 from qa_sync.registry.models import BatchJob, JobStatus, from_unix, utcnow
 from qa_sync.storage import StorageError, StoredObject
+from qa_sync.telemetry import job_span
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,10 @@ class Syncer:
         return [self.sync(job) for job in self._registry.pending()]
 
     def sync(self, job: BatchJob) -> SyncResult:
-        with self._registry.leased(job.batch_key_id, pending_only=True) as leased:
+        with (
+            job_span(names.QA_SYNC_JOB_SPAN, job.task_id, job.openai_batch_id),
+            self._registry.leased(job.batch_key_id, pending_only=True) as leased,
+        ):
             if leased is None:
                 current = self._registry.get(job.task_id)
                 done = current.status != JobStatus.PENDING

@@ -77,6 +77,12 @@ class Registry:
         with self._sessions() as session:
             return list(session.scalars(query))
 
+    def count_by_status(self) -> dict[str, int]:
+        status = func.lower(BatchJob.status)
+        query = select(status, func.count()).group_by(status)
+        with self._sessions() as session:
+            return {str(name): int(count) for name, count in session.execute(query)}
+
     # --- registering ---
 
     def register(
