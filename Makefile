@@ -7,6 +7,9 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 # uv from PATH, or a private copy installed on first use (a fresh machine has none).
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
+# Registry prefix and tag of the service images, e.g. make images IMAGE_REGISTRY=<ecr>/feedback
+IMAGE_REGISTRY ?=
+IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 
 .PHONY: help setup run demo test test-fast lint fmt bench reliability images clean
 
@@ -39,6 +42,23 @@ lint: setup ## ruff (lint and format check) and mypy --strict
 fmt: setup ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
+
+images: ## build the service images with docker or podman (needs a running engine)
+	@engine=""; \
+	for candidate in docker podman; do \
+	  if command -v $$candidate >/dev/null 2>&1 && $$candidate info >/dev/null 2>&1; then \
+	    engine=$$candidate; break; \
+	  fi; \
+	done; \
+	if [ -z "$$engine" ]; then \
+	  echo "make images: no container engine reachable (no running docker or podman daemon); nothing was built." >&2; \
+	  exit 1; \
+	fi; \
+	for service in ingest worker qa-sync; do \
+	  image="$(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/)feedback-$$service:$(IMAGE_TAG)"; \
+	  echo "$$engine build -f services/$$service/Dockerfile -t $$image ."; \
+	  $$engine build -f services/$$service/Dockerfile -t "$$image" . || exit 1; \
+	done
 
 clean: ## remove local state (.run/ logs and data, caches)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
