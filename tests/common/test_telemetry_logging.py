@@ -2,6 +2,7 @@
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -164,3 +165,12 @@ def test_a_bad_format_call_still_logs_instead_of_raising(
     [line] = _lines(capsys)
     assert LLM_API_KEY not in line["message"]
     assert line["message"].startswith("two placeholders")
+
+
+def test_a_command_can_send_its_log_lines_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("INFO", stream=sys.stderr)
+    log.info("report written")
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert json.loads(captured.err)["message"] == "report written"

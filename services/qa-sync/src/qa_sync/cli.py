@@ -11,7 +11,6 @@ fetch TASK_ID [--format json|chat-jsonl] [--output FILE]   a job's QA pairs for 
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -78,12 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _setup_telemetry(settings: QaSyncSettings, command: str) -> None:
-    setup_logging(settings.log_level, secret_values(settings))
-    if command != "serve":
-        # A command's own output (a report, the pairs) owns stdout; its logs go to stderr.
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(sys.stderr)
+    # A command's own output (a report, the pairs) owns stdout; its logs go to stderr.
+    stream = sys.stdout if command == "serve" else sys.stderr
+    setup_logging(settings.log_level, secret_values(settings), stream=stream)
     setup_tracing("qa-sync")
 
 

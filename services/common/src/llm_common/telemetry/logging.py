@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from opentelemetry import trace
 
@@ -73,14 +73,15 @@ def _other_extra_fields(record: logging.LogRecord) -> dict[str, object]:
     }
 
 
-def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
-    """Make the root logger write redacted JSON lines to stdout at `level` (idempotent).
+def setup_logging(level: str, secrets: Iterable[str] = (), stream: IO[str] | None = None) -> None:
+    """Make the root logger write redacted JSON lines to `stream` (stdout) at `level` (idempotent).
 
     `secrets` are the configured secret values (see `secret_values(settings)`); values shaped like
     `whsec_…`, `sk-…`, `Bearer …` and URL passwords are redacted whatever the list says.
     Run uvicorn with `log_config=None` so its loggers reach this handler instead of their own.
+    A command whose output owns stdout (a report, an export) passes `stream=sys.stderr`.
     """
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RedactingFilter(Redactor(secrets)))
     root = logging.getLogger()
