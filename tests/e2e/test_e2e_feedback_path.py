@@ -1,0 +1,106 @@
+"""A POSTed request comes back as a signed callback and a result-queue message (real processes)."""
+
+import json
+from datetime import datetime
+
+import boto3
+import httpx
+import pytest
+from devstack.demo_request import demo_feedback_request
+from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, Stack
+from e2e_helpers import StartStack, wait_for_callback
+from llm_common.contracts import FeedbackResult
+from llm_common.webhooks import verify_signature
+from mypy_boto3_sqs import SQSClient
+
+pytestmark = pytest.mark.e2e
+
+
+def _sqs(stack: Stack) -> SQSClient:
+    return boto3.client(
+        "sqs",
+        endpoint_url=stack.aws_endpoint,
+        region_name=AWS_REGION,
+        aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def _post_feedback(stack: Stack, request_id: str, member_id: int = 1024) -> None:
+    body = demo_feedback_request(request_id, member_id)
+    answer = httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, timeout=10)
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {
+        "status": 202,
+        "message": "accepted",
+        "data": {"requestId": request_id},
+    }
+
+
+def _assert_result_message(stack: Stack, request_id: str, member_id: int) -> FeedbackResult:
+    assert stack.queues is not None
+    received = _sqs(stack).receive_message(
+        QueueUrl=stack.queues.results,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=5,
+        MessageSystemAttributeNames=["All"],
+    )["Messages"]
+    assert len(received) == 1
+    message = received[0]
+    assert message["Attributes"]["MessageGroupId"] == str(member_id)
+    assert message["Attributes"]["MessageDeduplicationId"] == request_id
+    return FeedbackResult.model_validate_json(message["Body"])
+
+
+def _assert_signed_callback(stack: Stack, request_id: str, member_id: int) -> FeedbackResult:
+    delivery = wait_for_callback(stack, request_id, timeout=90)
+    # The receiver verified the signature; verify it here too, the way the backend would. The
+    # worker sends compact UTF-8 JSON, which this re-encoding reproduces byte for byte.
+    raw_body = json.dumps(delivery["body"], ensure_ascii=False, separators=(",", ":"))
+    headers = {k: v for k, v in delivery["headers"].items() if k.startswith("webhook-")}
+    result = FeedbackResult.model_validate(delivery["body"])
+    assert result.member_id == member_id
+    assert result.request_id == request_id
+    assert delivery["status"] == 200
+    assert headers["webhook-id"] == request_id
+    assert headers["webhook-signature"].startswith("v1,")
+    verify_signature(stack.callback_secret, raw_body, headers)
+    return result
+
+
+def test_request_comes_back_as_signed_callback_and_result_message(
+    start_stack: StartStack,
+) -> None:
+    stack = start_stack(llm="fake")
+    _post_feedback(stack, "e2e-fake-1", member_id=77)
+
+    via_callback = _assert_signed_callback(stack, "e2e-fake-1", member_id=77)
+    via_queue = _assert_result_message(stack, "e2e-fake-1", member_id=77)
+
+    assert via_callback.content == via_queue.content
+    # The fake LLM echoes the prompt's challenge lines: the member's record reached the model.
+    assert "아침 6시 기상" in via_callback.content
+    assert via_queue.status == "success"
+    assert isinstance(via_queue.timestamp, datetime)
+    # Delivered means deleted: nothing is left on the request queue, nothing in the DLQ.
+    assert stack.queues is not None
+    attributes = _sqs(stack).get_queue_attributes(
+        QueueUrl=stack.queues.requests, AttributeNames=["All"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+@pytest.mark.slow
+def test_real_llm_writes_the_feedback(start_stack: StartStack) -> None:
+    """The local llama.cpp server (Gemma 3 270M on CPU) answers through the whole path."""
+    stack = start_stack(llm="llama", llm_max_tokens=48)
+    _post_feedback(stack, "e2e-llama-1", member_id=4242)
+
+    via_callback = _assert_signed_callback(stack, "e2e-llama-1", member_id=4242)
+    via_queue = _assert_result_message(stack, "e2e-llama-1", member_id=4242)
+
+    assert via_callback.content.strip()
+    assert via_callback.content == via_queue.content
+    stats = httpx.get(f"{stack.llm_base_url}/models", timeout=5).json()
+    assert stats["data"][0]["id"] == "gemma-3-270m"

@@ -1,0 +1,92 @@
+"""`make run`, `make demo`, Ctrl-C and a second `make run`, exactly as a developer uses them."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+from devstack import fake_llm
+from devstack.serving import BackgroundServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+UP_LINE = "platform up in"
+
+
+def _launch(cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "devstack", "run"],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _read_until(stream: IO[str], marker: str, timeout: float) -> str:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"{marker!r} not printed:\n{''.join(seen)}")
+
+
+def _demo(cwd: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "devstack", "demo"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _interrupt(run: subprocess.Popen[str]) -> None:
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=60) == 0
+
+
+@pytest.fixture
+def fake_llm_url() -> Iterator[str]:
+    with BackgroundServer(fake_llm.create_app(model="external-model")) as server:
+        yield f"{server.url}/v1"
+
+
+def test_run_demo_interrupt_and_run_again(tmp_path: Path, fake_llm_url: str) -> None:
+    # First run: embedded defaults, the local Gemma model on CPU.
+    first = _launch(tmp_path, {"LLM_BASE_URL": ""})
+    try:
+        assert first.stdout is not None
+        _read_until(first.stdout, UP_LINE, timeout=240)
+        printed = _demo(tmp_path)
+        assert "202" in printed
+        assert "signature verified" in printed
+        assert '"content"' in printed
+    finally:
+        _interrupt(first)
+
+    # Second run on the same ports, this time against an external OpenAI-compatible server.
+    second = _launch(tmp_path, {"LLM_BASE_URL": fake_llm_url, "LLM_MODEL": "external-model"})
+    try:
+        assert second.stdout is not None
+        _read_until(second.stdout, UP_LINE, timeout=120)
+        assert fake_llm_url in _read_until(second.stdout, "LLM", timeout=5)
+        printed = _demo(tmp_path)
+        assert "signature verified" in printed
+        assert "아침 6시 기상" in printed  # the fake echoes the prompt: it was the one asked
+    finally:
+        _interrupt(second)
