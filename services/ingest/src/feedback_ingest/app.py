@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 from fastapi import FastAPI
+from llm_common.telemetry import instrument_fastapi, mount_metrics
 
 from feedback_ingest.errors import install_error_handlers
 from feedback_ingest.openapi import document_request_body
@@ -32,6 +33,8 @@ def create_app(settings: IngestSettings) -> FastAPI:
     app.include_router(health.router)
     install_error_handlers(app, settings.queue_retry_after_seconds)
     document_request_body(app)
+    instrument_fastapi(app)
+    mount_metrics(app)
     return app
 
 

@@ -10,6 +10,8 @@ from typing import Any, ClassVar, TypedDict
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from llm_common.telemetry import metrics
+from llm_common.telemetry.names import RejectReason
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
@@ -31,6 +33,7 @@ class ApiError(Exception):
 
     status: ClassVar[int]
     message: ClassVar[str]
+    reject_reason: ClassVar[RejectReason]
 
     def __init__(
         self, data: dict[str, Any] | None = None, headers: dict[str, str] | None = None
@@ -43,6 +46,7 @@ class ApiError(Exception):
 class InvalidRequest(ApiError):
     status = 400
     message = "invalid request"
+    reject_reason = RejectReason.INVALID_BODY
 
     def __init__(self, errors: Sequence[FieldError]) -> None:
         super().__init__(data={"errors": list(errors)})
@@ -63,6 +67,7 @@ class InvalidRequest(ApiError):
 class NotAuthenticated(ApiError):
     status = 401
     message = "missing or invalid API key"
+    reject_reason = RejectReason.UNAUTHORIZED
 
     def __init__(self) -> None:
         super().__init__(headers={"WWW-Authenticate": "Bearer"})
@@ -71,6 +76,7 @@ class NotAuthenticated(ApiError):
 class PayloadTooLarge(ApiError):
     status = 413
     message = "request body too large"
+    reject_reason = RejectReason.TOO_LARGE
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(data={"maxBytes": max_bytes})
@@ -90,17 +96,20 @@ def field_path(loc: Sequence[int | str]) -> str:
 def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        _count_rejection(error.reject_reason)
         return envelope_response(error.status, error.message, error.data, error.headers)
 
     @app.exception_handler(MessageTooLarge)
     async def message_too_large(_: Request, error: MessageTooLarge) -> JSONResponse:
         # The body was under MAX_BODY_BYTES but grew past SQS's limit when normalised: as
         # permanent as an oversized body, so not a 503 the client would retry forever.
+        _count_rejection(RejectReason.TOO_LARGE)
         return envelope_response(413, str(error), {"maxBytes": error.max_bytes})
 
     @app.exception_handler(QueueUnavailable)
     async def queue_unavailable(_: Request, error: QueueUnavailable) -> JSONResponse:
         logger.warning("queue unavailable, answering 503: %s", error)
+        _count_rejection(RejectReason.QUEUE_UNAVAILABLE)
         return envelope_response(
             503,
             "queue unavailable, retry later",
@@ -117,3 +126,7 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         # Only a bug gets here: bad input is answered above. The details stay in the log.
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
         return envelope_response(500, "internal error")
+
+
+def _count_rejection(reason: RejectReason) -> None:
+    metrics.INGEST_REQUESTS_REJECTED.labels(reason).inc()

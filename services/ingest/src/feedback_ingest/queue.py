@@ -7,6 +7,7 @@ carried in MessageAttributes) is added there and nowhere else.
 import functools
 import logging
 import re
+import time
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -14,11 +15,16 @@ from anyio import CapacityLimiter
 from botocore.exceptions import BotoCoreError, ClientError
 from llm_common.aws import aws_client
 from llm_common.contracts import FeedbackJob
+from llm_common.telemetry import inject_trace_context, metrics, names
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 SQS_MAX_MESSAGE_BYTES = 262_144
 """SQS's message size limit (body and attributes; this counts the body, which is nearly all)."""
@@ -66,7 +72,7 @@ class FeedbackQueue:
         size = len(body.encode())
         if size > SQS_MAX_MESSAGE_BYTES:
             raise MessageTooLarge(size)
-        send = functools.partial(self._send, body, str(job.member_id), job.request_id)
+        send = functools.partial(self._send, body, job.member_id, job.request_id)
         return await anyio.to_thread.run_sync(send, limiter=self._threads)
 
     async def is_reachable(self) -> bool:
@@ -75,19 +81,33 @@ class FeedbackQueue:
     def close(self) -> None:
         self._sqs.close()
 
-    def _send(self, body: str, group_id: str, deduplication_id: str) -> str:
+    def _send(self, body: str, member_id: int, request_id: str) -> str:
         # Group per member: ordered per member, parallel across members. Dedup on the request
         # id: SQS drops a retry of the same request within its 5-minute window.
-        try:
-            response = self._sqs.send_message(
-                QueueUrl=self.queue_url,
-                MessageBody=body,
-                MessageGroupId=group_id,
-                MessageDeduplicationId=deduplication_id,
-            )
-        except (BotoCoreError, ClientError) as error:
-            raise QueueUnavailable(str(error)) from error
-        return response["MessageId"]
+        attributes: dict[str, AttributeValue] = {
+            names.REQUEST_ID_ATTRIBUTE: request_id,
+            names.MEMBER_ID_ATTRIBUTE: member_id,
+        }
+        # Runs on anyio's worker thread, which carries the request's context: the span is a child
+        # of the HTTP request's.
+        with tracer.start_as_current_span(
+            names.ENQUEUE_SPAN, kind=SpanKind.PRODUCER, attributes=attributes
+        ):
+            started = time.perf_counter()
+            try:
+                response = self._sqs.send_message(
+                    QueueUrl=self.queue_url,
+                    MessageBody=body,
+                    MessageGroupId=str(member_id),
+                    MessageDeduplicationId=request_id,
+                    # The worker continues this trace from here (design.md §1).
+                    MessageAttributes=inject_trace_context(),
+                )
+            except (BotoCoreError, ClientError) as error:
+                _observe_enqueue(names.Outcome.ERROR, started)
+                raise QueueUnavailable(str(error)) from error
+            _observe_enqueue(names.Outcome.OK, started)
+            return response["MessageId"]
 
     def _answers(self) -> bool:
         try:
@@ -96,3 +116,7 @@ class FeedbackQueue:
             logger.warning("feedback queue unreachable: %s", error)
             return False
         return True
+
+
+def _observe_enqueue(outcome: names.Outcome, started: float) -> None:
+    metrics.INGEST_ENQUEUE_DURATION.labels(outcome).observe(time.perf_counter() - started)

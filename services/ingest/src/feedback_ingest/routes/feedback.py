@@ -4,6 +4,7 @@ import logging
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from llm_common.telemetry import log_context, metrics
 
 from feedback_ingest import openapi
 from feedback_ingest.auth import require_api_key
@@ -29,11 +30,13 @@ async def accept_feedback(request: Request, settings: SettingsDep, queue: QueueD
     """Answers 202 only once SQS has accepted the message."""
     feedback = await read_feedback_request(request, settings.max_body_bytes)
     request_id = resolve_request_id(feedback, request.headers.get(IDEMPOTENCY_KEY_HEADER))
-    message_id = await queue.enqueue(feedback_job(feedback, request_id))
-    logger.info(
-        "accepted request %s for member %s as message %s",
-        request_id,
-        feedback.member_id,
-        message_id,
-    )
+    with log_context(request_id=request_id, member_id=feedback.member_id):
+        message_id = await queue.enqueue(feedback_job(feedback, request_id))
+        logger.info(
+            "accepted request %s for member %s as message %s",
+            request_id,
+            feedback.member_id,
+            message_id,
+        )
+    metrics.INGEST_REQUESTS_ACCEPTED.inc()
     return envelope_response(202, "accepted", {"requestId": request_id})
