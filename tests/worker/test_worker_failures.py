@@ -85,12 +85,15 @@ async def test_with_the_llm_down_the_message_comes_back_until_the_redrive_moves_
     enqueue(sqs, feedback_queues.requests, member_id=14, request_id="req-14")
     await start_worker(LLM_MAX_RETRIES="0", RETRY_DELAY_SECONDS="1", RETRY_MAX_DELAY_SECONDS="1")
 
-    # The fixture's queue has maxReceiveCount=3: three tries, then SQS moves it to the DLQ.
+    # The fixture's queue has maxReceiveCount=3: after the third try the worker moves it to the
+    # DLQ itself, with the reason (SQS's own redrive would move it without one).
     await eventually(lambda: queue_counts(sqs, feedback_queues.dead_letters)[0] == 1)
 
     assert llm.stats()["requests"] == 3
     [dead] = receive_all(sqs, feedback_queues.dead_letters)
     assert json.loads(dead["Body"])["requestId"] == "req-14"
+    reason = dead["MessageAttributes"]["DeadLetterReason"]["StringValue"]
+    assert reason.startswith("gave up after 3 receives: LLM call failed: HTTP 503")
     assert queue_counts(sqs, feedback_queues.requests) == (0, 0)
     assert receiver.deliveries() == []
 

@@ -16,20 +16,33 @@ from typing import Any, ParamSpec
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 from llm_common.contracts import FeedbackResult
+from llm_common.telemetry import (
+    debug_text,
+    extract_trace_context,
+    log_context,
+    metrics,
+    names,
+    queue_wait_span,
+    record_error,
+)
+from llm_common.telemetry.names import DeadLetterReason, DrainOutcome
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.delivery import Channel, channels_from_settings
-from feedback_worker.errors import ConfigurationError, DeadLetter, RetryLater
+from feedback_worker.errors import ConfigurationError, DeadLetter, InvalidMessage, RetryLater
 from feedback_worker.heartbeat import Heartbeat
-from feedback_worker.jobs import read_job
+from feedback_worker.jobs import Job, read_job
 from feedback_worker.llm import FeedbackWriter
 from feedback_worker.poller import Poller
 from feedback_worker.prompt import InvalidTemplate, PromptTemplate
 from feedback_worker.settings import MAX_VISIBILITY_SECONDS, WorkerSettings
 from feedback_worker.slots import Slots
-from feedback_worker.sqs import MAX_BATCH, FeedbackQueue, QueueMessage, Sqs, find_dead_letter_queue
+from feedback_worker.sqs import MAX_BATCH, FeedbackQueue, QueueMessage, Sqs, read_redrive_policy
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 P = ParamSpec("P")
 
@@ -71,18 +84,21 @@ class Worker:
             raise ConfigurationError(f"PROMPT_TEMPLATE_FILE: {error}") from error
         sqs = Sqs.for_concurrency(settings.aws_region, settings.worker_concurrency)
         try:
-            dead_letter_url = await _dead_letter_queue_url(settings, sqs)
+            queue = await _feedback_queue(settings, sqs)
         except BaseException:
             sqs.close()
             raise
         http = httpx.AsyncClient(
             timeout=settings.callback_timeout_seconds,
+            # A redirect would take the signed result to a host CALLBACK_ALLOWED_HOSTS never
+            # allowed: a 3xx is an unexpected answer instead.
+            follow_redirects=False,
             limits=httpx.Limits(max_connections=settings.worker_concurrency),
         )
         return cls(
             settings,
             sqs,
-            FeedbackQueue(sqs, settings.feedback_queue_url, dead_letter_url),
+            queue,
             FeedbackWriter.from_settings(settings),
             prompt,
             channels_from_settings(settings, sqs, http),
@@ -167,33 +183,57 @@ class Worker:
         self._slots.release()
 
     async def _process(self, message: QueueMessage) -> None:
-        # Tracing seam: `message.attributes` carries the trace context (design.md §1); a span
-        # around this call is the worker's hop of the request's trace.
+        # The worker's hop of the request's trace: ingest put its context in the message
+        # attributes (design.md §1); a message without one starts a new trace.
+        context = extract_trace_context(message.attributes)
+        waited = queue_wait_span(message.as_sqs_message(), context, self._queue.name)
+        if waited is not None:
+            metrics.WORKER_QUEUE_WAIT.observe(waited)
+        with (
+            metrics.WORKER_MESSAGES_IN_FLIGHT.track_inprogress(),
+            tracer.start_as_current_span(
+                names.PROCESS_SPAN,
+                context=context,
+                kind=SpanKind.CONSUMER,
+                attributes={"messaging.message.id": message.message_id},
+            ) as span,
+        ):
+            try:
+                job = read_job(message)
+            except InvalidMessage as failure:
+                record_error(span, failure)
+                await self._dead_letter(message, str(failure), DeadLetterReason.INVALID_MESSAGE)
+                return
+            span.set_attribute(names.REQUEST_ID_ATTRIBUTE, job.request_id)
+            span.set_attribute(names.MEMBER_ID_ATTRIBUTE, job.request.member_id)
+            with log_context(request_id=job.request_id, member_id=job.request.member_id):
+                await self._handle(message, job, span)
+
+    async def _handle(self, message: QueueMessage, job: Job, span: Span) -> None:
         started = time.monotonic()
         try:
-            request_id = await self._answer(message)
+            await self._answer(message, job)
         except DeadLetter as failure:
-            log.error("message %s goes to the DLQ: %s", message.message_id, failure)
-            await self._finish(
-                message, "move to the DLQ", self._queue.dead_letter, message, str(failure)
-            )
+            record_error(span, failure)
+            await self._dead_letter(message, str(failure), DeadLetterReason.PERMANENT_FAILURE)
         except RetryLater as failure:
+            record_error(span, failure)
             await self._retry_later(message, failure)
-        except Exception:
+        except Exception as error:
             log.exception("message %s: unexpected error", message.message_id)
+            record_error(span, error)
             await self._retry_later(message, RetryLater("unexpected error"))
         else:
             await self._finish(message, "delete", self._queue.delete, message)
             log.info(
                 "request %s delivered in %.1fs (receive %d)",
-                request_id,
+                job.request_id,
                 time.monotonic() - started,
                 message.receive_count,
             )
 
-    async def _answer(self, message: QueueMessage) -> str:
-        """Write and deliver the feedback; returns the request id."""
-        job = read_job(message)
+    async def _answer(self, message: QueueMessage, job: Job) -> None:
+        """Write the feedback and deliver it to every channel."""
         log.info(
             "request %s (member %d, message %s, receive %d): asking the LLM",
             job.request_id,
@@ -202,7 +242,7 @@ class Worker:
             message.receive_count,
         )
         content = await self._writer.write(self._prompt.render(job.request))
-        log.debug("request %s: feedback %r", job.request_id, content)
+        debug_text(log, "generated", content)
         result = FeedbackResult(
             member_id=job.request.member_id,
             content=content,
@@ -212,9 +252,25 @@ class Worker:
         )
         for channel in self._channels:
             await channel.send(result)
-        return job.request_id
+
+    async def _dead_letter(
+        self, message: QueueMessage, reason: str, cause: DeadLetterReason
+    ) -> None:
+        log.error("message %s goes to the DLQ: %s", message.message_id, reason)
+        moved = await self._finish(
+            message, "move to the DLQ", self._queue.dead_letter, message, reason
+        )
+        if moved:
+            metrics.WORKER_DLQ_SENDS.labels(cause).inc()
 
     async def _retry_later(self, message: QueueMessage, failure: RetryLater) -> None:
+        if self._queue.is_last_receive(message):
+            # Left to SQS's redrive, the message would reach the DLQ without its reason.
+            reason = f"gave up after {message.receive_count} receives: {failure}"
+            await self._dead_letter(message, reason, DeadLetterReason.RETRIES_EXHAUSTED)
+            return
+        if failure.operation is not None:
+            metrics.WORKER_RETRIES.labels(failure.operation).inc()
         delay = backoff_delay(
             message.receive_count,
             self.settings.retry_delay_seconds,
@@ -239,8 +295,8 @@ class Worker:
         operation: Callable[P, Awaitable[None]],
         *args: P.args,
         **kwargs: P.kwargs,
-    ) -> None:
-        """Stop the heartbeat for `message`, then settle it on the queue."""
+    ) -> bool:
+        """Stop the heartbeat for `message`, then settle it on the queue; False if SQS failed."""
         await self._heartbeat.forget(message)
         try:
             await operation(*args, **kwargs)
@@ -251,6 +307,8 @@ class Worker:
                 action,
                 error,
             )
+            return False
+        return True
 
     async def _drain(self) -> None:
         unfinished: set[asyncio.Task[None]] = set()
@@ -265,6 +323,8 @@ class Worker:
             await asyncio.wait(unfinished)
         # No renewal may land after the release below and hide the messages again.
         await self._heartbeat.stop()
+        outcome = DrainOutcome.TIMED_OUT if leftover else DrainOutcome.COMPLETED
+        metrics.WORKER_DRAINS.labels(outcome).inc()
         if leftover:
             log.warning("grace over: %d unfinished message(s) made visible again", len(leftover))
             try:
@@ -282,13 +342,14 @@ class Worker:
         await asyncio.to_thread(self._sqs.close)
 
 
-async def _dead_letter_queue_url(settings: WorkerSettings, sqs: Sqs) -> str:
-    if settings.feedback_dlq_url:
-        return settings.feedback_dlq_url
-    found = await sqs.call(find_dead_letter_queue, sqs.client, settings.feedback_queue_url)
-    if not found:
+async def _feedback_queue(settings: WorkerSettings, sqs: Sqs) -> FeedbackQueue:
+    redrive = await sqs.call(read_redrive_policy, sqs.client, settings.feedback_queue_url)
+    dead_letter_url = settings.feedback_dlq_url or redrive.dead_letter_url
+    if not dead_letter_url:
         raise ConfigurationError(
             "no DLQ for poison messages: set FEEDBACK_DLQ_URL or give the feedback queue a "
             "RedrivePolicy"
         )
-    return found
+    return FeedbackQueue(
+        sqs, settings.feedback_queue_url, dead_letter_url, redrive.max_receive_count
+    )

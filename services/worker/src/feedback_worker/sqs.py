@@ -19,6 +19,7 @@ from llm_common.aws import aws_client
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
     from mypy_boto3_sqs.type_defs import (
         MessageAttributeValueOutputTypeDef,
         MessageAttributeValueTypeDef,
@@ -50,6 +51,8 @@ class QueueMessage:
     deduplication_id: str | None
     attributes: Mapping[str, MessageAttributeValueOutputTypeDef]
     """The sender's message attributes; trace context arrives here (design.md §1)."""
+    sent_timestamp: str | None = None
+    """SQS's SentTimestamp (epoch milliseconds): where the time waiting in the queue starts."""
 
     @classmethod
     def from_sqs(cls, raw: MessageTypeDef) -> QueueMessage:
@@ -62,7 +65,17 @@ class QueueMessage:
             group_id=system.get("MessageGroupId"),
             deduplication_id=system.get("MessageDeduplicationId"),
             attributes=raw.get("MessageAttributes", {}),
+            sent_timestamp=system.get("SentTimestamp"),
         )
+
+    def as_sqs_message(self) -> MessageTypeDef:
+        """The parts of the received message that `queue_wait_span` reads."""
+        system: dict[MessageSystemAttributeNameType, str] = {
+            "ApproximateReceiveCount": str(self.receive_count)
+        }
+        if self.sent_timestamp is not None:
+            system["SentTimestamp"] = self.sent_timestamp
+        return {"MessageId": self.message_id, "Attributes": system}
 
 
 class Sqs:
@@ -90,10 +103,22 @@ class Sqs:
 class FeedbackQueue:
     """The request queue and its dead-letter queue."""
 
-    def __init__(self, sqs: Sqs, url: str, dead_letter_url: str) -> None:
+    def __init__(
+        self, sqs: Sqs, url: str, dead_letter_url: str, max_receive_count: int | None = None
+    ) -> None:
         self._sqs = sqs
         self.url = url
         self.dead_letter_url = dead_letter_url
+        self.name = url.rstrip("/").rsplit("/", 1)[-1]
+        """The queue's name, the last part of its URL (messaging.destination.name)."""
+        self.max_receive_count = max_receive_count
+        """The redrive limit: SQS would move a message on its next receive, without a reason."""
+
+    def is_last_receive(self, message: QueueMessage) -> bool:
+        """True when returning `message` would let SQS dead-letter it without saying why."""
+        return (
+            self.max_receive_count is not None and message.receive_count >= self.max_receive_count
+        )
 
     def receive_blocking(
         self, max_messages: int, wait_seconds: int, visibility_timeout: int
@@ -186,12 +211,22 @@ def _resendable(
     return kept
 
 
-def find_dead_letter_queue(client: SQSClient, queue_url: str) -> str | None:
-    """The URL of the DLQ named in `queue_url`'s RedrivePolicy, or None without one."""
+@dataclass(frozen=True)
+class Redrive:
+    """The request queue's RedrivePolicy: where SQS moves a message, and after how many receives."""
+
+    dead_letter_url: str | None
+    max_receive_count: int | None
+
+
+def read_redrive_policy(client: SQSClient, queue_url: str) -> Redrive:
+    """`queue_url`'s RedrivePolicy; both fields None without one."""
     attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
     policy = attributes.get("Attributes", {}).get("RedrivePolicy")
     if not policy:
-        return None
+        return Redrive(dead_letter_url=None, max_receive_count=None)
+    parsed = json.loads(policy)
     # arn:aws:sqs:<region>:<account>:<name>
-    *_, account, name = json.loads(policy)["deadLetterTargetArn"].split(":")
-    return client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    *_, account, name = parsed["deadLetterTargetArn"].split(":")
+    url = client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    return Redrive(dead_letter_url=url, max_receive_count=int(parsed["maxReceiveCount"]))
