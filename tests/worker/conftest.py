@@ -69,6 +69,8 @@ def worker_env(
         "CALLBACK_TIMEOUT_SECONDS": "5",
         "DRAIN_GRACE_SECONDS": "10",
         "LOG_LEVEL": "DEBUG",
+        # Worker processes side by side (and other services) must not fight over one port.
+        "METRICS_PORT": "0",
     }
 
 

@@ -4,7 +4,15 @@ import asyncio
 import logging
 import signal
 import sys
+from wsgiref.simple_server import WSGIServer
 
+from llm_common.telemetry import (
+    secret_values,
+    setup_logging,
+    setup_tracing,
+    shutdown_tracing,
+    start_metrics_server,
+)
 from pydantic import ValidationError
 
 from feedback_worker.consumer import Worker
@@ -14,18 +22,17 @@ from feedback_worker.settings import WorkerSettings
 log = logging.getLogger("feedback_worker")
 
 EXIT_BAD_CONFIGURATION = 2
+SERVICE_NAME = "feedback-worker"
 
 
-def configure_logging(level_name: str) -> None:
-    level = logging.getLevelNamesMapping()[level_name.upper()]
+def configure_logging(settings: WorkerSettings) -> None:
+    """JSON lines on stdout with the configured secrets redacted (llm_common.telemetry)."""
+    setup_logging(settings.log_level, secret_values(settings))
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     # LOG_LEVEL=DEBUG is for the worker's own lines (the generated text, say): the libraries
     # log every HTTP exchange and its headers at DEBUG, which is noise and does not belong in
     # logs. openai's retries are logged at INFO and stay visible.
-    logging.basicConfig(
-        level=max(level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-    )
+    logging.getLogger().setLevel(max(level, logging.INFO))
     logging.getLogger("feedback_worker").setLevel(level)
     # One line per HTTP call would drown the worker's own lines at 32 in flight.
     for client in ("httpx", "httpx2"):
@@ -55,13 +62,31 @@ def main() -> int:
     except ValidationError as error:
         print(f"feedback_worker: invalid configuration\n{describe(error)}", file=sys.stderr)
         return EXIT_BAD_CONFIGURATION
-    configure_logging(settings.log_level)
+    configure_logging(settings)
+    setup_tracing(SERVICE_NAME)
     try:
+        metrics_server = serve_metrics(settings.metrics_port)
         asyncio.run(serve(settings))
     except ConfigurationError as error:
         log.error("cannot start: %s", error)
         return EXIT_BAD_CONFIGURATION
+    finally:
+        # After the drain: export the spans still buffered.
+        shutdown_tracing()
+    if metrics_server is not None:
+        metrics_server.shutdown()
+        metrics_server.server_close()
     return 0
+
+
+def serve_metrics(port: int) -> WSGIServer | None:
+    """Prometheus metrics on every path of `port` (the chart probes /metrics); None for 0."""
+    if not port:
+        return None
+    try:
+        return start_metrics_server(port)
+    except OSError as error:
+        raise ConfigurationError(f"METRICS_PORT={port}: {error}") from error
 
 
 if __name__ == "__main__":

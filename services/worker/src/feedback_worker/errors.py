@@ -1,5 +1,7 @@
 """How a message can fail. The consumer turns each kind into one queue action."""
 
+from llm_common.telemetry.names import RetryOperation
+
 
 class RetryLater(Exception):
     """Transient: the message goes back to the queue with a growing delay.
@@ -7,6 +9,9 @@ class RetryLater(Exception):
     The queue's redrive policy bounds the attempts: after maxReceiveCount receives SQS itself
     moves the message to the DLQ.
     """
+
+    operation: RetryOperation | None = None
+    """What failed, for the retry count (feedback_worker_retries_total); None when unexpected."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -25,13 +30,25 @@ class InvalidMessage(DeadLetter):
 class LlmUnavailable(RetryLater):
     """The LLM failed after the client's own retries (connection, timeout, 429, 5xx, ...)."""
 
+    operation = RetryOperation.LLM
+
 
 class EmptyCompletion(RetryLater):
     """The LLM answered without any text: nothing the backend could show."""
 
+    operation = RetryOperation.LLM
+
 
 class DeliveryFailed(RetryLater):
     """A delivery channel could not take the result now (queue down, callback attempts spent)."""
+
+
+class ResultQueueFailed(DeliveryFailed):
+    operation = RetryOperation.QUEUE
+
+
+class CallbackFailed(DeliveryFailed):
+    operation = RetryOperation.CALLBACK
 
 
 class CallbackRejected(DeadLetter):

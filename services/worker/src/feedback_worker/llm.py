@@ -1,9 +1,13 @@
 """The one LLM call: a chat completion on an OpenAI-compatible server (vLLM in production)."""
 
 import logging
+import time
 
 import openai
+from llm_common.telemetry import chat_span, debug_text, metrics, record_chat_completion
+from llm_common.telemetry.names import Outcome, RetryOperation, TokenType
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 
 from feedback_worker.errors import EmptyCompletion, LlmUnavailable
 from feedback_worker.prompt import Prompt
@@ -41,17 +45,9 @@ class FeedbackWriter:
         return cls(client, settings.llm_model, settings.llm_temperature, settings.llm_max_tokens)
 
     async def write(self, prompt: Prompt) -> str:
+        debug_text(log, "prompt", prompt.user)
         try:
-            completion = await self._client.chat.completions.create(
-                model=self._model,
-                messages=[
-                    {"role": "system", "content": prompt.system},
-                    {"role": "user", "content": prompt.user},
-                ],
-                temperature=self._temperature,
-                max_tokens=self._max_tokens,
-                stream=False,
-            )
+            completion = await self._complete(prompt)
         except openai.APIError as error:
             # Every API error is transient for the message: a 4xx here means the server or its
             # configuration is wrong (model name, key), which a fix repairs for every message.
@@ -65,6 +61,48 @@ class FeedbackWriter:
                 "the LLM hit LLM_MAX_TOKENS=%d: the feedback may end mid-sentence", self._max_tokens
             )
         return content
+
+    async def _complete(self, prompt: Prompt) -> ChatCompletion:
+        """The call as a GenAI `chat {model}` span; its latency, tokens and retries counted."""
+        with chat_span(
+            self._model,
+            max_tokens=self._max_tokens,
+            temperature=self._temperature,
+            base_url=str(self._client.base_url),
+        ) as span:
+            started = time.perf_counter()
+            try:
+                # The raw response says how many retries the client took before this answer.
+                response = await self._client.chat.completions.with_raw_response.create(
+                    model=self._model,
+                    messages=[
+                        {"role": "system", "content": prompt.system},
+                        {"role": "user", "content": prompt.user},
+                    ],
+                    temperature=self._temperature,
+                    max_tokens=self._max_tokens,
+                    stream=False,
+                )
+            except openai.APIError:
+                self._observe(Outcome.ERROR, started)
+                raise
+            self._observe(Outcome.OK, started)
+            completion = response.parse()
+            record_chat_completion(span, completion)
+        self._count(completion, response.retries_taken)
+        return completion
+
+    def _observe(self, outcome: Outcome, started: float) -> None:
+        duration = time.perf_counter() - started
+        metrics.WORKER_LLM_DURATION.labels(self._model, outcome).observe(duration)
+
+    def _count(self, completion: ChatCompletion, retries: int) -> None:
+        if retries:
+            metrics.WORKER_RETRIES.labels(RetryOperation.LLM).inc(retries)
+        if completion.usage is not None:
+            tokens = metrics.WORKER_LLM_TOKENS
+            tokens.labels(self._model, TokenType.INPUT).inc(completion.usage.prompt_tokens)
+            tokens.labels(self._model, TokenType.OUTPUT).inc(completion.usage.completion_tokens)
 
     async def close(self) -> None:
         await self._client.close()

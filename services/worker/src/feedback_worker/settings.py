@@ -1,11 +1,13 @@
 """Every setting of the worker: read from the environment once, validated at start-up."""
 
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
 from llm_common.settings import ServiceSettings
 from llm_common.webhooks import signature_headers
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 # SQS limits: a visibility timeout is at most 12 hours, a long poll at most 20 seconds.
 MAX_VISIBILITY_SECONDS = 43_200
@@ -54,6 +56,13 @@ class WorkerSettings(ServiceSettings):
     callback_secret: SecretStr = SecretStr("")
     callback_timeout_seconds: float = Field(10.0, gt=0)
     callback_max_attempts: int = Field(5, ge=1)
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated host names; when set, the callback's host must be one of them, so a wrong
+    or injected CALLBACK_URL cannot send signed results anywhere else."""
+
+    # Telemetry (tracing is configured by the standard OTEL_* variables).
+    metrics_port: int = Field(9100, ge=0, le=65_535)
+    """Prometheus metrics on GET /metrics (the chart's probes call it too); 0 turns them off."""
 
     @property
     def callback_endpoint(self) -> str | None:
@@ -78,6 +87,25 @@ class WorkerSettings(ServiceSettings):
                 raise ValueError(
                     "CALLBACK_SECRET is not a Standard Webhooks secret (whsec_<base64>)"
                 ) from None
+        return self
+
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [host.strip().lower() for host in value.split(",") if host.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _callback_host_allowed(self) -> Self:
+        endpoint = self.callback_endpoint
+        if endpoint and self.callback_allowed_hosts:
+            host = urlsplit(endpoint).hostname or ""
+            if host not in self.callback_allowed_hosts:
+                raise ValueError(
+                    f"the callback host {host!r} is not in CALLBACK_ALLOWED_HOSTS "
+                    f"({', '.join(self.callback_allowed_hosts)})"
+                )
         return self
 
     @model_validator(mode="after")

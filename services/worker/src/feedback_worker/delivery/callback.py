@@ -13,10 +13,13 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 from llm_common.contracts import FeedbackResult
+from llm_common.telemetry import metrics
+from llm_common.telemetry.names import DeliveryOutcome, DeliveryTarget, RetryOperation
 from llm_common.webhooks import signature_headers
 
 from feedback_worker.backoff import backoff_delay
-from feedback_worker.errors import CallbackRejected, DeliveryFailed
+from feedback_worker.delivery.attempt import DeliveryAttempt, delivery_attempt
+from feedback_worker.errors import CallbackFailed, CallbackRejected
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,8 @@ class CallbackChannel:
         body = result.model_dump_json()
         problem, wait = "no attempt", None
         for attempt in range(1, self._max_attempts + 1):
-            problem, wait = await self._attempt(result.request_id, body)
+            with delivery_attempt(DeliveryTarget.CALLBACK, attempt) as record:
+                problem, wait = await self._attempt(result.request_id, body, record)
             if not problem:
                 return
             delay = (
@@ -61,10 +65,13 @@ class CallbackChannel:
                 self._max_attempts,
                 delay,
             )
+            metrics.WORKER_RETRIES.labels(RetryOperation.CALLBACK).inc()
             await asyncio.sleep(delay)
-        raise DeliveryFailed(f"callback: {problem} (after {attempt} attempt(s))", retry_after=wait)
+        raise CallbackFailed(f"callback: {problem} (after {attempt} attempt(s))", retry_after=wait)
 
-    async def _attempt(self, request_id: str, body: str) -> tuple[str, float | None]:
+    async def _attempt(
+        self, request_id: str, body: str, record: DeliveryAttempt
+    ) -> tuple[str, float | None]:
         """("", None) when delivered, else what went wrong and the wait the backend asked for."""
         headers = {
             "content-type": "application/json",
@@ -74,16 +81,21 @@ class CallbackChannel:
         try:
             response = await self._http.post(self._url, content=body.encode(), headers=headers)
         except httpx.TransportError as error:  # timeouts and connection errors
+            record.settle(DeliveryOutcome.TRANSIENT_FAILURE, error)
             return type(error).__name__, None
         status = response.status_code
         if response.is_success or status == ALREADY_DELIVERED:
+            record.settle(
+                DeliveryOutcome.DELIVERED if response.is_success else DeliveryOutcome.DUPLICATE
+            )
             return "", None
         reason = f"HTTP {status}: {response.text[:MAX_BODY_IN_REASON]}"
         if status in PERMANENT:
             raise CallbackRejected(f"callback rejected the result: {reason}")
         if status in TRANSIENT or status >= 500:
+            record.settle(DeliveryOutcome.TRANSIENT_FAILURE, reason)
             return reason, retry_after_seconds(response.headers.get("retry-after"))
-        raise DeliveryFailed(f"callback: unexpected {reason}")
+        raise CallbackFailed(f"callback: unexpected {reason}")
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

@@ -2,8 +2,10 @@
 
 from botocore.exceptions import BotoCoreError, ClientError
 from llm_common.contracts import FeedbackResult
+from llm_common.telemetry.names import DeliveryOutcome, DeliveryTarget
 
-from feedback_worker.errors import DeliveryFailed
+from feedback_worker.delivery.attempt import delivery_attempt
+from feedback_worker.errors import ResultQueueFailed
 from feedback_worker.sqs import Sqs
 
 
@@ -15,15 +17,17 @@ class ResultQueueChannel:
         self._url = url
 
     async def send(self, result: FeedbackResult) -> None:
-        try:
-            await self._sqs.call(
-                self._sqs.client.send_message,
-                QueueUrl=self._url,
-                MessageBody=result.model_dump_json(),
-                # Ordered per member, parallel across members; a redelivered request is
-                # dropped by SQS within its 5-minute deduplication window.
-                MessageGroupId=str(result.member_id),
-                MessageDeduplicationId=result.request_id,
-            )
-        except (BotoCoreError, ClientError) as error:
-            raise DeliveryFailed(f"result queue: {error}") from error
+        with delivery_attempt(DeliveryTarget.QUEUE) as attempt:
+            try:
+                await self._sqs.call(
+                    self._sqs.client.send_message,
+                    QueueUrl=self._url,
+                    MessageBody=result.model_dump_json(),
+                    # Ordered per member, parallel across members; a redelivered request is
+                    # dropped by SQS within its 5-minute deduplication window.
+                    MessageGroupId=str(result.member_id),
+                    MessageDeduplicationId=result.request_id,
+                )
+            except (BotoCoreError, ClientError) as error:
+                raise ResultQueueFailed(f"result queue: {error}") from error
+            attempt.settle(DeliveryOutcome.DELIVERED)
