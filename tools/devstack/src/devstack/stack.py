@@ -27,6 +27,8 @@ class Ports:
     ingest: int = 8080
     callback: int = 8081
     qa_sync: int = 8090
+    worker_metrics: int = 0
+    """The worker's METRICS_PORT; 0 (no metrics) keeps workers side by side from colliding."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,10 @@ class StackConfig:
     llm_max_tokens: int = 160
     qa_bucket: str = "qa-data"
     worker_env: dict[str, str] = field(default_factory=dict)
+    ingest_env: dict[str, str] = field(default_factory=dict)
     with_qa_sync: bool = True
+    otlp_endpoint: str | None = None
+    """An OTLP/HTTP collector (e.g. devstack.otlp_receiver) every process exports its spans to."""
 
 
 def new_webhook_secret() -> str:
@@ -106,12 +111,21 @@ class Stack:
         process = ManagedProcess(
             name=name,
             argv=argv,
-            env=env,
+            env={**self._telemetry_env(), **env},
             log_path=self.config.run_dir / "logs" / f"{name}.log",
             ready_url=f"http://127.0.0.1:{port}{ready_path}" if ready_path else None,
         )
         self.processes[name] = process
         return process.start()
+
+    def _telemetry_env(self) -> dict[str, str]:
+        if not self.config.otlp_endpoint:
+            return {}
+        # Spans leave each process within 100 ms instead of the SDK's 5 s, so tests see them soon.
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.config.otlp_endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
 
     def _start_emulator(self) -> None:
         port = self.config.ports.moto
@@ -147,11 +161,26 @@ class Stack:
 
     def _start_ingest(self, queues: FeedbackQueues) -> None:
         port = self.config.ports.ingest
-        env = {**self.aws_env(), **_http(port), "FEEDBACK_QUEUE_URL": queues.requests}
+        env = {
+            **self.aws_env(),
+            **_http(port),
+            "FEEDBACK_QUEUE_URL": queues.requests,
+            **self.config.ingest_env,
+        }
         self._launch("ingest", python_module("feedback_ingest"), env, "/readyz", port)
 
+    def add_worker(self, name: str) -> ManagedProcess:
+        """One more worker process on the same queues (workers scale out side by side)."""
+        assert self.queues is not None, "start the stack first"
+        return self._launch(
+            name, python_module("feedback_worker"), self._worker_env(self.queues), None, 0
+        )
+
     def _start_worker(self, queues: FeedbackQueues) -> None:
-        env = {
+        self._launch("worker", python_module("feedback_worker"), self._worker_env(queues), None, 0)
+
+    def _worker_env(self, queues: FeedbackQueues) -> dict[str, str]:
+        return {
             **self.aws_env(),
             "FEEDBACK_QUEUE_URL": queues.requests,
             "RESULT_QUEUE_URL": queues.results,
@@ -160,9 +189,9 @@ class Stack:
             "LLM_BASE_URL": self.llm_base_url,
             "LLM_MODEL": self.config.llm_model,
             "LLM_MAX_TOKENS": str(self.config.llm_max_tokens),
+            "METRICS_PORT": str(self.config.ports.worker_metrics),
             **self.config.worker_env,
         }
-        self._launch("worker", python_module("feedback_worker"), env, None, 0)
 
     def _start_qa_sync(self) -> None:
         port = self.config.ports.qa_sync
