@@ -1,0 +1,298 @@
+"""What the reliability suite measures with: figures, the platform's clients, a cuttable proxy."""
+
+import contextlib
+import json
+import re
+import selectors
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import httpx
+from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, Stack
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+
+@dataclass
+class Figures:
+    """One test's figures: written to RELIABILITY_REPORT_DIR by the `figures` fixture."""
+
+    scenario: str
+    check: str
+    values: dict[str, Any] = field(default_factory=dict)
+    log_scan: Counter[str] = field(default_factory=Counter)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.values[name] = value
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def scan_for_secrets(self, texts: Iterable[str], secrets: Iterable[str]) -> list[str]:
+        """Count the lines of `texts` and the secrets found in them; return the offending lines."""
+        wanted = [secret for secret in secrets if secret]
+        found: list[str] = []
+        for text in texts:
+            self.log_scan["log sources"] += 1
+            for line in text.splitlines():
+                self.log_scan["log lines"] += 1
+                if any(secret in line for secret in wanted):
+                    found.append(line[:200])
+        self.log_scan["secrets found"] += len(found)
+        return found
+
+
+def scan_log_dir(figures: Figures, directory: Path, secrets: Iterable[str]) -> list[str]:
+    texts = (path.read_text(errors="replace") for path in sorted(directory.rglob("*.log")))
+    return figures.scan_for_secrets(texts, secrets)
+
+
+def week(member_id: int, request_id: str | None = None, title: str = "아침 산책") -> dict[str, Any]:
+    """A small realistic weekly record, as the backend POSTs it."""
+    body: dict[str, Any] = {
+        "memberId": member_id,
+        "personalChallenges": [{"id": 1, "title": f"{title} {member_id}", "isSuccess": True}],
+        "groupChallenges": [
+            {
+                "id": 7,
+                "title": "주 3회 러닝",
+                "startDate": [2025, 6, 9, 0, 0],
+                "endDate": "2025-06-15T23:59:59",
+                "submissions": [{"isSuccess": True, "submittedAt": "2025-06-10T07:00:00"}],
+            }
+        ],
+    }
+    if request_id is not None:
+        body["requestId"] = request_id
+    return body
+
+
+@dataclass
+class Platform:
+    """A started Stack, seen from outside: ingest, the fake LLM, the receiver, the queues."""
+
+    stack: Stack
+    api_key: str
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+
+    @property
+    def llm_url(self) -> str:
+        return f"http://127.0.0.1:{self.stack.config.ports.llm}"
+
+    def post(self, body: dict[str, Any], **headers: str) -> httpx.Response:
+        return self.http.post(
+            f"{self.stack.ingest_url}/ai/feedback",
+            json=body,
+            headers={"X-API-Key": self.api_key, **headers},
+        )
+
+    def accept(self, body: dict[str, Any], **headers: str) -> str:
+        answer = self.post(body, **headers)
+        assert answer.status_code == 202, answer.text
+        request_id: str = answer.json()["data"]["requestId"]
+        return request_id
+
+    def llm_control(self, **faults: Any) -> None:
+        self.http.post(f"{self.llm_url}/control", json=faults).raise_for_status()
+
+    def llm_stats(self) -> dict[str, int]:
+        stats: dict[str, int] = self.http.get(f"{self.llm_url}/stats").json()
+        return stats
+
+    def script_receiver(self, **script: Any) -> None:
+        self.http.post(f"{self.stack.callback_url}/control", json=script).raise_for_status()
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        deliveries: list[dict[str, Any]] = self.http.get(
+            f"{self.stack.callback_url}/deliveries"
+        ).json()
+        return deliveries
+
+    def receiver_stats(self) -> dict[str, int]:
+        stats: dict[str, int] = self.http.get(f"{self.stack.callback_url}/stats").json()
+        return stats
+
+    def accepted_ids(self) -> set[str]:
+        """Request ids the receiver answered 200 (stored) for."""
+        return {d["webhook_id"] for d in self.deliveries() if d["status"] == 200}
+
+    def sqs(self) -> "SQSClient":
+        return boto3.client(
+            "sqs",
+            endpoint_url=self.stack.aws_endpoint,
+            region_name=AWS_REGION,
+            aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def dead_letters(self) -> list["MessageTypeDef"]:
+        assert self.stack.queues is not None
+        return receive_all(self.sqs(), self.stack.queues.dead_letters)
+
+    def restart(self, name: str, **env_changes: str) -> None:
+        """Stop a process (SIGTERM, then SIGKILL) and start it again, with `env_changes`."""
+        process = self.stack.processes[name]
+        process.stop()
+        process.env = {**process.env, **env_changes}
+        process.start()
+
+    def worker_log(self, name: str = "worker") -> str:
+        return self.stack.processes[name].log_path.read_text(errors="replace")
+
+
+StartPlatform = Callable[..., Platform]
+"""`start_platform(worker_env=..., ingest_env=...)`: the platform, stopped after the test."""
+
+
+def receive_all(sqs: "SQSClient", queue_url: str) -> list["MessageTypeDef"]:
+    """Every message visible in `queue_url` now, with all attributes (left in flight)."""
+    messages: list[MessageTypeDef] = []
+    while batch := sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=1,
+        VisibilityTimeout=120,
+        MessageSystemAttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    ).get("Messages", []):
+        messages.extend(batch)
+    return messages
+
+
+def queue_depth(sqs: "SQSClient", queue_url: str) -> int:
+    """Messages visible, in flight or delayed."""
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)  # type: ignore[arg-type]
+    return sum(int(value) for value in attributes["Attributes"].values())
+
+
+def dead_letter_reason(message: "MessageTypeDef") -> str:
+    return message.get("MessageAttributes", {}).get("DeadLetterReason", {}).get("StringValue", "")
+
+
+def body_request_id(message: "MessageTypeDef") -> str:
+    request_id: str = json.loads(message["Body"])["requestId"]
+    return request_id
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll until `condition()` holds; the seconds it took. Fails after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
+def duplicates_by_id(deliveries: list[dict[str, Any]]) -> int:
+    """Callbacks beyond the first per webhook-id."""
+    counts = Counter(d["webhook_id"] for d in deliveries)
+    return sum(count - 1 for count in counts.values())
+
+
+class TcpProxy:
+    """A loopback TCP forwarder that can be cut (connections refused, open ones reset) and
+    restored on the same port: an SQS outage as the client sees it, without losing moto's state.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self._target = ("127.0.0.1", target_port)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port: int = probe.getsockname()[1]
+        probe.close()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            _cut(listener)
+        with self._lock:
+            sockets, self._open = self._open, set()
+        for sock in sockets:
+            _cut(sock)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by down()
+            try:
+                upstream = socket.create_connection(self._target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        peers = {client: upstream, upstream: client}
+        with selectors.DefaultSelector() as selector:
+            for sock in peers:
+                selector.register(sock, selectors.EVENT_READ)
+            try:
+                while True:
+                    for key, _ in selector.select(timeout=1):
+                        data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                        if not data:
+                            return
+                        peers[key.fileobj].sendall(data)  # type: ignore[index]
+            except (OSError, ValueError):
+                return
+            finally:
+                for sock in peers:
+                    sock.close()
+
+
+def _cut(sock: socket.socket) -> None:
+    """Shut down at once (a thread blocked on the socket wakes up), then close."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+SECRET_LIKE = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD)")
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def configured_secrets(env: dict[str, str]) -> list[str]:
+    """Every value of a secret-named variable (comma-separated keys each on their own; a
+    webhook secret also without its prefix). moto's dummy AWS credentials are no secret."""
+    values: list[str] = []
+    for name, value in env.items():
+        if SECRET_LIKE.search(name) and not name.startswith("AWS_"):
+            for part in (part.strip() for part in value.split(",")):
+                values.append(part)
+                values.append(part.removeprefix(WEBHOOK_SECRET_PREFIX))
+    return [value for value in values if len(value) >= 8]

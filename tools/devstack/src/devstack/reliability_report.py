@@ -1,0 +1,107 @@
+"""The reliability suite's figures as one Markdown table: what `make reliability` prints.
+
+Each test in tests/reliability writes one JSON file into RELIABILITY_REPORT_DIR (default
+`.run/reliability`):
+
+    {"scenario": "1. Worker killed", "check": "SIGKILL and restart ...", "outcome": "passed",
+     "figures": {"requests accepted": 200, ...}, "log_scan": {"files": 5, "lines": 900, "hits": 0}}
+
+    python -m devstack.reliability_report [--dir DIR]
+
+Exit status 1 when a recorded test did not pass, or when nothing was recorded.
+"""
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPORT_DIR_ENV = "RELIABILITY_REPORT_DIR"
+DEFAULT_REPORT_DIR = Path(".run") / "reliability"
+LOG_SCAN_SCENARIO = "7. Security: secrets in logs"
+
+
+def report_dir() -> Path:
+    return Path(os.environ.get(REPORT_DIR_ENV) or DEFAULT_REPORT_DIR)
+
+
+@dataclass(frozen=True)
+class Record:
+    scenario: str
+    check: str
+    outcome: str
+    figures: dict[str, Any]
+    log_scan: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> "Record":
+        raw = json.loads(path.read_text())
+        return cls(
+            scenario=raw["scenario"],
+            check=raw["check"],
+            outcome=raw["outcome"],
+            figures=raw.get("figures", {}),
+            log_scan=raw.get("log_scan", {}),
+        )
+
+
+def read_records(directory: Path) -> list[Record]:
+    records = [Record.read(path) for path in sorted(directory.glob("*.json"))]
+    return sorted(records, key=lambda record: (record.scenario, record.check))
+
+
+def log_scan_total(records: list[Record]) -> Record | None:
+    """Every test's scan of the logs it produced, added up into one row."""
+    scanned = [record for record in records if record.log_scan]
+    if not scanned:
+        return None
+    totals: dict[str, int] = {}
+    for record in scanned:
+        for name, value in record.log_scan.items():
+            totals[name] = totals.get(name, 0) + value
+    figures: dict[str, Any] = {"tests scanned": len(scanned), **totals}
+    outcome = "passed" if totals.get("secrets found", 0) == 0 else "failed"
+    check = "every log line the suite produced, searched for every configured secret"
+    return Record(LOG_SCAN_SCENARIO, check, outcome, figures)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _figures(figures: dict[str, Any]) -> str:
+    return "; ".join(f"{name}: {value}" for name, value in figures.items())
+
+
+def markdown_table(records: list[Record]) -> str:
+    rows = ["| Scenario | Check | Result | Figures |", "|---|---|---|---|"]
+    for record in records:
+        result = "pass" if record.outcome == "passed" else f"**{record.outcome.upper()}**"
+        cells = (record.scenario, record.check, result, _figures(record.figures))
+        rows.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.reliability_report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dir", type=Path, default=report_dir())
+    args = parser.parse_args(argv)
+    records = read_records(args.dir) if args.dir.is_dir() else []
+    if not records:
+        print(f"no figures in {args.dir}: run `pytest tests/reliability` first", file=sys.stderr)
+        return 1
+    total = log_scan_total(records)
+    shown = [*records, total] if total else records
+    print(markdown_table(shown))
+    return 0 if all(record.outcome == "passed" for record in shown) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
