@@ -8,6 +8,7 @@ SIGTERM.
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -49,6 +50,14 @@ P = ParamSpec("P")
 # When SQS itself cannot be reached, polls back off from 1 s to 30 s.
 RECEIVE_RETRY_BASE_SECONDS = 1.0
 RECEIVE_RETRY_MAX_SECONDS = 30.0
+
+
+MAX_RECEIVE_LOOPS = 8
+
+
+def receive_loops_for(concurrency: int) -> int:
+    """How many long polls may be open at once: one per ten slots, eight at most."""
+    return min(MAX_RECEIVE_LOOPS, math.ceil(concurrency / MAX_BATCH))
 
 
 class Worker:
@@ -133,6 +142,13 @@ class Worker:
         log.info("worker stopped")
 
     async def _receive_until_stopped(self) -> None:
+        # Several receive loops, one per ten slots: a receive returns ten messages at most, so
+        # one loop alone would refill a wave of finished messages one round trip per ten while
+        # the LLM waits (measured with `make bench`: 0.7 of the ideal throughput at 64 in flight).
+        loops = receive_loops_for(self.settings.worker_concurrency)
+        await asyncio.gather(*(self._receive_loop() for _ in range(loops)))
+
+    async def _receive_loop(self) -> None:
         stop = asyncio.create_task(self._stopping.wait())
         failed_polls = 0
         try:
