@@ -48,7 +48,11 @@ def _from_jackson_array(parts: list[Any] | tuple[Any, ...]) -> datetime:
     if not 0 <= nanos <= _MAX_NANOS:
         raise ValueError("the 7th element is nanoseconds: 0..999999999")
     # Python keeps microseconds; nanoseconds below that have no representation and are dropped.
-    return datetime(year, month, day, hour, minute, second, nanos // _NANOS_PER_MICRO)
+    try:
+        return datetime(year, month, day, hour, minute, second, nanos // _NANOS_PER_MICRO)
+    except OverflowError:
+        # An element too large for a C int (10**30, say): as invalid as month 13, not a crash.
+        raise ValueError("a date-time array element is out of range") from None
 
 
 _JSON_SCHEMA = {
