@@ -41,6 +41,7 @@ class Figures:
         """Count the lines of `texts` and the secrets found in them; return the offending lines."""
         wanted = [secret for secret in secrets if secret]
         found: list[str] = []
+        self.log_scan.update({"log sources": 0, "log lines": 0, "secrets found": 0})
         for text in texts:
             self.log_scan["log sources"] += 1
             for line in text.splitlines():

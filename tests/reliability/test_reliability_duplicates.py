@@ -1,0 +1,85 @@
+"""The backend retries: the same requestId, the same body (in either date shape), the same
+Idempotency-Key, or its own direct publish twice: each becomes one job, one LLM call, one
+callback."""
+
+import hashlib
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from reliability_helpers import (
+    Figures,
+    Platform,
+    StartPlatform,
+    duplicates_by_id,
+    wait_until,
+    week,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+SCENARIO = "5. Duplicates"
+SENDS = 3
+PER_KIND = 8
+
+
+def _iso_dates(body: dict[str, Any]) -> dict[str, Any]:
+    """The same week with the Jackson-array dates written as ISO strings."""
+    group = body["groupChallenges"][0]
+    return {**body, "groupChallenges": [{**group, "startDate": "2025-06-09T00:00:00"}]}
+
+
+def test_every_retry_of_the_same_request_becomes_one_job(
+    start_platform: StartPlatform, figures: Figures
+) -> None:
+    """Each request sent 3 times (same requestId / same body / Idempotency-Key / direct publish)."""
+    platform = start_platform()
+    answers: dict[str, list[str]] = {}
+    for n in range(PER_KIND):
+        answers[f"requestId {n}"] = [
+            platform.accept(week(60_000 + n, f"dup-id-{n}")) for _ in range(SENDS)
+        ]
+        body = week(61_000 + n)
+        shapes = [body, _iso_dates(body), body]  # the same week, dates in both shapes
+        answers[f"body {n}"] = [platform.accept(shape) for shape in shapes]
+        key = f"idem-{n}"
+        answers[f"Idempotency-Key {n}"] = [
+            platform.accept(week(62_000 + n), **{"Idempotency-Key": key}) for _ in range(SENDS)
+        ]
+    direct_ids = [_publish_like_the_backend_twice(platform, 63_000 + n) for n in range(PER_KIND)]
+
+    distinct = {ids[0] for ids in answers.values()} | set(direct_ids)
+    wait_until(lambda: len(platform.accepted_ids()) >= len(distinct), 60, "deliveries")
+    wait_until(lambda: platform.llm_stats()["in_flight"] == 0, 10, "the LLM idle")
+
+    deliveries = platform.deliveries()
+    figures["requests sent (POST + direct)"] = SENDS * len(answers) + 2 * len(direct_ids)
+    figures["distinct requests"] = len(distinct)
+    figures["retries answered with the first requestId"] = sum(
+        len(set(ids)) == 1 for ids in answers.values()
+    )
+    figures["LLM calls"] = platform.llm_stats()["completions"]
+    figures["callbacks"] = len(deliveries)
+    figures["duplicate callbacks"] = duplicates_by_id(deliveries)
+
+    assert all(len(set(ids)) == 1 for ids in answers.values()), answers
+    assert platform.accepted_ids() == distinct
+    assert Counter(d["webhook_id"] for d in deliveries) == dict.fromkeys(distinct, 1)
+    assert figures["LLM calls"] == len(distinct)
+
+
+def _publish_like_the_backend_twice(platform: Platform, member_id: int) -> str:
+    """The backend's own publish (no requestId, one group, dedup = memberId-sha256(body))."""
+    assert platform.stack.queues is not None
+    body = json.dumps(week(member_id), ensure_ascii=False)
+    dedup_id = f"{member_id}-{hashlib.sha256(body.encode()).hexdigest()}"
+    sqs = platform.sqs()
+    for _ in range(2):
+        sqs.send_message(
+            QueueUrl=platform.stack.queues.requests,
+            MessageBody=body,
+            MessageGroupId="feedback",
+            MessageDeduplicationId=dedup_id,
+        )
+    return dedup_id
