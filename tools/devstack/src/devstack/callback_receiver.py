@@ -10,7 +10,7 @@ HOST, PORT and CALLBACK_SECRET (required) are read when no argument is given.
                            already accepted (as the backend answers a duplicate); else the
                            scripted answer, or 200
     GET  /deliveries       every verified call, oldest first: {"webhook_id", "path", "status",
-                           "body", "headers"}
+                           "body", "headers", "received_at"} (Unix seconds, for `make bench`)
     POST /control          script the next calls: {"status": 429, "times": 2, "retry_after": "1",
                            "delay_s": 0.0}; `status` omitted: answer normally (after `delay_s`)
     GET  /stats            {"deliveries", "accepted", "bad_signatures"}
@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,7 @@ def create_app(secret: str) -> FastAPI:
 
     @app.post("/{path:path}")
     async def delivery(path: str, request: Request) -> Response:
+        received_at = time.time()
         raw = await request.body()
         headers = dict(request.headers)
         try:
@@ -117,6 +119,7 @@ def create_app(secret: str) -> FastAPI:
                 "status": response.status_code,
                 "body": body,
                 "headers": headers,
+                "received_at": received_at,
             }
         )
         _print_delivery(response.status_code, webhook_id, body)

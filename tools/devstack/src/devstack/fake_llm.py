@@ -16,7 +16,8 @@ HOST, PORT, FAKE_LLM_LATENCY_S and FAKE_LLM_MODEL are read when no argument is g
                                "empty_next": 0}
     GET  /stats                {"requests", "completions", "failures", "in_flight",
                                "max_in_flight"}
-    GET  /requests             the last 100 request bodies, oldest first
+    GET  /requests             the last 100 request bodies, oldest first, each with the
+                               `received_at` (Unix seconds) of its arrival: for `make bench`
     POST /reset                counters, recorded requests and faults back to their start values
 
 `fail_next` answers the next N requests with `fail_status` (and `Retry-After` when set);
@@ -159,7 +160,7 @@ def create_app(model: str = DEFAULT_MODEL, latency_s: float = 0.0) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: ChatRequest) -> JSONResponse | dict[str, Any]:
         llm.stats.requests += 1
-        llm.recent.append(request.model_dump(exclude_none=True))
+        llm.recent.append({**request.model_dump(exclude_none=True), "received_at": time.time()})
         if request.stream:
             error = {"message": "the fake LLM does not stream", "type": "invalid_request_error"}
             return JSONResponse({"error": error}, status_code=400)
