@@ -49,8 +49,33 @@ class Record:
 
 
 def read_records(directory: Path) -> list[Record]:
-    records = [Record.read(path) for path in sorted(directory.glob("*.json"))]
-    return sorted(records, key=lambda record: (record.scenario, record.check))
+    return [Record.read(path) for path in sorted(directory.glob("*.json"))]
+
+
+def merge_parametrized(records: list[Record]) -> list[Record]:
+    """One row per (scenario, check): a parametrized test's cases side by side."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for record in records:
+        groups.setdefault((record.scenario, record.check), []).append(record)
+    return [_merged(group) for group in groups.values()]
+
+
+def _merged(group: list[Record]) -> Record:
+    if len(group) == 1:
+        return group[0]
+    names = [name for record in group for name in record.figures]
+    if len(names) == len(set(names)):  # each case names its own figures
+        figures = {name: value for record in group for name, value in record.figures.items()}
+    else:
+        figures = {f"case {n}": _figures(r.figures) for n, r in enumerate(group, start=1)}
+    failed = [record.outcome for record in group if record.outcome != "passed"]
+    log_scan: dict[str, int] = {}
+    for record in group:
+        for name, value in record.log_scan.items():
+            log_scan[name] = log_scan.get(name, 0) + value
+    first = group[0]
+    outcome = failed[0] if failed else "passed"
+    return Record(first.scenario, first.check, outcome, figures, log_scan)
 
 
 def log_scan_total(records: list[Record]) -> Record | None:
@@ -98,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no figures in {args.dir}: run `pytest tests/reliability` first", file=sys.stderr)
         return 1
     total = log_scan_total(records)
-    shown = [*records, total] if total else records
+    rows = sorted(merge_parametrized(records), key=lambda record: record.scenario)
+    shown = [*rows, total] if total else rows
     print(markdown_table(shown))
     return 0 if all(record.outcome == "passed" for record in shown) else 1
 
