@@ -195,7 +195,7 @@ def test_generated_bodies_never_get_a_5xx_and_always_the_envelope(
         run()
 
     figures["generated cases"] = sum(statuses.values())
-    figures["answers"] = " ".join(f"{n}×{status}" for status, n in sorted(statuses.items()))
+    figures["answers"] = " ".join(f"{n} x {status}" for status, n in sorted(statuses.items()))
     figures["5xx"] = sum(n for status, n in statuses.items() if status >= 500)
     leaks = figures.scan_for_secrets([caplog.text], [API_KEY])
     assert figures["5xx"] == 0

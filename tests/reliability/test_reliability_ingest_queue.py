@@ -61,7 +61,7 @@ async def test_sqs_unreachable_means_503_with_retry_after_never_202(
 
     statuses = Counter(answer.status_code for answer in during)
     figures["requests while SQS was unreachable"] = REQUESTS
-    figures["answers"] = " ".join(f"{n}×{status}" for status, n in sorted(statuses.items()))
+    figures["answers"] = " ".join(f"{n} x {status}" for status, n in sorted(statuses.items()))
     figures["Retry-After"] = during[0].headers.get("retry-after")
     figures["accepted after SQS came back"] = sum(a.status_code == 202 for a in after)
     figures["messages on the queue"] = queue_depth(direct, feedback_queues.requests)
