@@ -125,6 +125,7 @@ def platform(start_platform: StartPlatform) -> Platform:
     return start_platform(worker_env={"LOG_LEVEL": "DEBUG"}, ingest_env={"LOG_LEVEL": "DEBUG"})
 
 
+@pytest.mark.e2e
 def test_callbacks_are_signed_and_a_wrong_secret_is_refused_by_the_receiver(
     platform: Platform, figures: Figures
 ) -> None:
@@ -149,6 +150,7 @@ def test_callbacks_are_signed_and_a_wrong_secret_is_refused_by_the_receiver(
     figures["signature scheme"] = delivery["headers"]["webhook-signature"].split(",")[0]
 
 
+@pytest.mark.e2e
 def test_callback_host_not_allowed_refuses_to_start_and_redirects_are_not_followed(
     platform: Platform, figures: Figures
 ) -> None:
