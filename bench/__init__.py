@@ -1,0 +1,1 @@
+"""`make bench` (`python -m bench`): the pipeline's figures, each beside a same-run baseline."""

@@ -1,0 +1,155 @@
+"""What every measurement shares: the SQS/S3 emulator and fake servers as processes on free
+ports, a process's CPU time, percentiles and a realistic request."""
+
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from devstack.demo_request import demo_feedback_request
+from devstack.processes import ManagedProcess, free_port, python_module
+from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, new_webhook_secret
+from llm_common.contracts import FeedbackJob, FeedbackRequest
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / ".run" / "bench"
+"""Every process's log, for when a figure looks wrong (`make clean` removes it)."""
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a running process has used so far (/proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command name, which is in parentheses and may contain spaces.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLOCK_TICKS
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100), interpolated; what p50/p99 mean in the tables."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done after {timeout:.0f}s")
+        time.sleep(every)
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": AWS_REGION,
+        "AWS_DEFAULT_REGION": AWS_REGION,
+        **EMULATOR_CREDENTIALS,
+    }
+
+
+def process(
+    name: str,
+    module: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_path: str | None = None,
+    port: int | None = None,
+) -> ManagedProcess:
+    """`python -m module args` with its log under .run/bench/, not started yet."""
+    ready_url = f"http://127.0.0.1:{port}{ready_path}" if ready_path and port else None
+    return ManagedProcess(
+        name=name,
+        argv=python_module(module, *args),
+        log_path=LOG_DIR / f"{name}.log",
+        env=env or {},
+        ready_url=ready_url,
+    )
+
+
+@contextmanager
+def running(proc: ManagedProcess, timeout: float = 60.0) -> Iterator[ManagedProcess]:
+    proc.start(timeout)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+class Emulator:
+    """moto's server (SQS and S3) in its own process, as the services see it locally."""
+
+    def __init__(self, proc: ManagedProcess, port: int) -> None:
+        self.proc = proc
+        self.endpoint = f"http://127.0.0.1:{port}"
+
+    def sqs(self) -> "SQSClient":
+        return boto3.client(
+            "sqs",
+            endpoint_url=self.endpoint,
+            region_name=AWS_REGION,
+            aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def env(self) -> dict[str, str]:
+        return aws_env(self.endpoint)
+
+
+@contextmanager
+def emulator(name: str = "moto") -> Iterator[Emulator]:
+    port = free_port()
+    proc = process(
+        name, "moto.server", "-H", "127.0.0.1", "-p", str(port), ready_path="/moto-api/", port=port
+    )
+    with running(proc):
+        yield Emulator(proc, port)
+
+
+def request_body(member_id: int, request_id: str | None = None) -> dict[str, Any]:
+    """The backend's realistic weekly record (devstack's demo request) for one member."""
+    return demo_feedback_request(request_id or f"bench-{uuid.uuid4().hex}", member_id)
+
+
+def queued_job(member_id: int, request_id: str) -> FeedbackJob:
+    """The message ingest would put on the queue for this member's request."""
+    request = FeedbackRequest.model_validate(request_body(member_id, request_id))
+    return FeedbackJob.model_validate(
+        {**dict(request), "request_id": request_id, "accepted_at": datetime.now(UTC)}
+    )
+
+
+@dataclass(frozen=True)
+class Receiver:
+    url: str
+    secret: str
+
+
+@contextmanager
+def callback_receiver() -> Iterator[Receiver]:
+    """devstack's callback receiver (verifies every signature), as the backend's stand-in."""
+    port, secret = free_port(), new_webhook_secret()
+    proc = process(
+        "callback-receiver",
+        "devstack.callback_receiver",
+        "--port",
+        str(port),
+        env={"CALLBACK_SECRET": secret},
+        ready_path="/stats",
+        port=port,
+    )
+    with running(proc):
+        yield Receiver(f"http://127.0.0.1:{port}", secret)

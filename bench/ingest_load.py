@@ -1,0 +1,213 @@
+"""3. Ingest under 64 concurrent clients: requests per second, p99, SQS calls per request, and
+what validating the body costs.
+
+`python -m feedback_ingest` (uvicorn, one process, as deployed) in front of moto; 64 async
+clients post realistic weekly records (each a distinct member) until REQUESTS are answered.
+
+Baselines, in the same run: the same clients against the same process's `GET /healthz` (the
+HTTP floor: uvicorn and FastAPI without a body, validation or SQS); one SendMessage per
+accepted request (the floor for a 202 that is only sent once SQS has the message); and
+`json.loads` of the same body (parsing without the contract).
+The SQS calls are counted on the boto3 client of an in-process app (same code, same settings):
+every HTTP request it sends to SQS, retries included.
+
+A consumer thread deletes what arrives, as the workers would: moto's SendMessage checks every
+queued message (deduplication, queue attributes), so a queue left to grow to thousands would
+measure moto, not ingest.
+"""
+
+import asyncio
+import json
+import os
+import threading
+import time
+import timeit
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from devstack.processes import free_port
+from devstack.queues import create_feedback_queues
+from devstack.serving import BackgroundServer
+from feedback_ingest.app import create_app
+from feedback_ingest.settings import IngestSettings
+from llm_common.contracts import FeedbackRequest
+
+from bench.common import Emulator, cpu_seconds, emulator, percentile, process, request_body, running
+
+if TYPE_CHECKING:
+    pass
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef
+
+CLIENTS = 64
+REQUESTS = 1_000
+COUNTED_REQUESTS = 200
+DRAINERS = 4
+VALIDATIONS = 2_000
+
+
+@dataclass(frozen=True)
+class Load:
+    requests: int
+    ok: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class IngestLoad:
+    clients: int
+    feedback: Load
+    baseline_healthz: Load
+    ingest_cpu_ms_per_request: float
+    emulator_cpu_ms_per_request: float
+    """moto's, the consumer thread's calls included."""
+    sqs_calls_per_accepted: float
+    baseline_sqs_calls_per_accepted: float
+    validation_us: float
+    baseline_json_loads_us: float
+    body_bytes: int
+
+
+def run() -> IngestLoad:
+    body = json.dumps(request_body(1)).encode()
+    validation, parsing = validation_cost(body)
+    with emulator("moto-ingest") as aws:
+        queue_url = create_feedback_queues(
+            aws.sqs(), prefix=f"ingest-{uuid.uuid4().hex[:8]}"
+        ).requests
+        port = free_port()
+        ingest = process(
+            "ingest",
+            "feedback_ingest",
+            env={
+                **aws.env(),
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                "FEEDBACK_QUEUE_URL": queue_url,
+            },
+            ready_path="/healthz",
+            port=port,
+        )
+        with running(ingest), drained(aws, queue_url):
+            url = f"http://127.0.0.1:{port}"
+            healthz = asyncio.run(load(url, REQUESTS, get_healthz))
+            ingest_cpu, aws_cpu = cpu_seconds(ingest.pid), cpu_seconds(aws.proc.pid)
+            feedback = asyncio.run(load(url, REQUESTS, post_feedback))
+            ingest_cpu = cpu_seconds(ingest.pid) - ingest_cpu
+            aws_cpu = cpu_seconds(aws.proc.pid) - aws_cpu
+            calls = sqs_calls_per_request(aws, queue_url)
+    return IngestLoad(
+        clients=CLIENTS,
+        feedback=feedback,
+        baseline_healthz=healthz,
+        ingest_cpu_ms_per_request=round(1000 * ingest_cpu / REQUESTS, 2),
+        emulator_cpu_ms_per_request=round(1000 * aws_cpu / REQUESTS, 2),
+        sqs_calls_per_accepted=calls,
+        baseline_sqs_calls_per_accepted=1.0,
+        validation_us=validation,
+        baseline_json_loads_us=parsing,
+        body_bytes=len(body),
+    )
+
+
+@contextmanager
+def drained(aws: Emulator, queue_url: str) -> Iterator[None]:
+    """A consumer that deletes what ingest queues, as the workers would."""
+    sqs = aws.sqs()
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            messages = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", [])
+            if messages:
+                entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                    for n, m in enumerate(messages)
+                ]
+                sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+
+    consumers = [threading.Thread(target=drain, daemon=True) for _ in range(DRAINERS)]
+    for consumer in consumers:
+        consumer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for consumer in consumers:
+            consumer.join()
+
+
+async def get_healthz(client: httpx.AsyncClient, number: int) -> int:
+    return (await client.get("/healthz")).status_code
+
+
+async def post_feedback(client: httpx.AsyncClient, number: int) -> int:
+    response = await client.post("/ai/feedback", json=request_body(number + 1))
+    return response.status_code
+
+
+async def load(url: str, total: int, call: Any, expected: int | None = None) -> Load:
+    """CLIENTS clients calling one after another until `total` calls are answered."""
+    latencies: list[float] = []
+    statuses: list[int] = []
+    numbers = iter(range(total))
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        for number in numbers:
+            started = time.perf_counter()
+            statuses.append(await call(client, number))
+            latencies.append(time.perf_counter() - started)
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(CLIENTS)))
+        seconds = time.perf_counter() - started
+    ok = sum(1 for status in statuses if status in (200, 202))
+    return Load(
+        requests=total,
+        ok=ok,
+        per_second=round(total / seconds, 1),
+        p50_ms=round(1000 * percentile(latencies, 50), 1),
+        p99_ms=round(1000 * percentile(latencies, 99), 1),
+    )
+
+
+def sqs_calls_per_request(aws: Emulator, queue_url: str) -> float:
+    """The ingest app in this process, its boto3 client's sends counted."""
+    settings = IngestSettings(feedback_queue_url=queue_url, aws_region="us-east-1")
+    app = create_app(settings)
+    calls = 0
+
+    def count(**_: Any) -> None:
+        nonlocal calls
+        calls += 1
+
+    os.environ.update(aws.env())
+    with BackgroundServer(app) as server:
+        # The app's one SQS client, made at start-up (a private attribute: this is a probe).
+        app.state.queue._sqs.meta.events.register("before-send.sqs", count)
+        result = asyncio.run(load(server.url, COUNTED_REQUESTS, post_feedback))
+    return round(calls / max(result.ok, 1), 3)
+
+
+def validation_cost(body: bytes) -> tuple[float, float]:
+    """Microseconds per body: the contract's validation, and json.loads alone."""
+    validate = timeit.timeit(lambda: FeedbackRequest.model_validate_json(body), number=VALIDATIONS)
+    parse = timeit.timeit(lambda: json.loads(body), number=VALIDATIONS)
+    return round(1e6 * validate / VALIDATIONS, 1), round(1e6 * parse / VALIDATIONS, 1)
+
+
+if __name__ == "__main__":
+    from dataclasses import asdict
+
+    print(json.dumps(asdict(run()), indent=1))
