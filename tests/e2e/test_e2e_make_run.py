@@ -76,6 +76,9 @@ def test_run_demo_interrupt_and_run_again(tmp_path: Path, fake_llm_url: str) -> 
         assert "202" in printed
         assert "signature verified" in printed
         assert '"content"' in printed
+        # The QA half: a finished batch lands in S3 through qa-sync, the truncated line dropped.
+        assert "status completed, 2 pairs" in printed
+        assert "/qa_pairs/qa_7_" in printed
     finally:
         _interrupt(first)
 

@@ -14,6 +14,7 @@ import httpx
 
 from devstack.demo_request import demo_feedback_request
 from devstack.processes import ProcessFailedToStart
+from devstack.qa_demo import run_qa_demo
 from devstack.stack import Ports, Stack, StackConfig
 
 RUN_DIR = Path(".run")
@@ -29,7 +30,7 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def _ports_in_use(ports: Ports, skip_llm: bool) -> list[int]:
-    wanted = [ports.moto, ports.ingest, ports.callback, ports.qa_sync]
+    wanted = [ports.moto, ports.ingest, ports.callback, ports.qa_sync, ports.batch_api]
     if not skip_llm:
         wanted.append(ports.llm)
     busy = []
@@ -83,7 +84,7 @@ def _banner(stack: Stack, elapsed: float) -> str:
             f"  LLM        {llm}",
             f"  callbacks  {stack.callback_url}   (verifies signatures, prints each delivery)",
             f"  SQS/S3     {stack.aws_endpoint}   (moto)",
-            f"  qa-sync    http://127.0.0.1:{stack.config.ports.qa_sync}",
+            f"  qa-sync    {stack.qa_sync_url}   (provider: fake Batch API {stack.batch_api_url})",
             "now run `make demo` in another terminal; Ctrl-C here stops everything.",
         ]
     )
@@ -107,6 +108,17 @@ def _follow(stack: Stack) -> int:
 
 
 def demo(ingest_url: str, callback_url: str) -> int:
+    """The feedback path, then the QA path, against the stack `make run` started."""
+    status = feedback_demo(ingest_url, callback_url)
+    if status != 0:
+        return status
+    stack = Stack(StackConfig(run_dir=RUN_DIR.resolve()))
+    return run_qa_demo(
+        stack.batch_api_url, stack.qa_sync_url, stack.qa_sync_env(), stack.config.qa_bucket
+    )
+
+
+def feedback_demo(ingest_url: str, callback_url: str) -> int:
     request_id = f"demo-{int(time.time())}"
     body = demo_feedback_request(request_id)
     print(f"POST {ingest_url}/ai/feedback (memberId={body['memberId']}, requestId={request_id})")

@@ -27,6 +27,7 @@ class Ports:
     ingest: int = 8080
     callback: int = 8081
     qa_sync: int = 8090
+    batch_api: int = 8095
     worker_metrics: int = 0
     """The worker's METRICS_PORT; 0 (no metrics) keeps workers side by side from colliding."""
 
@@ -193,15 +194,32 @@ class Stack:
             **self.config.worker_env,
         }
 
-    def _start_qa_sync(self) -> None:
-        port = self.config.ports.qa_sync
-        env = {
+    @property
+    def batch_api_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.ports.batch_api}"
+
+    @property
+    def qa_sync_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.ports.qa_sync}"
+
+    def qa_sync_env(self) -> dict[str, str]:
+        """qa-sync's environment; also what its CLI needs to act on the same registry."""
+        return {
             **self.aws_env(),
-            **_http(port),
+            **_http(self.config.ports.qa_sync),
             "QA_BUCKET": self.config.qa_bucket,
             "DATABASE_URL": f"sqlite:///{self.config.run_dir / 'qa-sync.db'}",
+            # No OpenAI account locally: the fake Batch API plays the provider.
+            "OPENAI_BASE_URL": f"{self.batch_api_url}/v1",
+            "POLL_INTERVAL_SECONDS": "2",
         }
-        self._launch("qa-sync", python_module("qa_sync"), env, "/healthz", port)
+
+    def _start_qa_sync(self) -> None:
+        batch_port = self.config.ports.batch_api
+        fake = python_module("devstack.fake_batch_api")
+        self._launch("batch-api", fake, _http(batch_port), "/stats", batch_port)
+        port = self.config.ports.qa_sync
+        self._launch("qa-sync", python_module("qa_sync"), self.qa_sync_env(), "/healthz", port)
 
 
 def _http(port: int) -> dict[str, str]:
