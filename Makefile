@@ -43,6 +43,14 @@ fmt: setup ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+reliability: setup ## fault and abuse suite, then its figures as a table
+	rm -rf .run/reliability
+	$(RUN) pytest tests/reliability; status=$$?; \
+	$(RUN) python -m devstack.reliability_report || status=1; exit $$status
+
+bench: setup ## benchmarks beside same-run baselines: Markdown table, JSON and plot in bench/results/
+	$(RUN) python -m bench
+
 images: ## build the service images with docker or podman (needs a running engine)
 	@engine=""; \
 	for candidate in docker podman; do \
