@@ -1,5 +1,6 @@
 """The happy path against moto, the fake LLM and the callback receiver, all over HTTP."""
 
+import asyncio
 import base64
 import json
 
@@ -132,17 +133,41 @@ async def test_in_flight_work_is_bounded_by_the_concurrency_and_fills_it(
     llm.control(latency_s=0.5)
     for member in range(100, 112):
         enqueue(sqs, feedback_queues.requests, member_id=member, request_id=f"req-{member}")
-    await start_worker(WORKER_CONCURRENCY="4")
+    await start_worker(WORKER_CONCURRENCY="4", WORKER_PREFETCH="2")
 
     held: list[int] = []
 
     def all_delivered() -> bool:
-        # Received but unfinished messages: never more than the free slots asked for.
+        # Received but unfinished: at most 4 at the LLM and 2 waiting, plus 4 being delivered.
         held.append(queue_counts(sqs, feedback_queues.requests)[1])
         return len(receiver.deliveries()) == 12
 
     await eventually(all_delivered)
 
     assert llm.stats()["max_in_flight"] == 4
-    assert max(held) <= 4
+    assert max(held) <= 10
     assert llm.stats()["requests"] == 12
+
+
+async def test_a_slow_callback_does_not_hold_the_next_llm_calls_back(
+    start_worker: StartWorker,
+    sqs: SQSClient,
+    feedback_queues: FeedbackQueues,
+    llm: FakeLlm,
+    receiver: CallbackReceiver,
+) -> None:
+    receiver.script(delay_s=3.0, times=4)
+    for member in range(120, 128):
+        enqueue(sqs, feedback_queues.requests, member_id=member, request_id=f"req-{member}")
+    await start_worker(WORKER_CONCURRENCY="2", WORKER_PREFETCH="0")
+
+    # Two answers go to delivery and free their LLM slots for two more calls ...
+    await eventually(lambda: llm.stats()["requests"] == 4)
+    assert receiver.deliveries() == []
+    # ... but no more: with both delivery slots taken, the next answers wait where they are.
+    await asyncio.sleep(1.0)
+    assert llm.stats()["requests"] == 4
+    assert queue_counts(sqs, feedback_queues.requests) == (4, 4)
+
+    await eventually(lambda: len(receiver.deliveries()) == 8)
+    assert llm.stats()["requests"] == 8

@@ -39,7 +39,7 @@ from feedback_worker.llm import FeedbackWriter
 from feedback_worker.poller import Poller
 from feedback_worker.prompt import InvalidTemplate, PromptTemplate
 from feedback_worker.settings import MAX_VISIBILITY_SECONDS, WorkerSettings
-from feedback_worker.slots import Slots
+from feedback_worker.slots import Bounds, Place, Stage
 from feedback_worker.sqs import MAX_BATCH, FeedbackQueue, QueueMessage, Sqs, read_redrive_policy
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,10 @@ class Worker:
         self._prompt = prompt
         self._channels = channels
         self._http = http
-        self._slots = Slots(settings.worker_concurrency)
+        self._bounds = Bounds(settings.worker_concurrency, settings.prefetch)
         self._poller = Poller(queue, settings.sqs_wait_seconds, settings.visibility_timeout_seconds)
         self._heartbeat = Heartbeat(queue, settings.visibility_timeout_seconds)
-        self._in_flight: dict[asyncio.Task[None], QueueMessage] = {}
+        self._in_flight: dict[asyncio.Task[None], tuple[QueueMessage, Place]] = {}
         self._stopping = asyncio.Event()
 
     @classmethod
@@ -153,7 +153,7 @@ class Worker:
         failed_polls = 0
         try:
             while True:
-                reserving = asyncio.create_task(self._slots.reserve(MAX_BATCH))
+                reserving = asyncio.create_task(self._bounds.received.reserve(MAX_BATCH))
                 if not await self._before_stop(reserving, stop):
                     reserving.cancel()
                     return
@@ -165,12 +165,12 @@ class Worker:
                 try:
                     messages = poll.future.result()
                 except Exception as error:
-                    self._slots.release(reserved)
+                    self._bounds.received.release(reserved)
                     failed_polls += 1
                     await self._pause_after_failed_poll(failed_polls, error)
                     continue
                 failed_polls = 0
-                self._slots.release(reserved - len(messages))
+                self._bounds.received.release(reserved - len(messages))
                 for message in messages:
                     self._start(message)
         finally:
@@ -190,15 +190,19 @@ class Worker:
 
     def _start(self, message: QueueMessage) -> None:
         self._heartbeat.track(message)
-        task = asyncio.create_task(self._process(message), name=f"message {message.message_id}")
-        self._in_flight[task] = message
-        task.add_done_callback(self._finished)
+        place = self._bounds.place()
+        task = asyncio.create_task(
+            self._process(message, place), name=f"message {message.message_id}"
+        )
+        self._in_flight[task] = (message, place)
 
-    def _finished(self, task: "asyncio.Task[None]") -> None:
-        self._in_flight.pop(task, None)
-        self._slots.release()
+        def finished(task: "asyncio.Task[None]") -> None:
+            self._in_flight.pop(task, None)
+            place.leave()
 
-    async def _process(self, message: QueueMessage) -> None:
+        task.add_done_callback(finished)
+
+    async def _process(self, message: QueueMessage, place: Place) -> None:
         # The worker's hop of the request's trace: ingest put its context in the message
         # attributes (design.md §1); a message without one starts a new trace.
         context = extract_trace_context(message.attributes)
@@ -223,12 +227,12 @@ class Worker:
             span.set_attribute(names.REQUEST_ID_ATTRIBUTE, job.request_id)
             span.set_attribute(names.MEMBER_ID_ATTRIBUTE, job.request.member_id)
             with log_context(request_id=job.request_id, member_id=job.request.member_id):
-                await self._handle(message, job, span)
+                await self._handle(message, job, span, place)
 
-    async def _handle(self, message: QueueMessage, job: Job, span: Span) -> None:
+    async def _handle(self, message: QueueMessage, job: Job, span: Span, place: Place) -> None:
         started = time.monotonic()
         try:
-            await self._answer(message, job)
+            await self._answer(message, job, place)
         except DeadLetter as failure:
             record_error(span, failure)
             await self._dead_letter(message, str(failure), DeadLetterReason.PERMANENT_FAILURE)
@@ -248,8 +252,8 @@ class Worker:
                 message.receive_count,
             )
 
-    async def _answer(self, message: QueueMessage, job: Job) -> None:
-        """Write the feedback and deliver it to every channel."""
+    async def _answer(self, message: QueueMessage, job: Job, place: Place) -> None:
+        """Write the feedback, free the LLM slot for the next message, deliver to every channel."""
         log.info(
             "request %s (member %d, message %s, receive %d): asking the LLM",
             job.request_id,
@@ -257,7 +261,9 @@ class Worker:
             message.message_id,
             message.receive_count,
         )
+        await place.to_llm()
         content = await self._writer.write(self._prompt.render(job.request))
+        await place.to_delivery()
         debug_text(log, "generated", content)
         result = FeedbackResult(
             member_id=job.request.member_id,
@@ -334,12 +340,13 @@ class Worker:
         return True
 
     async def _drain(self) -> None:
+        await self._release_unstarted()
         unfinished: set[asyncio.Task[None]] = set()
         if self._in_flight:
             grace = self.settings.drain_grace_seconds
             log.info("draining %d in-flight message(s), %.1fs grace", len(self._in_flight), grace)
             _, unfinished = await asyncio.wait(set(self._in_flight), timeout=grace)
-        leftover = [self._in_flight[task] for task in unfinished]
+        leftover = [self._in_flight[task][0] for task in unfinished]
         for task in unfinished:
             task.cancel()
         if unfinished:
@@ -350,14 +357,35 @@ class Worker:
         metrics.WORKER_DRAINS.labels(outcome).inc()
         if leftover:
             log.warning("grace over: %d unfinished message(s) made visible again", len(leftover))
-            try:
-                await self._queue.set_visibility(leftover, 0)
-            except (BotoCoreError, ClientError) as error:
-                log.error(
-                    "could not release unfinished messages (%s): they come back when "
-                    "their visibility ends",
-                    error,
-                )
+            await self._make_visible(leftover)
+
+    async def _release_unstarted(self) -> None:
+        """Give back at once what is still waiting for an LLM slot: the pod is going away, and
+        another worker can start those messages now instead of after the grace period."""
+        waiting = {
+            task: message
+            for task, (message, place) in self._in_flight.items()
+            if place.stage is Stage.WAITING
+        }
+        if not waiting:
+            return
+        for task in waiting:
+            task.cancel()
+        await asyncio.wait(waiting)
+        for message in waiting.values():
+            await self._heartbeat.forget(message)
+        log.info("%d message(s) not yet at the LLM made visible again", len(waiting))
+        await self._make_visible(list(waiting.values()))
+
+    async def _make_visible(self, messages: list[QueueMessage]) -> None:
+        try:
+            await self._queue.set_visibility(messages, 0)
+        except (BotoCoreError, ClientError) as error:
+            log.error(
+                "could not release %d message(s) (%s): they come back when their visibility ends",
+                len(messages),
+                error,
+            )
 
     async def _close(self) -> None:
         await self._writer.close()

@@ -31,7 +31,10 @@ class WorkerSettings(ServiceSettings):
     visibility_timeout_seconds: int = Field(60, ge=2, le=MAX_VISIBILITY_SECONDS)
     """Set on every receive; the heartbeat renews it every third of it while a message is worked."""
     worker_concurrency: int = Field(32, ge=1, le=1_000)
-    """Messages in flight at once: vLLM batches concurrent requests, so this keeps the GPU busy."""
+    """LLM calls at once: vLLM batches concurrent requests, so this keeps the GPU busy."""
+    worker_prefetch: int | None = Field(None, ge=0, le=1_000)
+    """Messages received ahead of a free LLM slot, so a call that ends is followed at once by
+    the next; unset: as many as WORKER_CONCURRENCY. 0 receives only into free LLM slots."""
     retry_delay_seconds: int = Field(10, ge=0, le=MAX_VISIBILITY_SECONDS)
     """First delay before a transiently failed message comes back; doubles per receive."""
     retry_max_delay_seconds: int = Field(600, ge=0, le=MAX_VISIBILITY_SECONDS)
@@ -63,6 +66,10 @@ class WorkerSettings(ServiceSettings):
     # Telemetry (tracing is configured by the standard OTEL_* variables).
     metrics_port: int = Field(9100, ge=0, le=65_535)
     """Prometheus metrics on GET /metrics (the chart's probes call it too); 0 turns them off."""
+
+    @property
+    def prefetch(self) -> int:
+        return self.worker_concurrency if self.worker_prefetch is None else self.worker_prefetch
 
     @property
     def callback_endpoint(self) -> str | None:

@@ -90,8 +90,9 @@ class Sqs:
 
     @classmethod
     def for_concurrency(cls, region: str, concurrency: int) -> Sqs:
-        # One connection and one thread per in-flight message, plus the heartbeat and a spare.
-        threads = concurrency + 2
+        # No SQS call waits for a thread: one per message being delivered (the concurrency), as
+        # many for messages settled before delivery (retries, the DLQ), the heartbeat, a spare.
+        threads = 2 * concurrency + 2
         return cls(aws_client("sqs", region, max_pool_connections=threads), threads)
 
     async def call(self, operation: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
