@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from devstack.demo_request import demo_feedback_request
 from devstack.processes import ManagedProcess, free_port, python_module
 from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, new_webhook_secret
 from llm_common.contracts import FeedbackJob, FeedbackRequest
+from llm_common.contracts.example import example_weekly_record
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -121,7 +121,7 @@ def emulator(name: str = "moto") -> Iterator[Emulator]:
 
 def request_body(member_id: int, request_id: str | None = None) -> dict[str, Any]:
     """The backend's realistic weekly record (devstack's demo request) for one member."""
-    return demo_feedback_request(request_id or f"bench-{uuid.uuid4().hex}", member_id)
+    return example_weekly_record(request_id or f"bench-{uuid.uuid4().hex}", member_id)
 
 
 def queued_job(member_id: int, request_id: str) -> FeedbackJob:

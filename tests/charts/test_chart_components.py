@@ -186,6 +186,13 @@ def test_worker_scales_with_keda_on_the_request_queue(render_scenario: Render) -
     assert auth["spec"] == {"podIdentity": {"provider": "aws", "identityOwner": "keda"}}
 
 
+def test_worker_prefetch_follows_the_concurrency_unless_set(helm: Helm) -> None:
+    by_default = config_of(helm.template(MINIMAL_VALUES), "worker")
+    none_ahead = config_of(helm.template(MINIMAL_VALUES, sets={"worker.prefetch": "0"}), "worker")
+    assert "WORKER_PREFETCH" not in by_default  # the worker then derives it
+    assert none_ahead["WORKER_PREFETCH"] == "0"
+
+
 def test_scale_to_zero_against_an_emulator_with_secret_credentials(render_scenario: Render) -> None:
     manifests = render_scenario("min-replicas-0")
     scaled = one(manifests, "ScaledObject", "worker")

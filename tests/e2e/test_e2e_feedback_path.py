@@ -6,10 +6,10 @@ from datetime import datetime
 import boto3
 import httpx
 import pytest
-from devstack.demo_request import demo_feedback_request
 from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, Stack
 from e2e_helpers import StartStack, wait_for_callback
 from llm_common.contracts import FeedbackResult
+from llm_common.contracts.example import example_weekly_record
 from llm_common.webhooks import verify_signature
 from mypy_boto3_sqs import SQSClient
 
@@ -27,7 +27,7 @@ def _sqs(stack: Stack) -> SQSClient:
 
 
 def _post_feedback(stack: Stack, request_id: str, member_id: int = 1024) -> None:
-    body = demo_feedback_request(request_id, member_id)
+    body = example_weekly_record(request_id, member_id)
     answer = httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, timeout=10)
     assert answer.status_code == 202, answer.text
     assert answer.json() == {

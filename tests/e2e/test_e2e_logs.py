@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 from conftest import StartStack
-from devstack.demo_request import demo_feedback_request
 from devstack.stack import Stack
+from llm_common.contracts.example import example_weekly_record
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ REQUEST_ID = "e2e-logs-1"
 
 
 def _post(stack: Stack, headers: dict[str, str]) -> httpx.Response:
-    body = demo_feedback_request(REQUEST_ID, member_id=33)
+    body = example_weekly_record(REQUEST_ID, member_id=33)
     return httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, headers=headers, timeout=10)
 
 

@@ -6,10 +6,10 @@ import time
 import httpx
 import pytest
 from conftest import StartStack, free_ports
-from devstack.demo_request import demo_feedback_request
 from devstack.processes import free_port
 from devstack.scrape import Scrape
 from e2e_helpers import wait_for_callback
+from llm_common.contracts.example import example_weekly_record
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,7 @@ def test_one_request_moves_the_ingest_and_worker_counters(start_stack: StartStac
     ingest_before, worker_before = Scrape.of(ingest_metrics), _first_scrape(worker_metrics)
     model = stack.config.llm_model
 
-    body = demo_feedback_request(REQUEST_ID, member_id=32)
+    body = example_weekly_record(REQUEST_ID, member_id=32)
     assert httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, timeout=10).status_code == 202
     wait_for_callback(stack, REQUEST_ID)
 

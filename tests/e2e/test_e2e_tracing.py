@@ -6,9 +6,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import StartStack
-from devstack.demo_request import demo_feedback_request
 from devstack.otlp_receiver import OtlpReceiver, ReceivedSpan
 from e2e_helpers import wait_for_callback
+from llm_common.contracts.example import example_weekly_record
 from llm_common.telemetry import names
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ def test_one_trace_covers_ingest_the_queue_wait_the_worker_the_llm_and_the_callb
     start_stack: StartStack, receiver: OtlpReceiver
 ) -> None:
     stack = start_stack(llm="fake", otlp_endpoint=receiver.endpoint)
-    body = demo_feedback_request(REQUEST_ID, member_id=31)
+    body = example_weekly_record(REQUEST_ID, member_id=31)
     answer = httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, timeout=10)
     assert answer.status_code == 202, answer.text
     wait_for_callback(stack, REQUEST_ID)

@@ -3,15 +3,15 @@
 from pathlib import Path
 
 import pytest
-from devstack.demo_request import demo_feedback_request
 from feedback_worker.prompt import SYSTEM_PROMPT, InvalidTemplate, PromptTemplate
 from llm_common.contracts import FeedbackJob
+from llm_common.contracts.example import example_weekly_record
 
 
 def realistic_request() -> FeedbackJob:
     # Both date shapes, a null title, a group challenge without submissions, all in June 2025:
     # long before "now", so any filtering by the server's clock would show as 0/0.
-    return FeedbackJob.model_validate(demo_feedback_request("req-1"))
+    return FeedbackJob.model_validate(example_weekly_record("req-1"))
 
 
 def test_system_prompt_is_the_korean_assistant_line() -> None:

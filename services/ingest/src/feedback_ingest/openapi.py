@@ -8,40 +8,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from llm_common.contracts import Envelope, FeedbackRequest, RequestId
+from llm_common.contracts.example import example_weekly_record
 from pydantic import TypeAdapter
 
 from feedback_ingest.jobs import IDEMPOTENCY_KEY_HEADER
 
 REQUEST_SCHEMA_NAME = "FeedbackRequest"
 
-FEEDBACK_EXAMPLE: dict[str, Any] = {
-    "memberId": 1024,
-    "requestId": "weekly-1024-2025-06-16",
-    "personalChallenges": [
-        {"id": 11, "title": "아침 6시 기상", "isSuccess": True},
-        {"id": 12, "title": "하루 30분 독서", "isSuccess": False},
-    ],
-    "groupChallenges": [
-        {
-            "id": 301,
-            "title": "주 3회 러닝",
-            "startDate": [2025, 6, 9, 0, 0],
-            "endDate": "2025-06-15T23:59:59",
-            "submissions": [
-                {"isSuccess": True, "submittedAt": [2025, 6, 10, 7, 12, 5, 710986000]},
-                {"isSuccess": True, "submittedAt": "2025-06-12 07:30:00"},
-                {"isSuccess": False, "submittedAt": "2025-06-14T08:01:44.5"},
-            ],
-        },
-        {
-            "id": 302,
-            "title": "물 2L 마시기",
-            "startDate": "2025-06-01T00:00:00",
-            "endDate": "2025-06-30T23:59:59",
-            "submissions": [],
-        },
-    ],
-}
+FEEDBACK_EXAMPLE = example_weekly_record("weekly-1024-2025-06-16")
 
 # Merged into the generated operation. The header is read from the request, not declared as a
 # FastAPI parameter: a declared one would add a 422 response the service never sends.

@@ -1,5 +1,6 @@
 """Every setting of the worker: read from the environment once, validated at start-up."""
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
@@ -34,7 +35,8 @@ class WorkerSettings(ServiceSettings):
     """LLM calls at once: vLLM batches concurrent requests, so this keeps the GPU busy."""
     worker_prefetch: int | None = Field(None, ge=0, le=1_000)
     """Messages received ahead of a free LLM slot, so a call that ends is followed at once by
-    the next; unset: as many as WORKER_CONCURRENCY. 0 receives only into free LLM slots."""
+    the next; unset: a quarter of WORKER_CONCURRENCY. 0 receives only into free LLM slots.
+    Kept small: a received message's receive count grows when its pod dies, waiting or not."""
     retry_delay_seconds: int = Field(10, ge=0, le=MAX_VISIBILITY_SECONDS)
     """First delay before a transiently failed message comes back; doubles per receive."""
     retry_max_delay_seconds: int = Field(600, ge=0, le=MAX_VISIBILITY_SECONDS)
@@ -69,7 +71,9 @@ class WorkerSettings(ServiceSettings):
 
     @property
     def prefetch(self) -> int:
-        return self.worker_concurrency if self.worker_prefetch is None else self.worker_prefetch
+        if self.worker_prefetch is None:
+            return math.ceil(self.worker_concurrency / 4)
+        return self.worker_prefetch
 
     @property
     def callback_endpoint(self) -> str | None:

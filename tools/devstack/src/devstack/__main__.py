@@ -11,8 +11,8 @@ from pathlib import Path
 from types import FrameType
 
 import httpx
+from llm_common.contracts.example import example_weekly_record
 
-from devstack.demo_request import demo_feedback_request
 from devstack.processes import ProcessFailedToStart
 from devstack.qa_demo import run_qa_demo
 from devstack.stack import Ports, Stack, StackConfig
@@ -120,7 +120,7 @@ def demo(ingest_url: str, callback_url: str) -> int:
 
 def feedback_demo(ingest_url: str, callback_url: str) -> int:
     request_id = f"demo-{int(time.time())}"
-    body = demo_feedback_request(request_id)
+    body = example_weekly_record(request_id)
     print(f"POST {ingest_url}/ai/feedback (memberId={body['memberId']}, requestId={request_id})")
     try:
         answer = httpx.post(f"{ingest_url}/ai/feedback", json=body, timeout=10)

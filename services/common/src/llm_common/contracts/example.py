@@ -1,9 +1,14 @@
-"""A realistic weekly record, as the Spring backend sends it (both date shapes on purpose)."""
+"""A realistic weekly record as the Spring backend sends it: both date shapes, nanoseconds in a
+Jackson array, a challenge without id and title, a group challenge with no submissions.
+
+One example for everything that shows or sends a request: the OpenAPI document, `make demo`,
+the end-to-end tests and the benchmarks.
+"""
 
 from typing import Any
 
 
-def demo_feedback_request(request_id: str, member_id: int = 1024) -> dict[str, Any]:
+def example_weekly_record(request_id: str, member_id: int = 1024) -> dict[str, Any]:
     return {
         "memberId": member_id,
         "requestId": request_id,
