@@ -254,6 +254,7 @@ class Worker:
 
     async def _answer(self, message: QueueMessage, job: Job, place: Place) -> None:
         """Write the feedback, free the LLM slot for the next message, deliver to every channel."""
+        await place.to_llm()
         log.info(
             "request %s (member %d, message %s, receive %d): asking the LLM",
             job.request_id,
@@ -261,7 +262,6 @@ class Worker:
             message.message_id,
             message.receive_count,
         )
-        await place.to_llm()
         content = await self._writer.write(self._prompt.render(job.request))
         await place.to_delivery()
         debug_text(log, "generated", content)
