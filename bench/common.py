@@ -120,7 +120,7 @@ def emulator(name: str = "moto") -> Iterator[Emulator]:
 
 
 def request_body(member_id: int, request_id: str | None = None) -> dict[str, Any]:
-    """The backend's realistic weekly record (devstack's demo request) for one member."""
+    """The backend's realistic weekly record (the contracts' example) for one member."""
     return example_weekly_record(request_id or f"bench-{uuid.uuid4().hex}", member_id)
 
 

@@ -127,3 +127,24 @@ def test_settings_defaults_fit_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.sqs_wait_seconds == 20
     assert settings.worker_concurrency == 32
     assert TEST_SECRET not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "prefetch", "ahead", "held"),
+    [("32", None, 8, 72), ("6", None, 2, 14), ("1", None, 1, 3), ("32", "0", 0, 64)],
+)
+def test_messages_received_ahead_default_to_a_quarter_of_the_concurrency(
+    monkeypatch: pytest.MonkeyPatch,
+    concurrency: str,
+    prefetch: str | None,
+    ahead: int,
+    held: int,
+) -> None:
+    env = {**BASE_ENV, "RESULT_QUEUE_URL": "http://sqs/r.fifo", "WORKER_CONCURRENCY": concurrency}
+    for name, value in {**env, **({"WORKER_PREFETCH": prefetch} if prefetch else {})}.items():
+        monkeypatch.setenv(name, value)
+
+    settings = WorkerSettings()
+
+    assert settings.prefetch == ahead
+    assert settings.most_held == held  # at the LLM + received ahead + being delivered

@@ -91,7 +91,7 @@ class Worker:
             prompt = PromptTemplate.from_file(settings.prompt_template_file)
         except (OSError, InvalidTemplate) as error:
             raise ConfigurationError(f"PROMPT_TEMPLATE_FILE: {error}") from error
-        sqs = Sqs.for_concurrency(settings.aws_region, settings.worker_concurrency)
+        sqs = Sqs.for_messages(settings.aws_region, settings.most_held)
         try:
             queue = await _feedback_queue(settings, sqs)
         except BaseException:

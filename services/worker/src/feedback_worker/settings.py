@@ -76,6 +76,11 @@ class WorkerSettings(ServiceSettings):
         return self.worker_prefetch
 
     @property
+    def most_held(self) -> int:
+        """Messages one worker may hold: at the LLM, received ahead, and being delivered."""
+        return self.worker_concurrency + self.prefetch + self.worker_concurrency
+
+    @property
     def callback_endpoint(self) -> str | None:
         return join_url(self.callback_url, self.callback_path) if self.callback_url else None
 

@@ -89,10 +89,10 @@ class Sqs:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqs")
 
     @classmethod
-    def for_concurrency(cls, region: str, concurrency: int) -> Sqs:
-        # No SQS call waits for a thread: one per message being delivered (the concurrency), as
-        # many for messages settled before delivery (retries, the DLQ), the heartbeat, a spare.
-        threads = 2 * concurrency + 2
+    def for_messages(cls, region: str, most_held: int) -> Sqs:
+        # No SQS call waits for a thread: one per message the worker may hold (each may be
+        # delivered, retried or dead-lettered at once), plus the heartbeat and a spare.
+        threads = most_held + 2
         return cls(aws_client("sqs", region, max_pool_connections=threads), threads)
 
     async def call(self, operation: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
