@@ -103,7 +103,7 @@ class _Raw:
         yield self._body
 
 
-def legacy_processed_document(influencer_id: int, task_id: str, pairs: int) -> bytes:
+def legacy_processed_document(influencer_id: str, task_id: str, pairs: int) -> bytes:
     """A processed JSON as the old system wrote it (indented, no provenance)."""
     document = {
         "influencer_id": influencer_id,

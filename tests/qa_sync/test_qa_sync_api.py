@@ -57,7 +57,7 @@ def test_a_signed_completion_webhook_syncs_the_job(
     qa, http = service
     output, _ = pairs_file(3)
     batch = provider.seed_batch(output)
-    job = qa.registry.register(42, batch["id"])
+    job = qa.registry.register("42", batch["id"])
 
     answer = post_webhook(http, batch_event(batch["id"]), "wh_1")
 
@@ -74,7 +74,7 @@ def test_the_same_webhook_delivered_twice_is_processed_once(
     qa, http = service
     output, _ = pairs_file(2)
     batch = provider.seed_batch(output)
-    job = qa.registry.register(42, batch["id"])
+    job = qa.registry.register("42", batch["id"])
     body = batch_event(batch["id"])
 
     first = post_webhook(http, body, "wh_dup")
@@ -98,7 +98,7 @@ def test_a_webhook_that_fails_verification_gets_400_and_changes_nothing(
     qa, http = service
     output, _ = pairs_file(1)
     batch = provider.seed_batch(output)
-    job = qa.registry.register(42, batch["id"])
+    job = qa.registry.register("42", batch["id"])
     body = batch_event(batch["id"])
     headers = signature_headers(WEBHOOK_SECRET, "wh_bad", body.decode())
     if tamper == "wrong-secret":
@@ -165,7 +165,7 @@ def test_pairs_over_http_in_both_formats(
 ) -> None:
     qa, http = service
     output, _ = pairs_file(3)
-    job = qa.registry.register(42, provider.seed_batch(output)["id"])
+    job = qa.registry.register("42", provider.seed_batch(output)["id"])
     qa.syncer.sync(job)
 
     as_json = http.get(f"/jobs/{job.task_id}/qa-pairs")
@@ -184,15 +184,32 @@ def test_pairs_of_unknown_or_unfinished_jobs_are_refused_with_an_envelope(
     service: tuple[Components, httpx.Client], provider: FakeBatchApi
 ) -> None:
     qa, http = service
-    running = qa.registry.register(1, provider.seed_batch(b"", status="in_progress")["id"])
+    running = qa.registry.register("1", provider.seed_batch(b"", status="in_progress")["id"])
 
     unknown = http.get("/jobs/qa_0_0/qa-pairs")
     unfinished = http.get(f"/jobs/{running.task_id}/qa-pairs")
     bad_format = http.get(f"/jobs/{running.task_id}/qa-pairs", params={"format": "csv"})
 
     assert (unknown.status_code, unknown.json()["status"]) == (404, 404)
-    assert (unfinished.status_code, unfinished.json()["status"]) == (409, 409)
+    assert (unfinished.status_code, unfinished.json()["status"]) == (202, 202)
     assert bad_format.status_code == 422
+
+
+def test_pairs_of_a_pending_job_are_synced_in_the_background_not_in_the_request(
+    service: tuple[Components, httpx.Client], provider: FakeBatchApi
+) -> None:
+    qa, http = service
+    output, _ = pairs_file(2)
+    job = qa.registry.register("1", provider.seed_batch(output)["id"])  # no webhook, no poll yet
+
+    first = http.get(f"/jobs/{job.task_id}/qa-pairs")
+
+    assert first.status_code == 202
+    assert first.json()["data"] == {"task_id": job.task_id}
+    assert "retry-after" in first.headers
+    wait_until(lambda: qa.registry.get(job.task_id).status == "completed", what="the sync")
+    again = http.get(f"/jobs/{job.task_id}/qa-pairs")
+    assert (again.status_code, len(again.json()["qa_pairs"])) == (200, 2)
 
 
 def test_health_and_readiness(service: tuple[Components, httpx.Client]) -> None:
@@ -228,7 +245,7 @@ def test_metrics_count_jobs_findings_and_repairs(
     found = 'qa_sync_verification_failures_total{object="processed",problem="missing"}'
     try:
         output, _ = pairs_file(2)
-        job = components.registry.register(1, provider.seed_batch(output)["id"])
+        job = components.registry.register("1", provider.seed_batch(output)["id"])
         components.syncer.sync(job)
         with BackgroundServer(create_app(components)) as server:
             before = httpx.get(f"{server.url}/metrics").text
@@ -244,3 +261,26 @@ def test_metrics_count_jobs_findings_and_repairs(
     assert metric(after, found) == metric(before, found) + 1
     assert metric(after, 'qa_sync_jobs{status="completed"}') == 1
     assert metric(after, 'qa_sync_jobs{status="pending"}') == 0
+
+
+UUID_INFLUENCER = "8c1f2d4e-1b2a-4c3d-9e8f-0a1b2c3d4e5f"
+
+
+def test_a_job_of_a_uuid_influencer_is_shown_and_stored_under_its_id(
+    service: tuple[Components, httpx.Client], provider: FakeBatchApi, s3: "S3Client", bucket: str
+) -> None:
+    qa, http = service
+    output, _ = pairs_file(2)
+    job = qa.registry.register(UUID_INFLUENCER, provider.seed_batch(output)["id"])
+    qa.syncer.sync(job)
+
+    answer = http.get(f"/jobs/{job.task_id}")
+
+    assert answer.status_code == 200
+    assert answer.json()["data"]["influencer_id"] == UUID_INFLUENCER
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    timestamp = job.task_id.rsplit("_", 1)[1]
+    assert sorted(keys) == [
+        f"influencers/{UUID_INFLUENCER}/qa_pairs/{job.task_id}/processed_qa_{timestamp}.json",
+        f"influencers/{UUID_INFLUENCER}/qa_results/{job.task_id}/generated_qa_results.jsonl",
+    ]

@@ -68,7 +68,14 @@ def test_webhook_to_fine_tuning_pairs_and_a_repair_from_the_command_line(
 ) -> None:
     output, _ = pairs_file(4)
     batch = provider.seed_batch(output)
-    registered = cli(env, "register", "--influencer-id", "12", "--batch-id", batch["id"])
+    registered = cli(
+        env,
+        "register",
+        "--influencer-id",
+        "8c1f2d4e-aaaa-4bbb-8ccc-0d0e0f101112",
+        "--batch-id",
+        batch["id"],
+    )
     assert registered.returncode == 0, registered.stderr
     task_id = json.loads(registered.stdout)["task_id"]
 

@@ -269,7 +269,7 @@ def test_qa_sync_webhook_checks_signature_and_replay_window_and_takes_an_id_once
     http, api, qa, secret = qa_sync
     line = {"custom_id": "c1", "response": {"status_code": 200, "body": {}}, "error": None}
     batch = api.seed_batch(json.dumps(line).encode() + b"\n")
-    qa.registry.register(42, batch["id"])
+    qa.registry.register("42", batch["id"])
     body = _event(batch["id"])
 
     def post(headers: dict[str, str]) -> httpx.Response:

@@ -14,7 +14,7 @@ from starlette.background import BackgroundTask
 
 from qa_sync.background import BackgroundWork
 from qa_sync.components import Components
-from qa_sync.fetch import JobBusy, JobNotReady, PairFormat, PairsUnavailable
+from qa_sync.fetch import JobBusy, JobNotReady, JobPending, PairFormat, PairsUnavailable
 from qa_sync.registry.jobs import JobNotFound
 from qa_sync.storage import StorageError
 from qa_sync.views import JobView
@@ -86,6 +86,14 @@ def create_app(components: Components, *, background: bool = True) -> FastAPI:
             fetched = components.fetcher.fetch(task_id)
         except JobNotFound:
             return envelope(404, f"no job {task_id}")
+        except JobPending as error:
+            # The webhook may have been missed and the poller not come round yet: the
+            # background sync looks now; the client asks again after Retry-After.
+            if error.batch_id:
+                work.request_sync(error.batch_id)
+            response = envelope(202, f"sync requested: {error}", {"task_id": task_id})
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+            return response
         except JobNotReady as error:
             return envelope(409, f"not finished yet: {error}")
         except JobBusy as error:

@@ -23,7 +23,14 @@ from pydantic import ValidationError
 
 from qa_sync.app import create_app
 from qa_sync.components import Components, build_components
-from qa_sync.fetch import JobBusy, JobNotReady, PairFormat, PairsUnavailable
+from qa_sync.fetch import (
+    FetchedPairs,
+    JobBusy,
+    JobNotReady,
+    JobPending,
+    PairFormat,
+    PairsUnavailable,
+)
 from qa_sync.registry.database import create_registry_engine, migrate
 from qa_sync.registry.jobs import JobNotFound
 from qa_sync.settings import QaSyncSettings
@@ -37,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run the service (the default)")
     commands.add_parser("migrate", help="bring the registry's schema up to date")
     register = commands.add_parser("register", help="register a job for an OpenAI batch")
-    register.add_argument("--influencer-id", type=int, required=True)
+    register.add_argument("--influencer-id", required=True)
     register.add_argument("--batch-id", required=True)
     register.add_argument("--batch-key")
     sync = commands.add_parser("sync", help="sync pending jobs now")
@@ -126,14 +133,23 @@ def _verify(components: Components, _: argparse.Namespace) -> int:
 
 def _fetch(components: Components, args: argparse.Namespace) -> int:
     try:
-        fetched = components.fetcher.fetch(args.task_id)
-    except (JobNotFound, JobNotReady, JobBusy, PairsUnavailable, StorageError) as error:
+        fetched = _fetch_synced(components, args.task_id)
+    except (JobNotFound, JobNotReady, JobPending, JobBusy, PairsUnavailable, StorageError) as error:
         print(f"cannot fetch {args.task_id}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     with fetched:
         _write(args.output, fetched.body(args.format, components.settings.finetune_system_prompt))
     print(f"{args.task_id}: pairs from {fetched.source}", file=sys.stderr)
     return 0
+
+
+def _fetch_synced(components: Components, task_id: str) -> FetchedPairs:
+    """The pairs; a job still pending is synced first (the operator waits for it here)."""
+    try:
+        return components.fetcher.fetch(task_id)
+    except JobPending:
+        components.syncer.sync(components.registry.get(task_id))
+    return components.fetcher.fetch(task_id)
 
 
 def _write(path: Path | None, chunks: Iterable[bytes]) -> None:

@@ -73,6 +73,6 @@ def build_components(
         storage=storage,
         syncer=syncer,
         reconciler=Reconciler(registry, jobs),
-        fetcher=Fetcher(registry, syncer, inspector, jobs),
+        fetcher=Fetcher(registry, inspector, jobs),
         webhooks=WebhookReceiver(client, secret.get_secret_value() if secret else None, registry),
     )

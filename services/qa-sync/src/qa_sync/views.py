@@ -12,7 +12,7 @@ class JobView(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     task_id: str
-    influencer_id: int
+    influencer_id: str
     openai_batch_id: str | None
     status: str
     provider_status: str | None

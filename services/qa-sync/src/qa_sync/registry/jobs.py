@@ -1,12 +1,18 @@
 """The queries and updates the sync, the reconciler and the API make on the registry.
 
-A job that is being synced or repaired is leased to one process (`lease_owner`, `lease_until`):
-the lease is taken with one conditional UPDATE, so two replicas, or the webhook and the poller
-of one replica, never download and upload the same batch at the same time.
+A job that is being synced or repaired is leased to one holder (`lease_owner`, `lease_until`):
+the lease is taken with one conditional UPDATE that only succeeds on a free or expired lease, so
+two replicas, or two threads of one replica (the fetch API's pool and the reconciler), never
+download and upload the same batch at the same time. Each claim writes its own token into
+`lease_owner`; only that token renews or releases it. While the work runs, a thread renews the
+lease every third of its duration, so a 200 MB output that takes longer than `lease_seconds` to
+stream keeps its lease, and a crashed holder's lease runs out within `lease_seconds`.
 """
 
+import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +31,8 @@ from qa_sync.registry.models import (
     to_unix,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 
 class JobNotFound(LookupError):
@@ -86,7 +94,7 @@ class Registry:
     # --- registering ---
 
     def register(
-        self, influencer_id: int, openai_batch_id: str, batch_key: str | None = None
+        self, influencer_id: str, openai_batch_id: str, batch_key: str | None = None
     ) -> BatchJob:
         """A pending job for the batch; the existing one when the batch is registered already."""
         existing = self.find_by_batch(openai_batch_id)
@@ -116,24 +124,27 @@ class Registry:
 
     @contextmanager
     def leased(self, job_id: int, *, pending_only: bool = False) -> Iterator[BatchJob | None]:
-        """The job, fresh from the database, while this process holds it; None if another does
-        (or, with `pending_only`, if it is no longer pending)."""
-        job = self._claim(job_id, pending_only)
+        """The job, fresh from the database, while this holder has its lease; None if anyone
+        else (another process or another thread of this one) holds it, or, with
+        `pending_only`, if it is no longer pending."""
+        token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
+        job = self._claim(job_id, token, pending_only)
+        if job is None:
+            yield None
+            return
+        renewal = _Renewal(self, job_id, token)
+        renewal.start()
         try:
             yield job
         finally:
-            if job is not None:
-                self._release(job_id)
+            renewal.stop()
+            self._release(job_id, token)
 
-    def _claim(self, job_id: int, pending_only: bool) -> BatchJob | None:
+    def _claim(self, job_id: int, token: str, pending_only: bool) -> BatchJob | None:
         now = utcnow()
         conditions = [
             BatchJob.batch_key_id == job_id,
-            or_(
-                BatchJob.lease_until.is_(None),
-                BatchJob.lease_until < now,
-                BatchJob.lease_owner == self.owner,
-            ),
+            or_(BatchJob.lease_until.is_(None), BatchJob.lease_until < now),
         ]
         if pending_only:
             conditions.append(BatchJob.status == JobStatus.PENDING)
@@ -141,21 +152,36 @@ class Registry:
             claimed = session.execute(
                 update(BatchJob)
                 .where(*conditions)
-                .values(lease_owner=self.owner, lease_until=now + self._lease)
+                .values(lease_owner=token, lease_until=now + self._lease)
                 .execution_options(synchronize_session=False)
             )
             if cast(CursorResult[Any], claimed).rowcount != 1:
                 return None
             return session.get(BatchJob, job_id)
 
-    def _release(self, job_id: int) -> None:
+    def renew(self, job_id: int, token: str) -> bool:
+        """Push the lease's end out again; False once `token` no longer holds it."""
+        with self._sessions.begin() as session:
+            renewed = session.execute(
+                update(BatchJob)
+                .where(BatchJob.batch_key_id == job_id, BatchJob.lease_owner == token)
+                .values(lease_until=utcnow() + self._lease)
+                .execution_options(synchronize_session=False)
+            )
+            return cast(CursorResult[Any], renewed).rowcount == 1
+
+    def _release(self, job_id: int, token: str) -> None:
         with self._sessions.begin() as session:
             session.execute(
                 update(BatchJob)
-                .where(BatchJob.batch_key_id == job_id, BatchJob.lease_owner == self.owner)
+                .where(BatchJob.batch_key_id == job_id, BatchJob.lease_owner == token)
                 .values(lease_owner=None, lease_until=None)
                 .execution_options(synchronize_session=False)
             )
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease.total_seconds()
 
     # --- writing ---
 
@@ -192,3 +218,28 @@ class Registry:
     def ping(self) -> None:
         with self._sessions() as session:
             session.execute(select(1))
+
+
+class _Renewal(threading.Thread):
+    """Renews one lease every third of its duration until stopped: two renewals may fail (a
+    database hiccup) before the lease can run out under the work."""
+
+    def __init__(self, registry: Registry, job_id: int, token: str) -> None:
+        super().__init__(name=f"lease-{job_id}", daemon=True)
+        self._registry = registry
+        self._job_id = job_id
+        self._token = token
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = self._registry.lease_seconds / 3
+        while not self._stopped.wait(interval):
+            try:
+                if not self._registry.renew(self._job_id, self._token):
+                    return  # taken over after all: nothing left to renew
+            except Exception:
+                log.warning("could not renew the lease of job %s", self._job_id, exc_info=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()
