@@ -65,7 +65,7 @@ class BatchJob(Base):
     # --- the old table's columns ---
     batch_key_id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
     influencer_id: Mapped[str] = mapped_column(String(255), index=True)
-    """A string: the real system's influencer ids are UUIDs (migration 0003 converts old integers)."""
+    """A string: the real system's influencer ids are UUIDs (migration 0003 converts integers)."""
     batch_key: Mapped[str | None] = mapped_column(String(255))
     task_id: Mapped[str] = mapped_column(String(255), unique=True)
     openai_batch_id: Mapped[str | None] = mapped_column(String(255), unique=True)
