@@ -13,7 +13,7 @@ from devstack.fake_batch_api import FakeBatchApi, create_app
 from devstack.serving import BackgroundServer
 from qa_sync.components import Components, build_components
 from qa_sync.settings import MIB, QaSyncSettings
-from qa_sync_helpers import WEBHOOK_SECRET
+from qa_sync_helpers import API_KEY, WEBHOOK_SECRET
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -93,6 +93,7 @@ def settings(database_url: str, bucket: str, provider_url: str) -> QaSyncSetting
         openai_base_url=provider_url,
         openai_api_key=PROVIDER_KEY,
         openai_webhook_secret=WEBHOOK_SECRET,
+        qa_sync_api_keys=[API_KEY],
         openai_max_retries=0,
         poll_interval_seconds=0.2,
         s3_retry_base_seconds=0.01,

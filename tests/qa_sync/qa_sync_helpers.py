@@ -5,6 +5,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+API_KEY = "qa-sync-test-key"
+"""The key the tests' qa-sync accepts on its job APIs (QA_SYNC_API_KEYS)."""
 WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXFhLXN5bmMtd2ViaG9va3M="
 
 
@@ -37,6 +39,31 @@ def result_line(
         "id": f"batch_req_{custom_id}",
         "custom_id": custom_id,
         "response": {"status_code": status_code, "request_id": f"req_{custom_id}", "body": body},
+        "error": None,
+    }
+    return json.dumps(record, ensure_ascii=False).encode()
+
+
+def responses_line(
+    custom_id: str, text: str | None, *, status: str = "completed", reason: str | None = None
+) -> bytes:
+    """One output line of a /v1/responses batch whose output text is `text`."""
+    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
+    body = {
+        "id": f"resp_{custom_id}",
+        "object": "response",
+        "status": status,
+        "incomplete_details": {"reason": reason} if reason else None,
+        "model": "gpt-4o-mini",
+        "output": [
+            {"type": "reasoning", "id": f"rs_{custom_id}", "summary": []},
+            {"type": "message", "role": "assistant", "content": content},
+        ],
+    }
+    record = {
+        "id": f"batch_req_{custom_id}",
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": f"req_{custom_id}", "body": body},
         "error": None,
     }
     return json.dumps(record, ensure_ascii=False).encode()

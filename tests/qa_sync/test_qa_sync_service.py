@@ -14,12 +14,14 @@ import pytest
 from devstack.fake_batch_api import FakeBatchApi
 from devstack.processes import ManagedProcess, free_port, python_module
 from llm_common.webhooks import signature_headers
-from qa_sync_helpers import WEBHOOK_SECRET, pairs_file, wait_until
+from qa_sync_helpers import API_KEY, WEBHOOK_SECRET, pairs_file, wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 pytestmark = pytest.mark.e2e
+
+AUTH = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture
@@ -34,6 +36,7 @@ def env(tmp_path: Path, bucket: str, provider_url: str, aws_env: str) -> dict[st
         "POLL_INTERVAL_SECONDS": "3600",
         "HOST": "127.0.0.1",
         "PORT": str(free_port()),
+        "QA_SYNC_API_KEYS": API_KEY,
     }
 
 
@@ -95,13 +98,18 @@ def test_webhook_to_fine_tuning_pairs_and_a_repair_from_the_command_line(
     )
     assert answer.status_code == 200
     wait_until(
-        lambda: httpx.get(f"{server}/jobs/{task_id}").json()["data"]["status"] == "completed",
+        lambda: (
+            httpx.get(f"{server}/jobs/{task_id}", headers=AUTH).json()["data"]["status"]
+            == "completed"
+        ),
         what="the webhook's sync",
     )
-    pairs = httpx.get(f"{server}/jobs/{task_id}/qa-pairs", params={"format": "chat-jsonl"})
+    pairs = httpx.get(
+        f"{server}/jobs/{task_id}/qa-pairs", params={"format": "chat-jsonl"}, headers=AUTH
+    )
     assert len(pairs.text.splitlines()) == 4
 
-    job = httpx.get(f"{server}/jobs/{task_id}").json()["data"]
+    job = httpx.get(f"{server}/jobs/{task_id}", headers=AUTH).json()["data"]
     s3.delete_object(Bucket=bucket, Key=job["processed_key"])
 
     verify = cli(env, "verify")

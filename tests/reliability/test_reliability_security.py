@@ -22,9 +22,9 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.testclient import TestClient
 from feedback_ingest.app import create_app
-from feedback_ingest.auth import matches_any
 from feedback_ingest.settings import IngestSettings
 from feedback_worker.settings import WorkerSettings
+from llm_common.api_keys import matches_any
 from llm_common.webhooks import signature_headers, verify_signature
 from pydantic import SecretStr, ValidationError
 from qa_sync.app import create_app as create_qa_sync_app
