@@ -18,6 +18,7 @@ from qa_sync_helpers import (
     jsonl,
     pair_line,
     pairs_file,
+    responses_line,
     result_line,
 )
 
@@ -297,3 +298,23 @@ def test_a_large_output_goes_up_in_parts_with_its_checksum(
     assert "-" in head["ETag"]  # a multipart upload's ETag ends in -<parts>
     assert raw == output
     assert hashlib.sha256(raw).hexdigest() == job.raw_sha256 == head["Metadata"]["sha256"]
+
+
+def test_a_responses_batch_gives_its_pairs_and_counts_its_truncated_lines(
+    qa: Components, provider: FakeBatchApi, s3: "S3Client", bucket: str
+) -> None:
+    lines = [
+        responses_line("r-0", '{"q": "질문 0?", "a": "답변 0."}'),
+        responses_line("r-1", "Q: 질문 1? A: 답변 1."),
+        responses_line("r-2", "Q: 질문 2? A: 답", status="incomplete", reason="max_output_tokens"),
+    ]
+    job = qa.registry.register("1", provider.seed_batch(jsonl(lines))["id"])
+
+    qa.syncer.sync(job)
+
+    job = qa.registry.get(job.task_id)
+    assert job.generated_qa_pairs == 2
+    assert job.line_stats is not None
+    assert job.line_stats["bad"] == {"truncated": 1}
+    document = json.loads(stored(s3, bucket, job.processed_key)[0])
+    assert [pair["custom_id"] for pair in document["qa_pairs"]] == ["r-0", "r-1"]
