@@ -38,7 +38,7 @@ def test_each_bad_line_is_named_for_what_is_wrong_with_it() -> None:
     assert kind_of(b"[1, 2]") == BadLine.MALFORMED_LINE
     assert kind_of(error_line("b")) == BadLine.REQUEST_ERROR
     assert kind_of(null_response) == BadLine.NULL_RESPONSE
-    assert kind_of(result_line("c", "x", status_code=500)) == BadLine.NON_200
+    assert kind_of(result_line("c", "x", status_code=500)) == BadLine.REQUEST_ERROR
     assert kind_of(result_line("d", None)) == BadLine.NULL_CONTENT
     assert (
         kind_of(result_line("e", '{"q": "잘려버린 질', finish_reason="length")) == BadLine.TRUNCATED
@@ -75,3 +75,11 @@ def test_bad_responses_batch_lines_are_named_for_what_is_wrong() -> None:
     assert kind_of(cut) == BadLine.TRUNCATED
     assert kind_of(responses_line("r2", None)) == BadLine.NULL_CONTENT
     assert kind_of(responses_line("r3", "just prose")) == BadLine.UNPARSEABLE
+
+
+def test_an_openai_error_file_line_is_a_request_error_with_its_code() -> None:
+    # What OpenAI's error file holds: a response with a non-200 status and `error: null`.
+    line = result_line("failed", None, status_code=500)
+    with pytest.raises(BadLineFound) as found:
+        read_line(line)
+    assert (found.value.kind, found.value.error_code) == (BadLine.REQUEST_ERROR, "server_error")

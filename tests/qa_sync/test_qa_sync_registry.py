@@ -36,9 +36,10 @@ CREATE TABLE BATCH_KEY (
 """
 OLD_ROW = """
 INSERT INTO batch_key (batch_key_id, influencer_id, task_id, openai_batch_id, status,
+    total_qa_pairs, generated_qa_pairs,
     s3_qa_file_url, s3_processed_file_url, is_processed, is_uploaded_to_s3,
     is_finetuning_started, created_at, updated_at)
-VALUES (1, 7, 'qa_7_1700000000', 'batch_old', 'COMPLETED',
+VALUES (1, 7, 'qa_7_1700000000', 'batch_old', 'COMPLETED', 50, 48,
     'qa_pairs/processed_qa_qa_7_1700000000.json', NULL, TRUE, TRUE, FALSE,
     '2023-11-14 22:13:20', '2023-11-14 22:13:20')
 """
@@ -178,3 +179,14 @@ def test_a_uuid_influencer_id_makes_a_task_id_that_round_trips(registry: Registr
     assert uuid_job.task_id.startswith("qa_8c1f2d4e-1b2a-4c3d-9e8f-0a1b2c3d4e5f_")
     fresh = registry.get(uuid_job.task_id)
     assert fresh.influencer_id == "8c1f2d4e-1b2a-4c3d-9e8f-0a1b2c3d4e5f"
+
+
+def test_migrations_move_the_request_count_out_of_total_qa_pairs(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(OLD_TABLE))
+        connection.execute(text(OLD_ROW))
+
+    migrate(engine)
+
+    job = Registry(session_factory(engine), lease_seconds=60).get("qa_7_1700000000")
+    assert (job.request_count, job.total_qa_pairs, job.generated_qa_pairs) == (50, 48, 48)

@@ -65,7 +65,7 @@ def test_a_completed_batch_lands_under_the_standard_keys_with_checksums(
         "answer": "답변 req-0.",
         "custom_id": "req-0",
     }
-    assert (job.status, job.total_qa_pairs, job.generated_qa_pairs) == ("completed", 3, 3)
+    assert (job.status, job.request_count, job.total_qa_pairs) == ("completed", 3, 3)
     assert job.is_processed
     assert job.is_uploaded_to_s3
     assert job.processed_size_bytes == len(processed)
@@ -113,11 +113,10 @@ def test_every_kind_of_bad_line_is_counted_and_none_fails_the_job(
     expected_bad = {
         "null_response": 1,
         "null_content": 1,
-        "non_200": 2,
         "truncated": 1,
         "unparseable": 1,
         "malformed_line": 1,
-        "request_error": 3,
+        "request_error": 5,
     }
     assert job.line_stats == {
         "lines": 12,
@@ -143,7 +142,7 @@ def test_unfinished_batches_end_terminal_with_their_partial_output(
     assert qa.syncer.sync(job).outcome == SyncOutcome.SYNCED
 
     job = qa.registry.get(job.task_id)
-    assert (job.status, job.total_qa_pairs, job.generated_qa_pairs) == (status, 10, 2)
+    assert (job.status, job.request_count, job.total_qa_pairs) == (status, 10, 2)
     assert len(json.loads(stored(s3, bucket, job.processed_key)[0])["qa_pairs"]) == 2
 
 

@@ -25,9 +25,11 @@ class BadLine(StrEnum):
     MALFORMED_LINE = "malformed_line"
     """The line itself is not a JSON object."""
     REQUEST_ERROR = "request_error"
-    """The request failed at the provider (`error` set; what the error file holds)."""
+    """A request the provider reports as failed: an `error` object, or a response whose
+    status_code is not 200. Error files hold both shapes (OpenAI's own lines are the second:
+    `response.status_code` 500, `error: null`), so both are one kind, their codes counted."""
     NULL_RESPONSE = "null_response"
-    NON_200 = "non_200"
+    """Neither an error nor a response."""
     NULL_CONTENT = "null_content"
     TRUNCATED = "truncated"
     """The content was cut off: finish_reason "length" (a response: status "incomplete" for
@@ -80,7 +82,7 @@ def read_line(line: bytes) -> QaPair:
         raise BadLineFound(BadLine.NULL_RESPONSE)
     body = response.get("body")
     if response.get("status_code") != 200:
-        raise BadLineFound(BadLine.NON_200, _error_code(_get(body, "error")))
+        raise BadLineFound(BadLine.REQUEST_ERROR, _error_code(_get(body, "error")))
     content, cut_off = _assistant_text(body)
     if not isinstance(content, str) or not content.strip():
         raise BadLineFound(BadLine.NULL_CONTENT)

@@ -16,6 +16,7 @@ class JobView(BaseModel):
     openai_batch_id: str | None
     status: str
     provider_status: str | None
+    request_count: int | None
     total_qa_pairs: int | None
     generated_qa_pairs: int | None
     processed_key: str | None
