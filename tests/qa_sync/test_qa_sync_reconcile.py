@@ -259,3 +259,33 @@ def test_objects_at_standard_keys_that_the_registry_never_recorded_are_recorded(
         job.raw_sha256,
     )
     assert recorded.generated_qa_pairs == 3
+
+
+def test_an_adopted_raw_object_without_headers_is_made_whole(
+    qa: Components, s3: "S3Client", bucket: str
+) -> None:
+    # The old system uploaded raw results without a content type or checksum metadata, and the
+    # processed JSON is missing: reconcile rebuilds it and rewrites the raw object's headers.
+    task_id = "qa_7_1749819602"
+    raw, _ = pairs_file(2)
+    raw_key = f"influencers/7/qa_results/{task_id}/generated_qa_results.jsonl"
+    s3.put_object(Bucket=bucket, Key=raw_key, Body=raw)
+    insert_old_row(qa, task_id, None, s3_processed_file_url=raw_key)
+
+    report = qa.reconciler.run(repair=True)
+
+    assert report.healthy, report.unrepaired
+    assert (ObjectKind.RAW, Action.HEADERS_REWRITTEN) in {
+        (fix.object, fix.action) for fix in report.fixes
+    }
+    job = qa.registry.get(task_id)
+    for key, content_type, sha256 in (
+        (job.raw_key, "application/x-ndjson", job.raw_sha256),
+        (job.processed_key, "application/json", job.processed_sha256),
+    ):
+        assert key is not None
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert (head["ContentType"], head["Metadata"].get("sha256")) == (content_type, sha256)
+    assert body(s3, bucket, job.raw_key) == raw
+    assert job.raw_sha256 == hashlib.sha256(raw).hexdigest()
+    assert qa.reconciler.run(repair=True).fixes == []

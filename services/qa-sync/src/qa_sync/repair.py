@@ -4,7 +4,8 @@ raw        missing or corrupt        → fetched again from the provider
            at a legacy key           → moved to the standard key
 processed  missing, corrupt, broken  → rebuilt from raw
            at a legacy key           → moved to the standard key
-either     fine but not recorded     → its exact key, checksum and count recorded
+either     without content type or sha256 metadata → written again with both
+           fine but not recorded     → its exact key, checksum and count recorded
 
 Everything learnt is written in one transaction; legacy objects are deleted only after the
 registry points at their copies, so a crash leaves a duplicate, never a loss.
@@ -139,6 +140,8 @@ class _JobRepair:
             )
         elif raw.at_legacy_key:
             self._move(raw, self._objects.store_raw)
+        elif raw.headers_incomplete:
+            self._rewrite(raw, self._objects.store_raw)
         else:
             self._fixed(raw, Action.RECORDED)
         self.values |= raw_values(self._stored(raw))
@@ -156,6 +159,8 @@ class _JobRepair:
             assert processed.pairs is not None
             if processed.at_legacy_key:
                 self._move(processed, self._objects.store_processed)
+            elif processed.headers_incomplete:
+                self._rewrite(processed, self._objects.store_processed)
             else:
                 self._fixed(processed, Action.RECORDED)
             self.values |= processed_values(self._stored(processed), processed.pairs)
@@ -178,6 +183,15 @@ class _JobRepair:
         check.replace_body(check.body, stored.key)
         self._moved.append(legacy_key)
         self._fixed(check, Action.MOVED_FROM_LEGACY_KEY, from_key=legacy_key)
+
+    def _rewrite(
+        self, check: ObjectCheck, store: Callable[[BatchJob, Spool], StoredObject]
+    ) -> None:
+        """The same bytes at the same (standard) key, now with content type and sha256."""
+        assert check.body is not None
+        store(self._job, check.body)
+        check.problems.pop(Problem.INCOMPLETE_HEADERS)
+        self._fixed(check, Action.HEADERS_REWRITTEN)
 
     def _replaced(
         self, check: ObjectCheck, body: Spool, stored: StoredObject, action: Action

@@ -27,7 +27,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from qa_sync.spool import COPY_CHUNK_BYTES, Spool
+from qa_sync.spool import COPY_CHUNK_BYTES, Spool, StoredHeaders
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -185,6 +185,10 @@ class Storage:
                 return None
             raise
         spool = Spool(self._transfer.spool_memory_bytes)
+        spool.stored_as = StoredHeaders(
+            content_type=response.get("ContentType"),
+            sha256_metadata=response.get("Metadata", {}).get(SHA256_METADATA),
+        )
         try:
             spool.write_all(response["Body"].iter_chunks(COPY_CHUNK_BYTES))
         except BaseException:
