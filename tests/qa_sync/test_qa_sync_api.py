@@ -229,7 +229,10 @@ def test_not_ready_without_its_bucket(settings: QaSyncSettings, aws_env: str) ->
     finally:
         components.close()
     assert answer.status_code == 503
-    assert answer.json()["message"].startswith("not ready")
+    assert answer.json()["message"] == (
+        "not ready: bucket 'qa-no-such-bucket' (QA_BUCKET) does not exist: create it, with the "
+        "lifecycle rule in k8s/cluster, before starting qa-sync"
+    )
 
 
 def metric(text: str, name: str) -> float:
@@ -444,3 +447,41 @@ def test_a_task_id_with_control_characters_is_a_400(
     for path in (f"/jobs/{task_id}", f"/jobs/{task_id}/qa-pairs"):
         answer = http.get(path)
         assert (answer.status_code, answer.json()["status"]) == (400, 400)
+
+
+def test_an_existing_batch_is_adopted_under_its_task_id(
+    service: tuple[Components, httpx.Client], provider: FakeBatchApi, s3: "S3Client", bucket: str
+) -> None:
+    qa, http = service
+    output, _ = pairs_file(2)
+    batch = provider.seed_batch(output)
+    task_id = f"qa_{UUID_INFLUENCER}_1749819600"
+
+    adopted = http.post(
+        "/jobs",
+        json={"influencer_id": UUID_INFLUENCER, "batch_id": batch["id"], "task_id": task_id},
+    )
+    elsewhere = http.post(
+        "/jobs",
+        json={"influencer_id": UUID_INFLUENCER, "batch_id": batch["id"], "task_id": "qa_x_1"},
+    )
+
+    assert (adopted.status_code, adopted.json()["data"]["task_id"]) == (201, task_id)
+    assert (elsewhere.status_code, elsewhere.json()["status"]) == (409, 409)
+    qa.syncer.sync(qa.registry.get(task_id))
+    job = qa.registry.get(task_id)
+    assert job.processed_key == (
+        f"influencers/{UUID_INFLUENCER}/qa_pairs/{task_id}/processed_qa_1749819600.json"
+    )
+    assert job.generated_qa_pairs == 2
+
+
+def test_a_registration_with_control_characters_is_a_400(
+    service: tuple[Components, httpx.Client],
+) -> None:
+    _, http = service
+
+    answer = http.post("/jobs", json={"influencer_id": "7\u0000", "batch_id": "batch_x"})
+
+    assert (answer.status_code, answer.json()["status"]) == (400, 400)
+    assert answer.json()["data"]["errors"][0]["field"] == "influencer_id"

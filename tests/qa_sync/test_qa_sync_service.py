@@ -1,6 +1,7 @@
 """`python -m qa_sync` as operators run it: the server process and the CLI commands, against
 moto and the fake provider over HTTP, sharing one SQLite registry."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from devstack.fake_batch_api import FakeBatchApi
 from devstack.processes import ManagedProcess, free_port, python_module
 from llm_common.webhooks import signature_headers
+from qa_sync.cli import parser
 from qa_sync_helpers import API_KEY, WEBHOOK_SECRET, pairs_file, wait_until
 
 if TYPE_CHECKING:
@@ -163,3 +165,35 @@ def test_the_service_refuses_to_start_without_its_bucket_setting(env: dict[str, 
     assert started.returncode == 1
     assert "invalid configuration" in started.stderr
     assert "qa_bucket" in started.stderr.lower()
+
+
+def test_every_command_line_flag_is_described() -> None:
+    undescribed = []
+    for name, command in subcommands(parser()).items():
+        for action in command._actions:
+            if action.help is None:
+                undescribed.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert undescribed == []
+
+
+def subcommands(root: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in root._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_register_adopts_a_batch_under_its_task_id(
+    env: dict[str, str], provider: FakeBatchApi
+) -> None:
+    batch = provider.seed_batch(pairs_file(1)[0])
+    task_id = "qa_8c1f2d4e-aaaa-4bbb-8ccc-0d0e0f101112_1749819600"
+    argv = ["register", "--influencer-id", "8c1f2d4e-aaaa-4bbb-8ccc-0d0e0f101112"]
+
+    adopted = cli(env, *argv, "--batch-id", batch["id"], "--task-id", task_id)
+    clash = cli(env, *argv, "--batch-id", batch["id"], "--task-id", "qa_other_1")
+
+    assert adopted.returncode == 0, adopted.stderr
+    assert json.loads(adopted.stdout)["task_id"] == task_id
+    assert clash.returncode == 1
+    assert f"registered as {task_id}" in clash.stderr

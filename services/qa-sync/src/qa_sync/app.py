@@ -5,6 +5,7 @@ influencer's data, so they take an API key; the webhook proves itself with its s
 """
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -15,6 +16,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from llm_common.api_keys import matches_any
 from llm_common.envelope import envelope_response, install_envelope_handlers
 from llm_common.telemetry import instrument_fastapi, mount_metrics
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
@@ -22,17 +24,30 @@ from starlette.exceptions import HTTPException
 from qa_sync.background import BackgroundWork
 from qa_sync.components import Components
 from qa_sync.fetch import JobBusy, JobNotReady, JobPending, PairFormat, PairsUnavailable
-from qa_sync.registry.jobs import JobNotFound
-from qa_sync.storage import StorageError
+from qa_sync.registry.jobs import JobNotFound, TaskIdTaken
+from qa_sync.storage import BucketMissing, StorageError
 from qa_sync.views import JobView
 from qa_sync.webhooks import SIGNATURE_HEADERS, WebhookNotConfigured, WebhookRejected
+
+log = logging.getLogger(__name__)
 
 MEDIA_TYPES = {PairFormat.JSON: "application/json", PairFormat.CHAT_JSONL: "application/x-ndjson"}
 RETRY_AFTER_SECONDS = "5"
 
 # Task ids go into S3 keys and SQL: control characters (PostgreSQL refuses NUL outright) are
 # bad input, answered 400 before anything looks them up.
-TaskId = Annotated[str, Path(pattern=r"^[^\x00-\x1f\x7f]{1,255}$")]
+_NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]{1,255}$"
+TaskId = Annotated[str, Path(pattern=_NO_CONTROL_CHARACTERS)]
+
+
+class Registration(BaseModel):
+    """`POST /jobs`: the API's `register`; `task_id` adopts a batch under an existing task id."""
+
+    influencer_id: Annotated[str, Field(pattern=_NO_CONTROL_CHARACTERS)]
+    batch_id: Annotated[str, Field(pattern=_NO_CONTROL_CHARACTERS)]
+    batch_key: Annotated[str | None, Field(pattern=_NO_CONTROL_CHARACTERS)] = None
+    task_id: Annotated[str | None, Field(pattern=_NO_CONTROL_CHARACTERS)] = None
+
 
 # auto_error=False: a missing key is answered in the envelope; the schemes are declared so that
 # the OpenAPI document shows both ways to authenticate.
@@ -53,6 +68,13 @@ def create_app(components: Components, *, background: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            await asyncio.to_thread(components.storage.check_bucket)
+        except BucketMissing as error:
+            # Not fatal: /readyz says the same until the bucket exists, then the pod is ready.
+            log.error("%s", error)
+        except StorageError as error:
+            log.warning("S3 not reachable at start-up: %s", error)
         if background:
             work.start()
         yield
@@ -111,6 +133,16 @@ def create_app(components: Components, *, background: bool = True) -> FastAPI:
                 "batch_id": receipt.batch_id,
             },
         )
+
+    @app.post("/jobs", dependencies=authenticated)
+    def register(request: Registration) -> JSONResponse:
+        try:
+            registered = components.registry.register(
+                request.influencer_id, request.batch_id, request.batch_key, request.task_id
+            )
+        except TaskIdTaken as error:
+            return envelope_response(409, str(error))
+        return envelope_response(201, "registered", JobView.of(registered).model_dump(mode="json"))
 
     @app.get("/jobs/{task_id}", dependencies=authenticated)
     def job(task_id: TaskId) -> JSONResponse:

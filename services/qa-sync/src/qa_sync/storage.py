@@ -47,6 +47,17 @@ class StorageError(Exception):
     """S3 refused, or kept failing after every retry."""
 
 
+class BucketMissing(StorageError):
+    """QA_BUCKET does not exist: qa-sync never creates it (it needs its lifecycle rule, see
+    k8s/cluster); `make run` creates it locally."""
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(
+            f"bucket {bucket!r} (QA_BUCKET) does not exist: create it, with the lifecycle rule "
+            "in k8s/cluster, before starting qa-sync"
+        )
+
+
 @dataclass(frozen=True)
 class StoredObject:
     key: str
@@ -108,7 +119,14 @@ class Storage:
         )
 
     def check_bucket(self) -> None:
-        self._retrying("head bucket", partial(self.client.head_bucket, Bucket=self.bucket))
+        """Raises `BucketMissing` when the bucket does not exist, `StorageError` when S3 fails."""
+        try:
+            self._retrying("head bucket", partial(self.client.head_bucket, Bucket=self.bucket))
+        except StorageError as error:
+            cause = error.__cause__
+            if isinstance(cause, ClientError) and _error_code(cause) in _MISSING_CODES:
+                raise BucketMissing(self.bucket) from cause
+            raise
 
     def _put_single(self, key: str, body: Spool, content_type: str) -> None:
         self.client.put_object(

@@ -39,6 +39,10 @@ class JobNotFound(LookupError):
     """No job with that task id (or batch id) is registered."""
 
 
+class TaskIdTaken(Exception):
+    """Another job holds that task id (or the batch is registered under another one)."""
+
+
 def new_lease_owner() -> str:
     """Who holds a lease: host and pid for the operator, a random part so restarts differ."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -94,31 +98,58 @@ class Registry:
     # --- registering ---
 
     def register(
-        self, influencer_id: str, openai_batch_id: str, batch_key: str | None = None
+        self,
+        influencer_id: str,
+        openai_batch_id: str,
+        batch_key: str | None = None,
+        task_id: str | None = None,
     ) -> BatchJob:
-        """A pending job for the batch; the existing one when the batch is registered already."""
+        """A pending job for the batch; the existing one when the batch is registered already.
+
+        `task_id` adopts a batch that exists at the provider (and perhaps in the bucket) under
+        that task id but not in the registry: the job takes that id instead of a new one, so
+        its objects land under, and are found at, that task's keys.
+        """
         existing = self.find_by_batch(openai_batch_id)
         if existing is not None:
+            if task_id is not None and existing.task_id != task_id:
+                raise TaskIdTaken(f"batch {openai_batch_id} is registered as {existing.task_id}")
             return existing
+        if task_id is not None:
+            return self._insert(influencer_id, openai_batch_id, batch_key, task_id)
         timestamp = to_unix(utcnow())
         # task_id is `qa_{influencer}_{unix ts}` and unique: two jobs in the same second for
         # one influencer take the next free second.
         while True:
-            job = BatchJob(
-                influencer_id=influencer_id,
-                openai_batch_id=openai_batch_id,
-                batch_key=batch_key,
-                task_id=f"qa_{influencer_id}_{timestamp}",
-                status=JobStatus.PENDING.value,
-            )
             try:
-                with self._sessions.begin() as session:
-                    session.add(job)
-                return job
-            except IntegrityError:
+                return self._insert(
+                    influencer_id, openai_batch_id, batch_key, f"qa_{influencer_id}_{timestamp}"
+                )
+            except TaskIdTaken:
                 if (raced := self.find_by_batch(openai_batch_id)) is not None:
                     return raced
                 timestamp += 1
+
+    def _insert(
+        self, influencer_id: str, openai_batch_id: str, batch_key: str | None, task_id: str
+    ) -> BatchJob:
+        job = BatchJob(
+            influencer_id=influencer_id,
+            openai_batch_id=openai_batch_id,
+            batch_key=batch_key,
+            task_id=task_id,
+            status=JobStatus.PENDING.value,
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.add(job)
+        except IntegrityError as error:
+            if (raced := self.find_by_batch(openai_batch_id)) is not None and (
+                raced.task_id == task_id
+            ):
+                return raced
+            raise TaskIdTaken(f"task id {task_id} is taken") from error
+        return job
 
     # --- leases ---
 
