@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Self
 
-from qa_sync.checks import Inspector
 from qa_sync.processed import chat_line, read_pairs
+from qa_sync.reconcile.checks import Inspector
+from qa_sync.reconcile.repair import JobReconciler
 from qa_sync.registry.jobs import Registry
 from qa_sync.registry.models import BatchJob, JobStatus
-from qa_sync.repair import JobReconciler
 from qa_sync.report import Action, ObjectKind
 from qa_sync.spool import Spool
 

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, func, or_, select, update
@@ -37,6 +38,24 @@ log = logging.getLogger(__name__)
 
 class JobNotFound(LookupError):
     """No job with that task id (or batch id) is registered."""
+
+
+class Attempt(StrEnum):
+    """What a job's attempt counters count."""
+
+    POLL = "poll"
+    """Asking the provider whether the batch has finished."""
+    SYNC = "sync"
+    """Storing a finished batch's results."""
+    REPAIR = "repair"
+    """Repairing its objects."""
+
+
+_ATTEMPT_COUNTERS = {
+    Attempt.POLL: BatchJob.poll_attempts,
+    Attempt.SYNC: BatchJob.sync_attempts,
+    Attempt.REPAIR: BatchJob.repair_attempts,
+}
 
 
 class TaskIdTaken(Exception):
@@ -216,20 +235,15 @@ class Registry:
 
     # --- writing ---
 
-    def update(self, job_id: int, **values: Any) -> None:
-        """Set `values` on the job in one transaction (one UPDATE statement)."""
+    def update(self, job_id: int, attempt: Attempt | None = None, **values: Any) -> None:
+        """Set `values` (BatchJob's attributes) on the job and, with `attempt`, add one to that
+        attempt counter: one UPDATE statement, so the count and the outcome land together."""
+        statement = update(BatchJob).where(BatchJob.batch_key_id == job_id).values(**values)
+        if attempt is not None:
+            counter = _ATTEMPT_COUNTERS[attempt]
+            statement = statement.values({counter: counter + 1})
         with self._sessions.begin() as session:
-            session.execute(
-                update(BatchJob)
-                .where(BatchJob.batch_key_id == job_id)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-
-    def increment(self, job_id: int, counter: str, **values: Any) -> None:
-        """Add one to an attempt counter and set `values`, atomically."""
-        column = getattr(BatchJob, counter)
-        self.update(job_id, **{counter: column + 1}, **values)
+            session.execute(statement.execution_options(synchronize_session=False))
 
     def record_webhook(self, webhook_id: str, event_type: str, openai_batch_id: str | None) -> bool:
         """True the first time this webhook id is seen, False for a redelivery."""

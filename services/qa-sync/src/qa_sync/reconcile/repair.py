@@ -20,15 +20,14 @@ from typing import Any
 
 from llm_common.telemetry import names
 
-from qa_sync.checks import Inspector, ObjectCheck
-from qa_sync.objects import FileIds, JobObjects
+from qa_sync.objects import FileIds, JobObjects, processed_values, raw_values
 from qa_sync.provider import ProviderRefused, ProviderUnavailable
-from qa_sync.registry.jobs import Registry
+from qa_sync.reconcile.checks import Inspector, ObjectCheck
+from qa_sync.registry.jobs import Attempt, Registry
 from qa_sync.registry.models import BatchJob, utcnow
 from qa_sync.report import Action, Finding, Fix, JobReport, Problem, Unrepaired
 from qa_sync.spool import Spool
 from qa_sync.storage import StorageError, StoredObject
-from qa_sync.sync import processed_values, raw_values
 from qa_sync.telemetry import count_findings, count_repairs, job_span
 
 log = logging.getLogger(__name__)
@@ -82,16 +81,21 @@ class JobReconciler:
         with job_span(names.QA_SYNC_REPAIR_SPAN, job.task_id, job.openai_batch_id):
             repairs.run(result.raw, result.processed)
         count_repairs(report)
-        self._record(
-            job, report, {**repairs.values, "repair_attempts": BatchJob.repair_attempts + 1}
-        )
+        self._record(job, report, repairs.values, Attempt.REPAIR)
         repairs.delete_moved()
         return result
 
-    def _record(self, job: BatchJob, report: JobReport, values: dict[str, Any]) -> None:
+    def _record(
+        self,
+        job: BatchJob,
+        report: JobReport,
+        values: dict[str, Any],
+        attempt: Attempt | None = None,
+    ) -> None:
         problems = report.unrepaired or ([] if report.fixes else report.findings)
         self._registry.update(
             job.batch_key_id,
+            attempt,
             **values,
             last_verified_at=utcnow(),
             last_verification=report.verification.value,
