@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from qa_sync.registry.database import create_registry_engine, migrate, session_factory
-from qa_sync.registry.jobs import JobNotFound, Registry
+from qa_sync.registry.jobs import Attempt, JobNotFound, Registry
 from sqlalchemy import Engine, inspect, text
 
 # The table as the old system created it (unquoted name: PostgreSQL folds it to batch_key).
@@ -190,3 +190,15 @@ def test_migrations_move_the_request_count_out_of_total_qa_pairs(engine: Engine)
 
     job = Registry(session_factory(engine), lease_seconds=60).get("qa_7_1700000000")
     assert (job.request_count, job.total_qa_pairs, job.generated_qa_pairs) == (50, 48, 48)
+
+
+def test_an_attempt_is_counted_with_the_values_it_sets(registry: Registry) -> None:
+    job = registry.register("1", "batch_attempts")
+
+    registry.update(job.batch_key_id, Attempt.POLL, provider_status="in_progress")
+    registry.update(job.batch_key_id, Attempt.POLL)
+    registry.update(job.batch_key_id, Attempt.REPAIR, last_error="raw: missing")
+
+    counted = registry.get(job.task_id)
+    assert (counted.poll_attempts, counted.sync_attempts, counted.repair_attempts) == (2, 0, 1)
+    assert (counted.provider_status, counted.last_error) == ("in_progress", "raw: missing")
