@@ -38,8 +38,8 @@ from bench.common import (
     process,
     queued_job,
     running,
-    wait_for,
 )
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -87,7 +87,7 @@ def run() -> WorkerThroughput:
     port = free_port()
     llm = process(
         "fake-llm",
-        "devstack.fake_llm",
+        "devstack.fakes.fake_llm",
         "--port",
         str(port),
         "--latency",
@@ -136,7 +136,7 @@ def measure_worker(aws: Emulator, llm_url: str, callback: Receiver, in_flight: i
         },
     )
     with running(worker):
-        wait_for(
+        wait_until(
             lambda: llm_stats(llm_url)["requests"] > 0,
             60,
             "the worker's first LLM call",
@@ -144,12 +144,12 @@ def measure_worker(aws: Emulator, llm_url: str, callback: Receiver, in_flight: i
         )
         started = time.monotonic()
         worker_cpu, aws_cpu = cpu_seconds(worker.pid), cpu_seconds(aws.proc.pid)
-        wait_for(
+        wait_until(
             lambda: backlog.top_up(llm_stats(llm_url)["completions"]) >= messages,
             60 + 4 * ROUNDS * LATENCY_S,
             f"{messages} answers at {in_flight} in flight",
         )
-        wait_for(lambda: queue_empty(sqs, queues.requests), 30, "the last deletes")
+        wait_until(lambda: queue_empty(sqs, queues.requests), 30, "the last deletes")
         seconds = time.monotonic() - started
         worker_cpu = cpu_seconds(worker.pid) - worker_cpu
         aws_cpu = cpu_seconds(aws.proc.pid) - aws_cpu

@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from devstack.otlp_receiver import OtlpReceiver, ReceivedSpan
+from devstack.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
 from devstack.queues import FeedbackQueues
 from devstack.serving import BackgroundServer
 from fastapi import FastAPI

@@ -5,11 +5,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import StartStack
-from devstack.otlp_receiver import OtlpReceiver, ReceivedSpan
-from e2e_helpers import wait_for_callback
+from devstack.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
 from llm_common.contracts.example import example_weekly_record
 from llm_common.telemetry import names
+
+from tests.support.factories import StartStack
+from tests.support.stack import wait_for_callback
 
 pytestmark = pytest.mark.e2e
 

@@ -37,7 +37,7 @@ class StackConfig:
     run_dir: Path
     ports: Ports = Ports()
     llm: str = "llama"
-    """"llama" (local CPU model), "fake" (devstack.fake_llm) or the base URL of a running server."""
+    """"llama" (the local CPU model), "fake" (devstack.fakes.fake_llm) or a server's base URL."""
     llm_model: str = MODEL_ALIAS
     llm_max_tokens: int = 160
     qa_bucket: str = "qa-data"
@@ -45,7 +45,7 @@ class StackConfig:
     ingest_env: dict[str, str] = field(default_factory=dict)
     with_qa_sync: bool = True
     otlp_endpoint: str | None = None
-    """An OTLP/HTTP collector (e.g. devstack.otlp_receiver) every process exports its spans to."""
+    """An OTLP/HTTP collector (devstack.fakes.otlp_receiver, say) every process exports spans to."""
 
 
 def new_webhook_secret() -> str:
@@ -151,13 +151,15 @@ class Stack:
             self.processes["llm"] = process
             process.start(timeout=180)
         elif self.config.llm == "fake":
-            self._launch("llm", python_module("devstack.fake_llm"), _http(port), "/v1/models", port)
+            # The worker checks at start-up that the LLM serves LLM_MODEL.
+            env = {**_http(port), "FAKE_LLM_MODEL": self.config.llm_model}
+            self._launch("llm", python_module("devstack.fakes.fake_llm"), env, "/v1/models", port)
 
     def _start_callback_receiver(self) -> None:
         port = self.config.ports.callback
         env = {**_http(port), "CALLBACK_SECRET": self.callback_secret}
         self._launch(
-            "callback", python_module("devstack.callback_receiver"), env, "/deliveries", port
+            "callback", python_module("devstack.fakes.callback_receiver"), env, "/deliveries", port
         )
 
     def _start_ingest(self, queues: FeedbackQueues) -> None:
@@ -216,7 +218,7 @@ class Stack:
 
     def _start_qa_sync(self) -> None:
         batch_port = self.config.ports.batch_api
-        fake = python_module("devstack.fake_batch_api")
+        fake = python_module("devstack.fakes.fake_batch_api")
         self._launch("batch-api", fake, _http(batch_port), "/stats", batch_port)
         port = self.config.ports.qa_sync
         self._launch("qa-sync", python_module("qa_sync"), self.qa_sync_env(), "/healthz", port)
