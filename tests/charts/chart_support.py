@@ -29,7 +29,7 @@ CRD_SCHEMAS_DIR = Path(__file__).parent / "schemas"
 RELEASE = "feedback"
 NAMESPACE = "feedback"
 
-# The Kubernetes minor versions the chart supports (README: Deploy to Kubernetes);
+# The Kubernetes minor versions the chart supports (docs/deploying.md);
 # kubernetes-validate ships schemas for each of them.
 SUPPORTED_KUBERNETES = ("1.31", "1.32", "1.33", "1.34", "1.35")
 

@@ -1,4 +1,4 @@
-"""How the worker reads the callback's answers (design.md §3)."""
+"""How the worker reads the callback's answers (docs/backend-contract.md, Callback)."""
 
 import json
 

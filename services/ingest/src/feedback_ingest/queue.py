@@ -100,7 +100,7 @@ class FeedbackQueue:
                     MessageBody=body,
                     MessageGroupId=str(member_id),
                     MessageDeduplicationId=request_id,
-                    # The worker continues this trace from here (design.md §1).
+                    # The worker continues this trace from here (docs/observability.md, Traces).
                     MessageAttributes=inject_trace_context(),
                 )
             except (BotoCoreError, ClientError) as error:

@@ -204,7 +204,7 @@ class Worker:
 
     async def _process(self, message: QueueMessage, place: Place) -> None:
         # The worker's hop of the request's trace: ingest put its context in the message
-        # attributes (design.md §1); a message without one starts a new trace.
+        # attributes (docs/observability.md, Traces); a message without one starts a new trace.
         context = extract_trace_context(message.attributes)
         waited = queue_wait_span(message.as_sqs_message(), context, self._queue.name)
         if waited is not None:

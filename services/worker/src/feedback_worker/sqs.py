@@ -53,7 +53,7 @@ class QueueMessage:
     group_id: str | None
     deduplication_id: str | None
     attributes: Mapping[str, MessageAttributeValueOutputTypeDef]
-    """The sender's message attributes; trace context arrives here (design.md §1)."""
+    """The sender's message attributes; trace context arrives here (docs/observability.md)."""
     sent_timestamp: str | None = None
     """SQS's SentTimestamp (epoch milliseconds): where the time waiting in the queue starts."""
 

@@ -1,4 +1,4 @@
-"""Traces, metrics and logs, set up the same way in every service (README.md (Observability)).
+"""Traces, metrics and logs, set up the same way in every service (docs/observability.md).
 
 A service wires it in with a few calls at start-up::
 

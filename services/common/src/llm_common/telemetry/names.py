@@ -1,6 +1,6 @@
 """The names the services give their spans, span attributes and metric labels, in one place.
 
-The README (Observability) lists them; dashboards and alerts depend on them: change them here.
+docs/observability.md lists them; dashboards and alerts depend on them: change them here.
 """
 
 from enum import StrEnum
