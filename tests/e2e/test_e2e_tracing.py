@@ -136,6 +136,8 @@ def test_one_trace_covers_ingest_the_queue_wait_the_worker_the_llm_and_the_callb
         enqueue.span_id,
         "send",
     )
+    assert process.attributes["messaging.operation.type"] == "process"
+    assert process.attributes["messaging.destination.name"] == requests_queue
     systems = {span.attributes.get("messaging.system") for span in trace} - {None}
     assert systems == {"aws_sqs"}
     assert chat.attributes["gen_ai.provider.name"] == "openai"

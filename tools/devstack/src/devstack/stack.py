@@ -160,7 +160,9 @@ class Stack:
             self.processes["llm"] = process
             process.start(timeout=180)
         elif self.config.llm == "fake":
-            self._launch("llm", python_module("devstack.fake_llm"), _http(port), "/v1/models", port)
+            # It serves the model the worker asks for: the worker refuses to start otherwise.
+            env = {**_http(port), "FAKE_LLM_MODEL": self.config.llm_model}
+            self._launch("llm", python_module("devstack.fake_llm"), env, "/v1/models", port)
 
     def _start_callback_receiver(self) -> None:
         port = self.config.ports.callback
