@@ -81,29 +81,51 @@ def _series(name: str, job: str, values: str, **labels: str) -> dict[str, str]:
     return {"series": f"{name}{{{matchers}}}", "values": values}
 
 
+def _visible(queue: str, values: str) -> dict[str, str]:
+    return _series("feedback_sqs_messages", INGEST, values, queue=queue, state="visible")
+
+
+def _waited(le: str, values: str) -> dict[str, str]:
+    return _series("feedback_worker_queue_wait_seconds_bucket", WORKER, values, le=le)
+
+
+def _llm_calls(outcome: str, values: str) -> dict[str, str]:
+    return _series(
+        "feedback_worker_llm_duration_seconds_count", WORKER, values, model="m", outcome=outcome
+    )
+
+
+def _callbacks(outcome: str, values: str) -> dict[str, str]:
+    return _series(
+        "feedback_worker_deliveries_total", WORKER, values, target="callback", outcome=outcome
+    )
+
+
+def _raw_missing(values: str) -> dict[str, str]:
+    return _series(
+        "qa_sync_verification_failures_total", QA_SYNC, values, object="raw", problem="missing"
+    )
+
+
 # name -> (input series, eval time, labels the alert carries besides alertname and severity)
 FIRING: dict[str, tuple[list[dict[str, str]], str, list[dict[str, str]]]] = {
     "FeedbackDeadLetterQueueNotEmpty": (
-        [
-            _series(
-                "feedback_sqs_messages", INGEST, "0 0 2x20", queue="dead_letter", state="visible"
-            )
-        ],
+        [_visible("dead_letter", "0 0 2x20")],
         "10m",
         [{}],
     ),
     "FeedbackRequestsWaitingTooLong": (
         [
-            _series("feedback_worker_queue_wait_seconds_bucket", WORKER, "0x40", le="600"),
-            _series("feedback_worker_queue_wait_seconds_bucket", WORKER, "0+10x40", le="3600"),
-            _series("feedback_worker_queue_wait_seconds_bucket", WORKER, "0+10x40", le="+Inf"),
+            _waited("600", "0x40"),
+            _waited("3600", "0+10x40"),
+            _waited("+Inf", "0+10x40"),
         ],
         "25m",
         [{}],
     ),
     "FeedbackBacklogWithoutWorkers": (
         [
-            _series("feedback_sqs_messages", INGEST, "5x20", queue="requests", state="visible"),
+            _visible("requests", "5x20"),
             _series("up", WORKER, "1 1 0x20", pod="w-1"),
         ],
         "15m",
@@ -111,20 +133,8 @@ FIRING: dict[str, tuple[list[dict[str, str]], str, list[dict[str, str]]]] = {
     ),
     "FeedbackLLMErrorRatioHigh": (
         [
-            _series(
-                "feedback_worker_llm_duration_seconds_count",
-                WORKER,
-                "0+5x40",
-                model="m",
-                outcome="error",
-            ),
-            _series(
-                "feedback_worker_llm_duration_seconds_count",
-                WORKER,
-                "0+5x40",
-                model="m",
-                outcome="ok",
-            ),
+            _llm_calls("error", "0+5x40"),
+            _llm_calls("ok", "0+5x40"),
         ],
         "25m",
         [{}],
@@ -136,34 +146,14 @@ FIRING: dict[str, tuple[list[dict[str, str]], str, list[dict[str, str]]]] = {
     ),
     "FeedbackCallbackFailing": (
         [
-            _series(
-                "feedback_worker_deliveries_total",
-                WORKER,
-                "0+3x40",
-                target="callback",
-                outcome="transient_failure",
-            ),
-            _series(
-                "feedback_worker_deliveries_total",
-                WORKER,
-                "0+3x40",
-                target="callback",
-                outcome="delivered",
-            ),
+            _callbacks("transient_failure", "0+3x40"),
+            _callbacks("delivered", "0+3x40"),
         ],
         "25m",
         [{}],
     ),
     "QaSyncVerificationFailures": (
-        [
-            _series(
-                "qa_sync_verification_failures_total",
-                QA_SYNC,
-                "0 0 1x10",
-                object="raw",
-                problem="missing",
-            )
-        ],
+        [_raw_missing("0 0 1x10")],
         "5m",
         [{"object": "raw", "problem": "missing"}],
     ),
@@ -182,39 +172,27 @@ FIRING: dict[str, tuple[list[dict[str, str]], str, list[dict[str, str]]]] = {
 # The same alerts where nothing is wrong: the healthy twin of each firing case.
 QUIET: dict[str, tuple[list[dict[str, str]], str]] = {
     "FeedbackDeadLetterQueueNotEmpty": (
-        [_series("feedback_sqs_messages", INGEST, "0x20", queue="dead_letter", state="visible")],
+        [_visible("dead_letter", "0x20")],
         "10m",
     ),
     "FeedbackRequestsWaitingTooLong": (
         [
-            _series("feedback_worker_queue_wait_seconds_bucket", WORKER, "0+10x40", le="600"),
-            _series("feedback_worker_queue_wait_seconds_bucket", WORKER, "0+10x40", le="+Inf"),
+            _waited("600", "0+10x40"),
+            _waited("+Inf", "0+10x40"),
         ],
         "25m",
     ),
     "FeedbackBacklogWithoutWorkers": (
         [
-            _series("feedback_sqs_messages", INGEST, "5x20", queue="requests", state="visible"),
+            _visible("requests", "5x20"),
             _series("up", WORKER, "1x20", pod="w-1"),
         ],
         "15m",
     ),
     "FeedbackLLMErrorRatioHigh": (
         [
-            _series(
-                "feedback_worker_llm_duration_seconds_count",
-                WORKER,
-                "0x40",
-                model="m",
-                outcome="error",
-            ),
-            _series(
-                "feedback_worker_llm_duration_seconds_count",
-                WORKER,
-                "0+5x40",
-                model="m",
-                outcome="ok",
-            ),
+            _llm_calls("error", "0x40"),
+            _llm_calls("ok", "0+5x40"),
         ],
         "25m",
     ),
@@ -223,27 +201,11 @@ QUIET: dict[str, tuple[list[dict[str, str]], str]] = {
         "15m",
     ),
     "FeedbackCallbackFailing": (
-        [
-            _series(
-                "feedback_worker_deliveries_total",
-                WORKER,
-                "0+3x40",
-                target="callback",
-                outcome="delivered",
-            )
-        ],
+        [_callbacks("delivered", "0+3x40")],
         "25m",
     ),
     "QaSyncVerificationFailures": (
-        [
-            _series(
-                "qa_sync_verification_failures_total",
-                QA_SYNC,
-                "0x10",
-                object="raw",
-                problem="missing",
-            )
-        ],
+        [_raw_missing("0x10")],
         "5m",
     ),
     "QaSyncRepairFailed": (
