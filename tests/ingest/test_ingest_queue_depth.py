@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 
 import boto3
 from devstack.queues import FeedbackQueues
-from tests.support.scrape import Scrape
 from feedback_ingest.queue_depth import QueueDepthPoller
 from feedback_ingest.settings import IngestSettings
 from ingest_helpers import Serve
 from llm_common.telemetry import metrics
 from prometheus_client import generate_latest
+
+from tests.support.scrape import Scrape
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
