@@ -10,10 +10,10 @@ import boto3
 from devstack.queues import FeedbackQueues
 from feedback_ingest.queue_depth import QueueDepthPoller
 from feedback_ingest.settings import IngestSettings
-from ingest_helpers import Serve
 from llm_common.telemetry import metrics
 from prometheus_client import generate_latest
 
+from tests.support.ingest import Serve
 from tests.support.scrape import Scrape
 
 if TYPE_CHECKING:
