@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from devstack.fake_batch_api import FakeBatchApi
+from devstack.fakes.fake_batch_api import FakeBatchApi
 from devstack.serving import BackgroundServer
 from fastapi.testclient import TestClient
 from llm_common.webhooks import signature_headers
@@ -17,8 +17,10 @@ from pydantic import SecretStr
 from qa_sync.app import create_app
 from qa_sync.components import Components, build_components
 from qa_sync.settings import QaSyncSettings
-from qa_sync_helpers import API_KEY, WEBHOOK_SECRET, pairs_file, wait_until
 from standardwebhooks.webhooks import Webhook
+
+from tests.support.qa_sync import API_KEY, WEBHOOK_SECRET, pairs_file
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
