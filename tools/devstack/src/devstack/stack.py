@@ -60,14 +60,26 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def _local_key(path: Path) -> str:
+    """The key stored at `path`, made (readable by this user only) when there is none."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(key)
+    return key
+
+
 class Stack:
     """Starts the platform's processes in order and stops them in reverse."""
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.callback_secret = new_webhook_secret()
-        self.qa_sync_api_key = secrets.token_urlsafe(24)
-        """A fresh key for qa-sync's job APIs, per run (QA_SYNC_API_KEYS)."""
+        self.qa_sync_api_key = _local_key(config.run_dir / "qa-sync-api-key")
+        """The key for qa-sync's job APIs (QA_SYNC_API_KEYS), kept in the run directory so
+        `make demo`, another process, sends the one `make run` started qa-sync with."""
         self.processes: dict[str, ManagedProcess] = {}
         self.queues: FeedbackQueues | None = None
 
