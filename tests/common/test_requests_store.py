@@ -46,7 +46,9 @@ def test_the_lifecycle_records_each_transition_and_the_result(store: RequestStor
     record = store.mark_delivered("r1", ["callback"], "stored")
     assert record.state is RequestState.DELIVERED
     assert record.content == "잘했어요."
-    assert record.enqueued_at and record.processing_at and record.delivered_at
+    assert record.enqueued_at is not None
+    assert record.processing_at is not None
+    assert record.delivered_at is not None
     assert record.as_view()["result"] == {
         "content": "잘했어요.",
         "channels": ["callback"],

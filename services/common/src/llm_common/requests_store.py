@@ -253,7 +253,7 @@ class RequestStore:
         return None
 
     def mark_enqueued(self, request_id: str) -> None:
-        """SQS took the message. Idempotent; a record the worker moved on meanwhile keeps its state."""
+        """SQS took the message. Idempotent; a record the worker moved on keeps its state."""
         self._update(request_id, "SET enqueuedAt = :now", {}, required=None)
 
     def start_processing(self, request_id: str) -> RequestRecord:
