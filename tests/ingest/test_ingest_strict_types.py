@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.support.ingest import JSON, RequestQueue, error_fields
 
 

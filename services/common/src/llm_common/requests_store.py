@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -333,7 +333,7 @@ class RequestStore:
         except ClientError as error:
             if not _is_condition_failure(error):
                 raise StoreUnavailable(str(error)) from error
-            old = error.response.get("Item")  # type: ignore[typeddict-item]
+            old = cast("Mapping[str, Any] | None", error.response.get("Item"))
             raise StateConflict(request_id, _record(old) if old else None) from None
         except BotoCoreError as error:
             raise StoreUnavailable(str(error)) from error

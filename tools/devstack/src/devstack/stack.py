@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from llm_common.requests_store import create_request_table
 
 from devstack.local_llm import MODEL_ALIAS, llama_server
 from devstack.processes import ManagedProcess, ProcessFailedToStart, python_module
 from devstack.prometheus import prometheus_binary, prometheus_process, write_config
 from devstack.queues import FeedbackQueues, create_feedback_queues
-from llm_common.requests_store import create_request_table
 
 AWS_REGION = "us-east-1"
 # moto accepts any credentials; these only keep boto3 from looking for real ones.
