@@ -25,7 +25,7 @@ from devstack.processes import free_port
 from devstack.queues import FeedbackQueues, create_feedback_queues
 from feedback_worker.jobs import read_job
 from feedback_worker.prompt import PromptTemplate
-from feedback_worker.sqs import QueueMessage
+from feedback_worker.sqs import message_from_sqs
 from llm_common.contracts import FeedbackResult
 from openai import OpenAI
 
@@ -225,7 +225,7 @@ def consume_one_at_a_time(
         for raw in answer.get("Messages", []):
             if done == 0:
                 started, cpu = time.monotonic(), time.thread_time()
-            job = read_job(QueueMessage.from_sqs(raw))
+            job = read_job(message_from_sqs(raw))
             rendered = prompt.render(job.request)
             completion = llm.chat.completions.create(
                 model=MODEL,
