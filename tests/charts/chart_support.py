@@ -43,6 +43,7 @@ SECRET_VARIABLES = frozenset(
         "OPENAI_API_KEY",
         "OPENAI_WEBHOOK_SECRET",
         "HF_TOKEN",
+        "VLLM_API_KEY",
         "OTEL_EXPORTER_OTLP_HEADERS",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
