@@ -153,6 +153,7 @@ def test_disconnect_aborts_and_counts_its_tokens_as_wasted() -> None:
         until(lambda: stats(slow)["aborted"] == 1, "the abort")
         counted = stats(slow)
     assert counted["running"] == 0
+    assert counted["disconnected"] == 1
     assert counted["wasted_tokens"] > 0
     assert counted["wasted_tokens"] == counted["generation_tokens"]
     assert counted["success"] == {"stop": 0, "length": 0}
@@ -189,7 +190,7 @@ def test_stop_aborts_what_was_running_as_waste() -> None:
             control(slow, action="stop")
             assert pending.result().status_code == 503
         counted = stats(slow)
-    assert counted["aborted"] == 1
+    assert (counted["aborted"], counted["disconnected"]) == (1, 0)
     assert counted["wasted_tokens"] == counted["generation_tokens"] > 0
 
 

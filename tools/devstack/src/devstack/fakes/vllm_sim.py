@@ -186,6 +186,8 @@ class Counters:
     """Prompt and output tokens of requests that completed: what the ideal is computed on."""
     success: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0})
     aborted: int = 0
+    disconnected: int = 0
+    """Aborts because the client went away (its timeout, mostly), not because of a stop."""
     rejected: int = 0
     """Completions answered with an error (503 while failing or loading)."""
     steps: int = 0
@@ -474,6 +476,7 @@ class Simulator:
             "useful_prompt_tokens": counters.useful_prompt_tokens,
             "success": dict(counters.success),
             "aborted": counters.aborted,
+            "disconnected": counters.disconnected,
             "rejected": counters.rejected,
             "steps": counters.steps,
             "busy_s": counters.busy_s,
@@ -556,6 +559,7 @@ class Simulator:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         gone.cancel()
         if not future.done():
+            self.engine.counters.disconnected += 1
             self.engine.abort(seq)
             self._done.pop(seq.number, None)
             return Response(status_code=499)
