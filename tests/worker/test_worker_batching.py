@@ -6,24 +6,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 from devstack.queues import FeedbackQueues
-from feedback_worker.sqs import FeedbackQueue, QueueMessage, Sqs
+from feedback_worker.source import QueueMessage, SourceError
+from feedback_worker.sqs import Sqs, SqsSource
 from mypy_boto3_sqs import SQSClient
 from worker_helpers import enqueue
 
 
 @pytest.fixture
-def queue(sqs: SQSClient, feedback_queues: FeedbackQueues) -> Iterator[FeedbackQueue]:
+def queue(sqs: SQSClient, feedback_queues: FeedbackQueues) -> Iterator[SqsSource]:
     pool = Sqs(sqs, threads=8)
-    yield FeedbackQueue(pool, feedback_queues.requests, feedback_queues.dead_letters)
+    yield SqsSource(pool, feedback_queues.requests, feedback_queues.dead_letters)
     pool.close()
 
 
-def receive_all(queue: FeedbackQueue, count: int) -> list[QueueMessage]:
+async def receive_all(queue: SqsSource, count: int) -> list[QueueMessage]:
     messages: list[QueueMessage] = []
     while len(messages) < count:
-        messages += queue.receive_blocking(10, wait_seconds=1, visibility_timeout=30)
+        messages += await queue.receive(10, wait_seconds=1, visibility_timeout=30)
     return messages
 
 
@@ -51,11 +51,11 @@ def visible_and_in_flight(sqs: SQSClient, url: str) -> tuple[str, str]:
 
 
 async def test_messages_finishing_together_are_deleted_ten_per_call(
-    sqs: SQSClient, feedback_queues: FeedbackQueues, queue: FeedbackQueue
+    sqs: SQSClient, feedback_queues: FeedbackQueues, queue: SqsSource
 ) -> None:
     for member_id in range(1, 26):
         enqueue(sqs, feedback_queues.requests, member_id, f"req-{member_id}")
-    messages = receive_all(queue, 25)
+    messages = await receive_all(queue, 25)
     calls = count_calls(sqs, "DeleteMessage", "DeleteMessageBatch")
 
     await asyncio.gather(*(queue.delete(message) for message in messages))
@@ -65,11 +65,11 @@ async def test_messages_finishing_together_are_deleted_ten_per_call(
 
 
 async def test_a_refused_delete_fails_only_its_own_message(
-    sqs: SQSClient, feedback_queues: FeedbackQueues, queue: FeedbackQueue
+    sqs: SQSClient, feedback_queues: FeedbackQueues, queue: SqsSource
 ) -> None:
     for member_id in (1, 2):
         enqueue(sqs, feedback_queues.requests, member_id, f"req-{member_id}")
-    good = receive_all(queue, 2)
+    good = await receive_all(queue, 2)
     stale = QueueMessage(
         message_id="gone",
         receipt_handle="not-a-receipt-handle",
@@ -85,5 +85,5 @@ async def test_a_refused_delete_fails_only_its_own_message(
     )
 
     assert outcomes[:2] == [None, None]
-    assert isinstance(outcomes[2], ClientError)
+    assert isinstance(outcomes[2], SourceError)
     assert visible_and_in_flight(sqs, feedback_queues.requests) == ("0", "0")

@@ -4,7 +4,6 @@ import asyncio
 import json
 
 from conftest import StartWorker
-from devstack.processes import free_port
 from devstack.queues import FeedbackQueues
 from mypy_boto3_sqs import SQSClient
 from worker_helpers import (
@@ -98,12 +97,12 @@ async def test_with_the_llm_down_the_message_comes_back_until_the_redrive_moves_
     assert receiver.deliveries() == []
 
 
-async def test_an_unreachable_llm_returns_the_message_with_a_delay_not_at_once(
-    start_worker: StartWorker, sqs: SQSClient, feedback_queues: FeedbackQueues
+async def test_a_failing_llm_returns_the_message_with_a_delay_not_at_once(
+    start_worker: StartWorker, sqs: SQSClient, feedback_queues: FeedbackQueues, llm: FakeLlm
 ) -> None:
+    llm.control(refuse=True, fail_status=503)
     enqueue(sqs, feedback_queues.requests, member_id=15, request_id="req-15")
     worker = await start_worker(
-        LLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",  # nothing listens: connection refused
         LLM_MAX_RETRIES="0",
         VISIBILITY_TIMEOUT_SECONDS="2",
         RETRY_DELAY_SECONDS="60",

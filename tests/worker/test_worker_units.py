@@ -9,7 +9,7 @@ from feedback_worker.delivery.callback import retry_after_seconds
 from feedback_worker.errors import InvalidMessage
 from feedback_worker.jobs import read_job
 from feedback_worker.settings import WorkerSettings, join_url
-from feedback_worker.sqs import QueueMessage
+from feedback_worker.source import QueueMessage
 from pydantic import ValidationError
 from worker_helpers import TEST_SECRET, feedback_request
 

@@ -15,9 +15,9 @@ from llm_common.telemetry import (
 )
 from pydantic import ValidationError
 
-from feedback_worker.consumer import Worker
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.settings import WorkerSettings
+from feedback_worker.worker import Worker
 
 log = logging.getLogger("feedback_worker")
 
@@ -49,8 +49,17 @@ def describe(error: ValidationError) -> str:
 
 
 async def serve(settings: WorkerSettings) -> None:
-    worker = await Worker.create(settings)
     loop = asyncio.get_running_loop()
+    starting = asyncio.current_task()
+    assert starting is not None
+    # While start-up waits for SQS or the LLM, a SIGTERM ends the wait: nothing is held yet.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, starting.cancel)
+    try:
+        worker = await Worker.create(settings)
+    except asyncio.CancelledError:
+        log.info("stopped during start-up")
+        return
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
     await worker.run()

@@ -1,13 +1,13 @@
-"""How a message can fail. The consumer turns each kind into one queue action."""
+"""How a message can fail. The runner turns each kind into one queue action."""
 
-from llm_common.telemetry.names import RetryOperation
+from llm_common.telemetry.names import DeadLetterReason, RetryOperation
 
 
 class RetryLater(Exception):
     """Transient: the message goes back to the queue with a growing delay.
 
-    The queue's redrive policy bounds the attempts: after maxReceiveCount receives SQS itself
-    moves the message to the DLQ.
+    The queue's redrive policy bounds the attempts: a message that fails on its last allowed
+    receive goes to the DLQ with this reason.
     """
 
     operation: RetryOperation | None = None
@@ -22,9 +22,14 @@ class RetryLater(Exception):
 class DeadLetter(Exception):
     """Permanent: retrying cannot help, so the message moves to the DLQ now, with this reason."""
 
+    cause = DeadLetterReason.PERMANENT_FAILURE
+    """Why, for the DLQ count (feedback_worker_dlq_sends_total)."""
+
 
 class InvalidMessage(DeadLetter):
     """The body is not JSON or not a FeedbackJob: a poison message."""
+
+    cause = DeadLetterReason.INVALID_MESSAGE
 
 
 class LlmUnavailable(RetryLater):
@@ -56,4 +61,5 @@ class CallbackRejected(DeadLetter):
 
 
 class ConfigurationError(Exception):
-    """The environment cannot work (e.g. no DLQ to send poison messages to); found at start-up."""
+    """The environment cannot work (no DLQ, a standard queue, a model the LLM does not serve);
+    found at start-up, reported in one line, and the process exits 2."""

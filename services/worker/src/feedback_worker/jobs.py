@@ -6,7 +6,7 @@ from llm_common.contracts import FeedbackJob
 from pydantic import ValidationError
 
 from feedback_worker.errors import InvalidMessage
-from feedback_worker.sqs import QueueMessage
+from feedback_worker.source import QueueMessage
 
 MAX_ERRORS_IN_REASON = 5
 

@@ -104,6 +104,10 @@ class FeedbackWriter:
             tokens.labels(self._model, TokenType.INPUT).inc(completion.usage.prompt_tokens)
             tokens.labels(self._model, TokenType.OUTPUT).inc(completion.usage.completion_tokens)
 
+    async def served_models(self) -> list[str]:
+        """The model ids the server lists on /models (start-up checks LLM_MODEL against them)."""
+        return [model.id async for model in self._client.models.list()]
+
     async def close(self) -> None:
         await self._client.close()
 

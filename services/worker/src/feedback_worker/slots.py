@@ -1,13 +1,14 @@
-"""The bounds on the messages a worker holds, and each message's place among them.
+"""The bounds on the messages a runner holds, and each message's place among them.
 
-A message passes three stages: received and waiting for the LLM, at the LLM, and being
-delivered and settled on the queue. Each stage has a bound of its own:
+A message passes three stages: received and waiting for a work slot, at work (the scarce call:
+for feedback, the LLM), and finishing (delivery and the settle on the queue). Each stage has a
+bound of its own:
 
-- at the LLM: WORKER_CONCURRENCY calls at once, what keeps vLLM's batch full;
-- received but not yet past the LLM: WORKER_CONCURRENCY + WORKER_PREFETCH, so a call that ends
-  hands its LLM slot to a message already here instead of waiting for a receive;
-- being delivered: WORKER_CONCURRENCY, so the LLM slot is free as soon as the answer is in and
-  the next call does not wait for this one's callback and delete.
+- at work: the concurrency, what keeps vLLM's batch full;
+- received but not yet past work: concurrency + prefetch, so a call that ends hands its slot to
+  a message already here instead of waiting for a receive;
+- finishing: the concurrency, so the work slot is free as soon as the work is done and the next
+  call does not wait for this one's callback and delete.
 
 Measured with `make bench` at 64 in flight, LLM latency 1 s, 16 rounds: one slot held from
 receive to delete reached 0.86 of the ideal throughput; with 8, 16 and 32 messages received
@@ -22,7 +23,7 @@ from enum import Enum
 class Slots:
     """A bounded semaphore that can reserve several free slots at once.
 
-    A received message keeps its visibility timeout running even while it waits, so the worker
+    A received message keeps its visibility timeout running even while it waits, so the runner
     never receives more messages than it has free slots.
     """
 
@@ -45,20 +46,20 @@ class Slots:
 
 class Stage(Enum):
     RECEIVED = "received"
-    WAITING = "waiting for an LLM slot"
-    AT_LLM = "at the LLM"
-    DELIVERING = "being delivered"
+    WAITING = "waiting for a work slot"
+    WORKING = "at work"
+    FINISHING = "finishing"
     LEFT = "left"
 
 
 class Bounds:
-    """The three bounds of one worker (see the module's docstring)."""
+    """The three bounds of one runner (see the module's docstring)."""
 
     def __init__(self, concurrency: int, prefetch: int) -> None:
         self.received = Slots(concurrency + prefetch)
-        """What receives reserve: messages held before delivery."""
-        self.llm_calls = asyncio.BoundedSemaphore(concurrency)
-        self.deliveries = asyncio.BoundedSemaphore(concurrency)
+        """What receives reserve: messages held before they finish."""
+        self.work = asyncio.BoundedSemaphore(concurrency)
+        self.finishing = asyncio.BoundedSemaphore(concurrency)
 
     def place(self) -> "Place":
         """The place of a message just received into one of `received`'s slots."""
@@ -66,36 +67,38 @@ class Bounds:
 
 
 class Place:
-    """Where one message is among the worker's bounds; `leave` frees what it holds, once."""
+    """Where one message is among the runner's bounds. The handler moves it on (`start_work`,
+    `finish_work`); the runner frees what it still holds (`leave`), once."""
 
     def __init__(self, bounds: Bounds) -> None:
         self._bounds = bounds
         self.stage = Stage.RECEIVED
 
-    async def to_llm(self) -> None:
-        """Wait for an LLM slot; a task cancelled meanwhile gives up only its received slot."""
+    async def start_work(self) -> None:
+        """Wait for a work slot. A message still waiting here when the runner stops is handed
+        back to the queue at once, for another worker to start."""
         self.stage = Stage.WAITING
-        await self._bounds.llm_calls.acquire()
-        self.stage = Stage.AT_LLM
+        await self._bounds.work.acquire()
+        self.stage = Stage.WORKING
 
-    async def to_delivery(self) -> None:
-        """Take a delivery slot, then free the LLM slot and the received slot.
+    async def finish_work(self) -> None:
+        """Take a finishing slot, then free the work slot and the received slot.
 
-        Waiting with both still held is the back-pressure: while deliveries are stuck (a
-        callback receiver that is down), no new messages are received to pile up behind them.
+        Waiting with both still held is the back-pressure: while finishing is stuck (a callback
+        receiver that is down), no new messages are received to pile up behind it.
         """
-        await self._bounds.deliveries.acquire()
-        self._free_before_delivery()
-        self.stage = Stage.DELIVERING
+        await self._bounds.finishing.acquire()
+        self._free_before_finishing()
+        self.stage = Stage.FINISHING
 
     def leave(self) -> None:
-        if self.stage is Stage.DELIVERING:
-            self._bounds.deliveries.release()
+        if self.stage is Stage.FINISHING:
+            self._bounds.finishing.release()
         elif self.stage is not Stage.LEFT:
-            self._free_before_delivery()
+            self._free_before_finishing()
         self.stage = Stage.LEFT
 
-    def _free_before_delivery(self) -> None:
-        if self.stage is Stage.AT_LLM:
-            self._bounds.llm_calls.release()
+    def _free_before_finishing(self) -> None:
+        if self.stage is Stage.WORKING:
+            self._bounds.work.release()
         self._bounds.received.release()

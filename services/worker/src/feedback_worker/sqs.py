@@ -1,7 +1,7 @@
-"""Every operation the worker performs on SQS, run off the event loop.
+"""SQS for the worker: the one place where blocking boto3 calls meet the event loop.
 
-boto3 blocks, so each call runs on a thread pool sized for the worker's concurrency: the loop's
-default executor has only cpu+4 threads and would cap how many messages can be finished at once.
+`Sqs` owns the boto3 client and the threads its calls run on; everything else awaits
+`Sqs.call`. `SqsSource` is the request queue and its dead-letter queue as a `MessageSource`.
 """
 
 from __future__ import annotations
@@ -10,19 +10,20 @@ import asyncio
 import functools
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
+from botocore.exceptions import BotoCoreError, ClientError
 from llm_common.aws import aws_client
 
-from feedback_worker.batching import MAX_BATCH as MAX_BATCH  # consumer sizes receives with it
-from feedback_worker.batching import Batcher
+from feedback_worker.batching import MAX_BATCH, Batcher
+from feedback_worker.source import QueueMessage, SourceError
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
     from mypy_boto3_sqs.type_defs import (
         DeleteMessageBatchRequestEntryTypeDef,
         DeleteMessageBatchResultTypeDef,
@@ -40,62 +41,26 @@ MAX_MESSAGE_ATTRIBUTES = 10
 MAX_REASON_LENGTH = 1_000
 REASON_ATTRIBUTE = "DeadLetterReason"
 SOURCE_MESSAGE_ATTRIBUTE = "DeadLetterSourceMessageId"
-
-
-@dataclass(frozen=True)
-class QueueMessage:
-    """One received message, with the system attributes the worker uses."""
-
-    message_id: str
-    receipt_handle: str
-    body: str
-    receive_count: int
-    group_id: str | None
-    deduplication_id: str | None
-    attributes: Mapping[str, MessageAttributeValueOutputTypeDef]
-    """The sender's message attributes; trace context arrives here (design.md §1)."""
-    sent_timestamp: str | None = None
-    """SQS's SentTimestamp (epoch milliseconds): where the time waiting in the queue starts."""
-
-    @classmethod
-    def from_sqs(cls, raw: MessageTypeDef) -> QueueMessage:
-        system = raw.get("Attributes", {})
-        return cls(
-            message_id=raw["MessageId"],
-            receipt_handle=raw["ReceiptHandle"],
-            body=raw.get("Body", ""),
-            receive_count=int(system.get("ApproximateReceiveCount", "1")),
-            group_id=system.get("MessageGroupId"),
-            deduplication_id=system.get("MessageDeduplicationId"),
-            attributes=raw.get("MessageAttributes", {}),
-            sent_timestamp=system.get("SentTimestamp"),
-        )
-
-    def as_sqs_message(self) -> MessageTypeDef:
-        """The parts of the received message that `queue_wait_span` reads."""
-        system: dict[MessageSystemAttributeNameType, str] = {
-            "ApproximateReceiveCount": str(self.receive_count)
-        }
-        if self.sent_timestamp is not None:
-            system["SentTimestamp"] = self.sent_timestamp
-        return {"MessageId": self.message_id, "Attributes": system}
+SQS_ERRORS = (BotoCoreError, ClientError)
 
 
 class Sqs:
-    """A boto3 SQS client and the thread pool its calls run on."""
+    """A boto3 SQS client and the threads its blocking calls run on.
+
+    The pool is sized by the caller for every message the worker may hold: the loop's default
+    executor has only cpu+4 threads and would cap how many messages can be settled at once.
+    """
 
     def __init__(self, client: SQSClient, threads: int) -> None:
         self.client = client
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqs")
 
     @classmethod
-    def for_messages(cls, region: str, most_held: int) -> Sqs:
-        # No SQS call waits for a thread: one per message the worker may hold (each may be
-        # delivered, retried or dead-lettered at once), plus the heartbeat and a spare.
-        threads = most_held + 2
+    def with_threads(cls, region: str, threads: int) -> Sqs:
         return cls(aws_client("sqs", region, max_pool_connections=threads), threads)
 
     async def call(self, operation: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run one blocking call on the pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(operation, *args, **kwargs))
 
@@ -104,50 +69,87 @@ class Sqs:
         self.client.close()
 
 
-class FeedbackQueue:
-    """The request queue and its dead-letter queue."""
+class SqsSource:
+    """The request queue (FIFO) and its dead-letter queue, as a `MessageSource`."""
 
     def __init__(
-        self, sqs: Sqs, url: str, dead_letter_url: str, max_receive_count: int | None = None
+        self,
+        sqs: Sqs,
+        url: str,
+        dead_letter_url: str,
+        max_receive_count: int | None = None,
     ) -> None:
         self._sqs = sqs
         self.url = url
         self.dead_letter_url = dead_letter_url
+        self.name = queue_name(url)
+        self.dead_letter_name = queue_name(dead_letter_url)
+        self.max_receive_count = max_receive_count
         # One DeleteMessageBatch for up to ten finished messages: on a busy worker the per-call
         # cost of SQS (and of a local emulator) is paid once per ten messages, not per message.
         self._deletes: Batcher[DeleteMessageBatchRequestEntryTypeDef] = Batcher(
             "DeleteMessageBatch", self._delete_batch
         )
-        self.name = url.rstrip("/").rsplit("/", 1)[-1]
-        """The queue's name, the last part of its URL (messaging.destination.name)."""
-        self.max_receive_count = max_receive_count
-        """The redrive limit: SQS would move a message on its next receive, without a reason."""
 
-    def is_last_receive(self, message: QueueMessage) -> bool:
-        """True when returning `message` would let SQS dead-letter it without saying why."""
-        return (
-            self.max_receive_count is not None and message.receive_count >= self.max_receive_count
-        )
-
-    def receive_blocking(
+    async def receive(
         self, max_messages: int, wait_seconds: int, visibility_timeout: int
     ) -> list[QueueMessage]:
-        """One long poll; blocking, for the poller's own thread."""
-        answer = self._sqs.client.receive_message(
-            QueueUrl=self.url,
-            MaxNumberOfMessages=max_messages,
-            WaitTimeSeconds=wait_seconds,
-            VisibilityTimeout=visibility_timeout,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        return [QueueMessage.from_sqs(raw) for raw in answer.get("Messages", [])]
+        """One long poll, on a daemon thread of its own.
+
+        A poll may block for 20 s and boto3 cannot cancel it: on SIGTERM the worker stops
+        waiting and the process may exit while the poll is still open. Whatever a cancelled poll
+        brings in is made visible again at once instead of staying hidden for a whole visibility
+        timeout.
+        """
+        poll = _Poll(asyncio.get_running_loop())
+        threading.Thread(
+            target=self._poll,
+            args=(poll, max_messages, wait_seconds, visibility_timeout),
+            name="sqs-receive",
+            daemon=True,
+        ).start()
+        try:
+            return await asyncio.shield(poll.future)
+        except asyncio.CancelledError:
+            poll.abandon(self._release_blocking)
+            raise
+
+    def _poll(self, poll: _Poll, max_messages: int, wait_seconds: int, visibility: int) -> None:
+        try:
+            answer = self._sqs.client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=max_messages,
+                WaitTimeSeconds=wait_seconds,
+                VisibilityTimeout=visibility,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+        except SQS_ERRORS as error:
+            poll.hand_over(
+                [], SourceError(f"receive from {self.name}: {error}"), self._release_blocking
+            )
+        else:
+            messages = [message_from_sqs(raw) for raw in answer.get("Messages", [])]
+            poll.hand_over(messages, None, self._release_blocking)
+
+    def _release_blocking(self, messages: list[QueueMessage]) -> None:
+        if not messages:
+            return
+        log.info("shutting down: releasing %d message(s) a poll returned", len(messages))
+        try:
+            self._change_visibility_blocking(messages, 0)
+        except SQS_ERRORS as error:
+            log.error(
+                "could not release them (%s): they come back when their visibility ends", error
+            )
 
     async def delete(self, message: QueueMessage) -> None:
-        """Delete `message`; raises ClientError if SQS refuses it (an expired receipt handle)."""
-        await self._deletes.submit(
-            lambda entry_id: {"Id": entry_id, "ReceiptHandle": message.receipt_handle}
-        )
+        try:
+            await self._deletes.submit(
+                lambda entry_id: {"Id": entry_id, "ReceiptHandle": message.receipt_handle}
+            )
+        except SQS_ERRORS as error:
+            raise SourceError(f"delete: {error}") from error
 
     async def _delete_batch(
         self, entries: list[DeleteMessageBatchRequestEntryTypeDef]
@@ -156,20 +158,13 @@ class FeedbackQueue:
             self._sqs.client.delete_message_batch, QueueUrl=self.url, Entries=entries
         )
 
-    async def return_after(self, message: QueueMessage, seconds: int) -> None:
-        """Make the message visible again in `seconds` (0: at once)."""
-        await self._sqs.call(
-            self._sqs.client.change_message_visibility,
-            QueueUrl=self.url,
-            ReceiptHandle=message.receipt_handle,
-            VisibilityTimeout=seconds,
-        )
+    async def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> None:
+        try:
+            await self._sqs.call(self._change_visibility_blocking, messages, seconds)
+        except SQS_ERRORS as error:
+            raise SourceError(f"change visibility: {error}") from error
 
-    async def set_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> None:
-        await self._sqs.call(self.set_visibility_blocking, messages, seconds)
-
-    def set_visibility_blocking(self, messages: Sequence[QueueMessage], seconds: int) -> None:
-        """Batched ChangeMessageVisibility; a message that fails is logged, the rest go on."""
+    def _change_visibility_blocking(self, messages: Sequence[QueueMessage], seconds: int) -> None:
         for start in range(0, len(messages), MAX_BATCH):
             chunk = messages[start : start + MAX_BATCH]
             answer = self._sqs.client.change_message_visibility_batch(
@@ -184,16 +179,14 @@ class FeedbackQueue:
                 ],
             )
             for failure in answer.get("Failed", []):
-                message = chunk[int(failure["Id"])]
                 log.warning(
                     "could not set the visibility of message %s to %ds: %s",
-                    message.message_id,
+                    chunk[int(failure["Id"])].message_id,
                     seconds,
                     failure.get("Message", failure["Code"]),
                 )
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
-        """Copy the message to the DLQ with its reason, then delete it from the request queue."""
         attributes: dict[str, MessageAttributeValueTypeDef] = {
             name: {"DataType": "String", "StringValue": value}
             for name, value in (
@@ -204,16 +197,104 @@ class FeedbackQueue:
         # Keep the sender's attributes (trace context) where SQS's limit of ten leaves room.
         room = MAX_MESSAGE_ATTRIBUTES - len(attributes)
         kept = dict(list(_resendable(message.attributes).items())[:room])
-        await self._sqs.call(
-            self._sqs.client.send_message,
-            QueueUrl=self.dead_letter_url,
-            MessageBody=message.body,
-            MessageAttributes={**kept, **attributes},
-            # The same group keeps a member's messages in order; the message id never repeats.
-            MessageGroupId=message.group_id or "dead-letters",
-            MessageDeduplicationId=message.message_id,
-        )
+        try:
+            await self._sqs.call(
+                self._sqs.client.send_message,
+                QueueUrl=self.dead_letter_url,
+                MessageBody=message.body,
+                MessageAttributes={**kept, **attributes},
+                # The same group keeps a member's messages in order; the message id never repeats.
+                MessageGroupId=message.group_id or "dead-letters",
+                MessageDeduplicationId=message.message_id,
+            )
+        except SQS_ERRORS as error:
+            raise SourceError(f"send to {self.dead_letter_name}: {error}") from error
         await self.delete(message)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._sqs.close)
+
+
+class _Poll:
+    """One receive in progress, between its thread and the event loop.
+
+    The lock decides, once, who releases what the poll brings: the thread (the poll was
+    abandoned before it returned) or the loop (it was handed over, then abandoned).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.future: asyncio.Future[list[QueueMessage]] = loop.create_future()
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._handed_over = False
+
+    def hand_over(
+        self,
+        messages: list[QueueMessage],
+        error: Exception | None,
+        release: Callable[[list[QueueMessage]], None],
+    ) -> None:
+        """From the poll's thread: give the outcome to the loop, or release it if abandoned."""
+        with self._lock:
+            if not self._abandoned:
+                try:
+                    self.future.get_loop().call_soon_threadsafe(
+                        _resolve, self.future, messages, error
+                    )
+                except RuntimeError:  # the loop is closed: the process is exiting
+                    pass
+                else:
+                    self._handed_over = True
+                    return
+        release(messages)
+
+    def abandon(self, release: Callable[[list[QueueMessage]], None]) -> None:
+        """From the loop, once the receive was cancelled."""
+        with self._lock:
+            self._abandoned = True
+            handed_over = self._handed_over
+        if handed_over:
+            self.future.add_done_callback(lambda done: _release_later(done, release))
+
+
+def _resolve(
+    future: asyncio.Future[list[QueueMessage]],
+    messages: list[QueueMessage],
+    error: Exception | None,
+) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(messages)
+    else:
+        future.set_exception(error)
+
+
+def _release_later(
+    done: asyncio.Future[list[QueueMessage]], release: Callable[[list[QueueMessage]], None]
+) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return
+    threading.Thread(target=release, args=(done.result(),), daemon=True).start()
+
+
+def message_from_sqs(raw: MessageTypeDef) -> QueueMessage:
+    system = raw.get("Attributes", {})
+    return QueueMessage(
+        message_id=raw["MessageId"],
+        receipt_handle=raw["ReceiptHandle"],
+        body=raw.get("Body", ""),
+        receive_count=int(system.get("ApproximateReceiveCount", "1")),
+        group_id=system.get("MessageGroupId"),
+        deduplication_id=system.get("MessageDeduplicationId"),
+        attributes=raw.get("MessageAttributes", {}),
+        sent_timestamp=system.get("SentTimestamp"),
+    )
+
+
+def queue_name(url: str) -> str:
+    """A queue's name: the last part of its URL."""
+    return url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _resendable(
@@ -229,21 +310,28 @@ def _resendable(
 
 
 @dataclass(frozen=True)
-class Redrive:
-    """The request queue's RedrivePolicy: where SQS moves a message, and after how many receives."""
+class QueueFacts:
+    """What start-up learns about the request queue."""
 
+    fifo: bool
     dead_letter_url: str | None
+    """From its RedrivePolicy; None without one."""
     max_receive_count: int | None
 
 
-def read_redrive_policy(client: SQSClient, queue_url: str) -> Redrive:
-    """`queue_url`'s RedrivePolicy; both fields None without one."""
-    attributes = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
-    policy = attributes.get("Attributes", {}).get("RedrivePolicy")
+def read_queue_facts(client: SQSClient, queue_url: str) -> QueueFacts:
+    """Blocking: the request queue's FIFO flag and RedrivePolicy."""
+    attributes = client.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["FifoQueue", "RedrivePolicy"]
+    ).get("Attributes", {})
+    fifo = attributes.get("FifoQueue", "false").lower() == "true"
+    policy = attributes.get("RedrivePolicy")
     if not policy:
-        return Redrive(dead_letter_url=None, max_receive_count=None)
+        return QueueFacts(fifo=fifo, dead_letter_url=None, max_receive_count=None)
     parsed = json.loads(policy)
     # arn:aws:sqs:<region>:<account>:<name>
     *_, account, name = parsed["deadLetterTargetArn"].split(":")
     url = client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-    return Redrive(dead_letter_url=url, max_receive_count=int(parsed["maxReceiveCount"]))
+    return QueueFacts(
+        fifo=fifo, dead_letter_url=url, max_receive_count=int(parsed["maxReceiveCount"])
+    )

@@ -1,0 +1,104 @@
+"""One worker process: the runner over the request queue, the feedback handler, and every
+client they share, built from the settings, checked, and closed when the run ends."""
+
+import logging
+
+import httpx
+
+from feedback_worker.delivery import channels_from_settings
+from feedback_worker.errors import ConfigurationError
+from feedback_worker.handler import FeedbackHandler
+from feedback_worker.llm import FeedbackWriter
+from feedback_worker.prompt import InvalidTemplate, PromptTemplate
+from feedback_worker.runner import Runner, RunnerConfig
+from feedback_worker.settings import WorkerSettings
+from feedback_worker.source import MessageSource
+from feedback_worker.sqs import Sqs
+from feedback_worker.startup import check_model, open_request_queue
+
+log = logging.getLogger(__name__)
+
+
+def runner_config(settings: WorkerSettings) -> RunnerConfig:
+    return RunnerConfig(
+        concurrency=settings.worker_concurrency,
+        prefetch=settings.prefetch,
+        wait_seconds=settings.sqs_wait_seconds,
+        visibility_timeout=settings.visibility_timeout_seconds,
+        retry_delay_seconds=settings.retry_delay_seconds,
+        retry_max_delay_seconds=settings.retry_max_delay_seconds,
+        drain_grace_seconds=settings.drain_grace_seconds,
+    )
+
+
+def callback_http(settings: WorkerSettings) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=settings.callback_timeout_seconds,
+        # A redirect would take the signed result to a host CALLBACK_ALLOWED_HOSTS never
+        # allowed: a 3xx is an unexpected answer instead.
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=settings.worker_concurrency),
+    )
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        source: MessageSource,
+        handler: FeedbackHandler,
+        writer: FeedbackWriter,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.settings = settings
+        self._source = source
+        self._handler = handler
+        self._writer = writer
+        self._http = http
+        self.runner = Runner(source, handler, runner_config(settings))
+
+    @classmethod
+    async def create(cls, settings: WorkerSettings) -> "Worker":
+        """Build and check every client. Raises ConfigurationError when it cannot work; waits
+        (logging each try) while SQS or the LLM does not answer yet."""
+        try:
+            prompt = PromptTemplate.from_file(settings.prompt_template_file)
+        except (OSError, InvalidTemplate) as error:
+            raise ConfigurationError(f"PROMPT_TEMPLATE_FILE: {error}") from error
+        # One thread per message the worker may hold (each may be settled at once), plus the
+        # heartbeat and a spare: no SQS call waits for a thread.
+        sqs = Sqs.with_threads(settings.aws_region, settings.most_held + 2)
+        writer = FeedbackWriter.from_settings(settings)
+        try:
+            source = await open_request_queue(settings, sqs)
+            await check_model(settings, writer)
+        except BaseException:
+            await writer.close()
+            sqs.close()
+            raise
+        http = callback_http(settings)
+        handler = FeedbackHandler(writer, prompt, channels_from_settings(settings, sqs, http))
+        return cls(settings, source, handler, writer, http)
+
+    def stop(self) -> None:
+        """Stop receiving and drain (SIGTERM, SIGINT). Safe to call more than once."""
+        self.runner.stop()
+
+    async def run(self) -> None:
+        """Work until `stop()`, then drain and close every client."""
+        log.info(
+            "worker up: queue %s, DLQ %s, %d in flight at most, LLM %s (%s), delivering to %s",
+            self._source.name,
+            self._source.dead_letter_name,
+            self.settings.worker_concurrency,
+            self.settings.llm_base_url,
+            self.settings.llm_model,
+            " and ".join(self._handler.channel_names),
+        )
+        try:
+            await self.runner.run()
+        finally:
+            await self._writer.close()
+            await self._http.aclose()
+            await self._source.close()
+        log.info("worker stopped")
