@@ -8,8 +8,8 @@ import pytest
 from devstack import callback_receiver, fake_llm
 from devstack.queues import FeedbackQueues
 from devstack.serving import BackgroundServer
-from feedback_worker.worker import Worker
 from feedback_worker.settings import WorkerSettings
+from feedback_worker.worker import Worker
 from mypy_boto3_sqs import SQSClient
 from worker_helpers import TEST_MODEL, TEST_SECRET, CallbackReceiver, FakeLlm
 

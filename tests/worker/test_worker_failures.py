@@ -17,7 +17,6 @@ from worker_helpers import (
     receive_all,
 )
 
-
 # With LLM_GATE_ENABLED=false (today's worker, the burst bench's baseline) the openai client
 # retries and every failed call burns a receive; test_worker_llm_gate.py has the gate's side.
 

@@ -13,7 +13,8 @@ while the LLM is down never receives.
 
 The limit: how many calls this worker may have in flight, between 1 and WORKER_CONCURRENCY.
 It follows vLLM's own `vllm:num_requests_waiting`, read from the LLM's `/metrics` every
-LLM_CAPACITY_POLL_SECONDS: while requests wait beyond a small target, every worker scales its
+LLM_CAPACITY_POLL_SECONDS (a poll the LLM does not answer closes the gate too, so an idle
+worker learns of an outage before it receives anything): while requests wait beyond a small target, every worker scales its
 limit by (running + target) / (running + waiting), so all pods together converge in one poll on
 what vLLM runs plus the target, whatever their number; while none wait and the limit binds, it
 doubles (slow start, until the first wait) and then grows by a tenth. A latency-based limiter
@@ -162,7 +163,10 @@ class LlmGate:
             await asyncio.sleep(backoff_delay(attempt, PROBE_BASE_SECONDS, PROBE_MAX_SECONDS))
         if self._never_read:
             self._never_read = False
-            if await self._capacity() is None:
+            reading = None
+            with contextlib.suppress(httpx.TransportError):
+                reading = await self._capacity()
+            if reading is None:
                 self.limit.set_limit(self.limit.ceiling)
                 self._slow_start = False
         closed_for = time.monotonic() - self._closed_since
@@ -188,8 +192,13 @@ class LlmGate:
             await asyncio.sleep(self._poll_seconds)
             if not self.is_open:
                 continue
+            try:
+                reading = await self._capacity()
+            except httpx.TransportError as error:
+                self.close(GateReason.UNREACHABLE, f"{type(error).__name__} on /metrics")
+                continue
             # Without metrics: as if nothing waited (timeouts alone bring the limit down).
-            capacity = await self._capacity() or Capacity(self.limit.in_flight, 0)
+            capacity = reading or Capacity(self.limit.in_flight, 0)
             limit, self._slow_start = next_limit(
                 self.limit.limit,
                 self.limit.in_flight,
@@ -200,11 +209,12 @@ class LlmGate:
             self.limit.set_limit(limit)
 
     async def _capacity(self) -> Capacity | None:
+        """vLLM's reading; None without one; raises httpx.TransportError when unreachable."""
+        response = await self._http.get(f"{self._server_url}/metrics")
         try:
-            response = await self._http.get(f"{self._server_url}/metrics")
             capacity = read_capacity(response.text) if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            return None
+        except ValueError:
+            capacity = None
         if capacity is None and not self._metrics_missing_logged:
             self._metrics_missing_logged = True
             log.info(
