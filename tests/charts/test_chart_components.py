@@ -278,7 +278,9 @@ def test_worker_grace_period_outlasts_llm_calls_and_drain(
 ) -> None:
     manifests = render_scenario(scenario)
     config = config_of(manifests, "worker")
-    attempts = int(config["LLM_MAX_RETRIES"]) + 1
+    # With the LLM gate the client does not retry: one attempt per call.
+    gated = config["LLM_GATE_ENABLED"] == "true"
+    attempts = 1 if gated else int(config["LLM_MAX_RETRIES"]) + 1
     budget = float(config["LLM_TIMEOUT_SECONDS"]) * attempts + float(config["DRAIN_GRACE_SECONDS"])
     grace = one(manifests, "Deployment", "worker")["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"
@@ -287,14 +289,24 @@ def test_worker_grace_period_outlasts_llm_calls_and_drain(
 
 
 def test_grace_period_follows_the_llm_timeout(helm: Helm) -> None:
-    def grace(timeout: str) -> int:
-        manifests = helm.template(MINIMAL_VALUES, sets={"worker.llm.timeoutSeconds": timeout})
+    def grace(timeout: str, gate: str = "true") -> int:
+        sets = {"worker.llm.timeoutSeconds": timeout, "worker.llm.gate.enabled": gate}
+        manifests = helm.template(MINIMAL_VALUES, sets=sets)
         spec = one(manifests, "Deployment", "worker")["spec"]["template"]["spec"]
         value: int = spec["terminationGracePeriodSeconds"]
         return value
 
-    # 3 attempts (maxRetries 2) of each extra second.
-    assert grace("120") - grace("60") == 180
+    # One attempt with the LLM gate; 3 (maxRetries 2) of each extra second without it.
+    assert grace("120") - grace("60") == 60
+    assert grace("120", "false") - grace("60", "false") == 180
+
+
+def test_the_llm_gate_is_configured_from_values(helm: Helm) -> None:
+    by_default = config_of(helm.template(MINIMAL_VALUES), "worker")
+    assert by_default["LLM_GATE_ENABLED"] == "true"
+    assert by_default["LLM_TARGET_WAITING"] == "16"
+    off = helm.template(MINIMAL_VALUES, sets={"worker.llm.gate.enabled": "false"})
+    assert config_of(off, "worker")["LLM_GATE_ENABLED"] == "false"
 
 
 def test_prompt_template_is_mounted_and_named(render_scenario: Render) -> None:

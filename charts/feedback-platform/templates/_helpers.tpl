@@ -199,7 +199,9 @@ the final SQS delete. Kubernetes kills the pod at this deadline, so it must be a
 */}}
 {{- define "feedback-platform.worker.terminationGracePeriodSeconds" -}}
 {{- $worker := .Values.worker }}
-{{- $llmBudget := mul (int $worker.llm.timeoutSeconds) (add1 (int $worker.llm.maxRetries)) }}
+{{- /* With the LLM gate the client never retries: one attempt per call. */}}
+{{- $attempts := ternary 1 (add1 (int $worker.llm.maxRetries)) $worker.llm.gate.enabled }}
+{{- $llmBudget := mul (int $worker.llm.timeoutSeconds) $attempts }}
 {{- add $llmBudget (int $worker.drainGraceSeconds) (int $worker.terminationMarginSeconds) }}
 {{- end }}
 
