@@ -14,13 +14,14 @@ while the LLM is down never receives.
 The limit: how many calls this worker may have in flight, between 1 and WORKER_CONCURRENCY.
 It follows vLLM's own `vllm:num_requests_waiting`, read from the LLM's `/metrics` every
 LLM_CAPACITY_POLL_SECONDS (a poll the LLM does not answer closes the gate too, so an idle
-worker learns of an outage before it receives anything): while requests wait beyond a small target, every worker scales its
-limit by (running + target) / (running + waiting), so all pods together converge in one poll on
-what vLLM runs plus the target, whatever their number; while none wait and the limit binds, it
-doubles (slow start, until the first wait) and then grows by a tenth. A latency-based limiter
-(AIMD on latency, a gradient limiter) does not fit a batching GPU: a call's time grows with the
-batch even when nothing waits (a decode step costs a + b x running), so it would read a fuller
-batch as overload and keep the GPU below its plateau. An LLM without vLLM's metrics starts at
+worker learns of an outage before it receives anything): while requests wait beyond a small
+target, every worker scales its limit by (running + target) / (running + waiting), so all pods
+together converge in one poll on what vLLM runs plus the target, whatever their number; while
+none wait and the limit binds, it doubles (slow start, until the first wait) and then grows by
+a tenth. A latency-based limiter (AIMD on latency, a gradient limiter) does not fit a batching
+GPU: a call's time grows with the batch even when nothing waits (a decode step costs
+a + b x running), so it would read a fuller batch as overload and keep the GPU below its
+plateau. An LLM without vLLM's metrics starts at
 WORKER_CONCURRENCY (today's worker) and is followed by timeouts alone: each halves the limit,
 and it grows back by a tenth per poll while it binds.
 
