@@ -1,19 +1,26 @@
-"""Fixtures for the worker's tests: real fake servers over HTTP, moto, and a worker factory."""
+"""Fixtures for the worker's tests: the fake servers over HTTP, the in-memory runs of the
+feedback handler, and a factory for whole workers on moto."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import boto3
 import pytest
 from devstack import callback_receiver, fake_llm
 from devstack.queues import FeedbackQueues
 from devstack.serving import BackgroundServer
+from feedback_worker.delivery import CallbackChannel
+from feedback_worker.handler import FeedbackHandler
+from feedback_worker.llm import FeedbackWriter
+from feedback_worker.memory import InMemorySource
+from feedback_worker.prompt import PromptTemplate
+from feedback_worker.runner import Runner
 from feedback_worker.settings import WorkerSettings
-from feedback_worker.worker import Worker
+from feedback_worker.worker import Worker, callback_http, runner_config
 from mypy_boto3_sqs import SQSClient
-from worker_helpers import TEST_MODEL, TEST_SECRET, CallbackReceiver, FakeLlm
 
-StartWorker = Callable[..., Awaitable[Worker]]
+from tests.support.factories import RunFeedback, StartWorker
+from tests.support.fakes import TEST_MODEL, TEST_SECRET, CallbackReceiver, FakeLlm
 
 
 @pytest.fixture(scope="session")
@@ -43,18 +50,9 @@ def receiver(_callback_server: BackgroundServer) -> CallbackReceiver:
 
 
 @pytest.fixture
-def sqs(aws_env: str) -> SQSClient:
-    return boto3.client("sqs", endpoint_url=aws_env, region_name="us-east-1")
-
-
-@pytest.fixture
-def worker_env(
-    feedback_queues: FeedbackQueues, llm: FakeLlm, receiver: CallbackReceiver
-) -> dict[str, str]:
+def base_env(llm: FakeLlm, receiver: CallbackReceiver) -> dict[str, str]:
     """Test settings as environment variables: short waits, short delays, small retries."""
     return {
-        "FEEDBACK_QUEUE_URL": feedback_queues.requests,
-        "RESULT_QUEUE_URL": feedback_queues.results,
         "CALLBACK_URL": receiver.url,
         "CALLBACK_SECRET": TEST_SECRET,
         "LLM_BASE_URL": llm.base_url,
@@ -75,11 +73,64 @@ def worker_env(
 
 
 @pytest.fixture
+def source() -> InMemorySource:
+    """The request queue, in memory: max 3 receives, the test moves its clock."""
+    return InMemorySource()
+
+
+@pytest.fixture
+async def run_feedback(
+    base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RunFeedback]:
+    """`await run_feedback(source, **env)`: the feedback handler (real LLM client, real signed
+    callback over HTTP) behind a runner on `source`, until the source is empty (burst mode).
+    Keyword arguments override single variables (`WORKER_CONCURRENCY="2"`)."""
+    clients: list[FeedbackWriter] = []
+
+    async def run(source: InMemorySource, **overrides: str) -> Runner:
+        # A runner without the LLM gate: its client retries as the gate-less worker's does.
+        plain = {"FEEDBACK_QUEUE_URL": "memory", "LLM_GATE_ENABLED": "false"}
+        for name, value in {**base_env, **plain, **overrides}.items():
+            monkeypatch.setenv(name, value)
+        settings = WorkerSettings()
+        writer = FeedbackWriter.from_settings(settings)
+        clients.append(writer)
+        assert settings.callback_endpoint is not None
+        async with callback_http(settings) as http:
+            channel = CallbackChannel(
+                http, settings.callback_endpoint, TEST_SECRET, settings.callback_max_attempts
+            )
+            handler = FeedbackHandler(writer, PromptTemplate.from_file(None), [channel])
+            runner = Runner(source, handler, runner_config(settings))
+            await runner.run(burst=True)
+        return runner
+
+    yield run
+    for writer in clients:
+        await writer.close()
+
+
+@pytest.fixture
+def sqs(aws_env: str) -> SQSClient:
+    return boto3.client("sqs", endpoint_url=aws_env, region_name="us-east-1")
+
+
+@pytest.fixture
+def worker_env(feedback_queues: FeedbackQueues, base_env: dict[str, str]) -> dict[str, str]:
+    """`base_env` on moto's queues."""
+    return {
+        **base_env,
+        "FEEDBACK_QUEUE_URL": feedback_queues.requests,
+        "RESULT_QUEUE_URL": feedback_queues.results,
+    }
+
+
+@pytest.fixture
 async def start_worker(
     worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[StartWorker]:
-    """Start a Worker in this event loop, configured through the environment like production;
-    keyword arguments override single variables (`start_worker(WORKER_CONCURRENCY="2")`)."""
+    """Start a Worker on moto in this event loop, configured through the environment like
+    production; keyword arguments override single variables."""
     running: list[tuple[Worker, asyncio.Task[None]]] = []
 
     async def start(**overrides: str) -> Worker:

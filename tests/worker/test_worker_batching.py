@@ -10,7 +10,8 @@ from devstack.queues import FeedbackQueues
 from feedback_worker.source import QueueMessage, SourceError
 from feedback_worker.sqs import Sqs, SqsSource
 from mypy_boto3_sqs import SQSClient
-from worker_helpers import enqueue
+
+from tests.support.queues import enqueue
 
 
 @pytest.fixture

@@ -1,21 +1,19 @@
-"""The happy path against moto, the fake LLM and the callback receiver, all over HTTP."""
+"""The happy path: on moto with both channels, then the feedback handler on an in-memory queue
+against the fake LLM and the callback receiver over HTTP."""
 
 import asyncio
 import base64
 import json
 
-from conftest import StartWorker
 from devstack.queues import FeedbackQueues
+from feedback_worker.memory import InMemorySource
 from mypy_boto3_sqs import SQSClient
-from worker_helpers import (
-    CallbackReceiver,
-    FakeLlm,
-    enqueue,
-    enqueue_like_backend,
-    eventually,
-    queue_counts,
-    receive_all,
-)
+
+from tests.support.factories import RunFeedback, StartWorker
+from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.queues import backend_message, enqueue, queue_counts, receive_all
+from tests.support.records import weekly_record
+from tests.support.waiting import eventually
 
 
 async def test_a_request_is_delivered_to_the_result_queue_and_the_signed_callback(
@@ -70,44 +68,6 @@ async def test_a_callback_signed_with_another_secret_is_refused_and_the_message_
     assert receiver.deliveries() == []
 
 
-async def test_the_llm_gets_the_korean_prompt_and_the_call_parameters(
-    start_worker: StartWorker, sqs: SQSClient, feedback_queues: FeedbackQueues, llm: FakeLlm
-) -> None:
-    enqueue(sqs, feedback_queues.requests, member_id=7, request_id="req-7")
-    await start_worker()
-
-    await eventually(lambda: llm.stats()["completions"] == 1)
-
-    [request] = llm.requests()
-    assert request["model"] == "test-model"
-    assert request["temperature"] == 0.7
-    assert request["max_tokens"] == 400
-    assert request.get("stream", False) is False
-    system, user = request["messages"]
-    assert system == {"role": "system", "content": "너는 피드백 어시스턴트야."}
-    assert "- 아침 산책 7 (성공)" in user["content"]
-    group = "- 주 3회 러닝\n  기간: 2025-06-09 ~ 2025-06-15\n  이번 주 성공률: 1/1"
-    assert group in user["content"]
-
-
-async def test_messages_the_backend_publishes_itself_are_processed_too(
-    start_worker: StartWorker,
-    sqs: SQSClient,
-    feedback_queues: FeedbackQueues,
-    receiver: CallbackReceiver,
-) -> None:
-    # No requestId, one constant MessageGroupId, dedup id memberId-sha256(body).
-    dedup_ids = [enqueue_like_backend(sqs, feedback_queues.requests, m) for m in (1, 2, 3)]
-    await start_worker()
-
-    await eventually(lambda: len(receiver.deliveries()) == 3)
-
-    assert sorted(d["webhook_id"] for d in receiver.deliveries()) == sorted(dedup_ids)
-    results = [json.loads(m["Body"]) for m in receive_all(sqs, feedback_queues.results)]
-    assert sorted(r["requestId"] for r in results) == sorted(dedup_ids)
-    await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 0))
-
-
 async def test_the_result_queue_can_be_switched_off(
     start_worker: StartWorker,
     sqs: SQSClient,
@@ -123,43 +83,63 @@ async def test_the_result_queue_can_be_switched_off(
     assert receive_all(sqs, feedback_queues.results) == []
 
 
-async def test_in_flight_work_is_bounded_by_the_concurrency_and_fills_it(
-    start_worker: StartWorker,
-    sqs: SQSClient,
-    feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
-    receiver: CallbackReceiver,
+async def test_the_llm_gets_the_korean_prompt_and_the_call_parameters(
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm
 ) -> None:
-    llm.control(latency_s=0.5)
+    source.send(weekly_record(7, "req-7"), group_id="7")
+
+    await run_feedback(source)
+
+    [request] = llm.requests()
+    assert request["model"] == "test-model"
+    assert request["temperature"] == 0.7
+    assert request["max_tokens"] == 400
+    assert request.get("stream", False) is False
+    system, user = request["messages"]
+    assert system == {"role": "system", "content": "너는 피드백 어시스턴트야."}
+    assert "- 아침 산책 7 (성공)" in user["content"]
+    group = "- 주 3회 러닝\n  기간: 2025-06-09 ~ 2025-06-15\n  이번 주 성공률: 1/1"
+    assert group in user["content"]
+
+
+async def test_messages_the_backend_publishes_itself_are_processed_too(
+    run_feedback: RunFeedback, source: InMemorySource, receiver: CallbackReceiver
+) -> None:
+    # No requestId, one constant MessageGroupId, dedup id memberId-sha256(body).
+    dedup_ids = []
+    for member_id in (1, 2, 3):
+        body, dedup_id = backend_message(member_id)
+        source.send(body, group_id="feedback", deduplication_id=dedup_id)
+        dedup_ids.append(dedup_id)
+
+    await run_feedback(source)
+
+    assert sorted(d["webhook_id"] for d in receiver.deliveries()) == sorted(dedup_ids)
+    assert sorted(d["body"]["requestId"] for d in receiver.deliveries()) == sorted(dedup_ids)
+    assert source.counts() == (0, 0)
+
+
+async def test_in_flight_work_is_bounded_by_the_concurrency_and_fills_it(
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
+) -> None:
+    llm.control(latency_s=0.3)
     for member in range(100, 112):
-        enqueue(sqs, feedback_queues.requests, member_id=member, request_id=f"req-{member}")
-    await start_worker(WORKER_CONCURRENCY="4", WORKER_PREFETCH="2")
+        source.send(weekly_record(member, f"req-{member}"), group_id=str(member))
 
-    held: list[int] = []
-
-    def all_delivered() -> bool:
-        # Received but unfinished: at most 4 at the LLM and 2 waiting, plus 4 being delivered.
-        held.append(queue_counts(sqs, feedback_queues.requests)[1])
-        return len(receiver.deliveries()) == 12
-
-    await eventually(all_delivered)
+    await run_feedback(source, WORKER_CONCURRENCY="4", WORKER_PREFETCH="2")
 
     assert llm.stats()["max_in_flight"] == 4
-    assert max(held) <= 10
     assert llm.stats()["requests"] == 12
+    assert len(receiver.deliveries()) == 12
 
 
 async def test_a_slow_callback_does_not_hold_the_next_llm_calls_back(
-    start_worker: StartWorker,
-    sqs: SQSClient,
-    feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
-    receiver: CallbackReceiver,
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
 ) -> None:
     receiver.script(delay_s=3.0, times=4)
     for member in range(120, 128):
-        enqueue(sqs, feedback_queues.requests, member_id=member, request_id=f"req-{member}")
-    await start_worker(WORKER_CONCURRENCY="2", WORKER_PREFETCH="0")
+        source.send(weekly_record(member, f"req-{member}"), group_id=str(member))
+    running = asyncio.create_task(run_feedback(source, WORKER_CONCURRENCY="2", WORKER_PREFETCH="0"))
 
     # Two answers go to delivery and free their LLM slots for two more calls ...
     await eventually(lambda: llm.stats()["requests"] == 4)
@@ -167,7 +147,8 @@ async def test_a_slow_callback_does_not_hold_the_next_llm_calls_back(
     # ... but no more: with both delivery slots taken, the next answers wait where they are.
     await asyncio.sleep(1.0)
     assert llm.stats()["requests"] == 4
-    assert queue_counts(sqs, feedback_queues.requests) == (4, 4)
+    assert source.counts() == (4, 4)
 
-    await eventually(lambda: len(receiver.deliveries()) == 8)
+    await running
+    assert len(receiver.deliveries()) == 8
     assert llm.stats()["requests"] == 8

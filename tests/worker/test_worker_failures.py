@@ -1,39 +1,28 @@
-"""What happens to a message when the LLM fails, or when the message itself is bad."""
+"""What happens to a message when the LLM fails, or when the message itself is bad: the feedback
+handler behind the runner, on an in-memory queue, against the fake LLM over HTTP."""
 
-import asyncio
 import json
 
-from conftest import StartWorker
-from devstack.queues import FeedbackQueues
-from mypy_boto3_sqs import SQSClient
-from worker_helpers import (
-    CallbackReceiver,
-    FakeLlm,
-    enqueue,
-    enqueue_raw,
-    eventually,
-    feedback_request,
-    queue_counts,
-    receive_all,
-)
+from feedback_worker.memory import InMemorySource
 
-# With LLM_GATE_ENABLED=false (today's worker, the burst bench's baseline) the openai client
-# retries and every failed call burns a receive; test_worker_llm_gate.py has the gate's side.
+from tests.support.factories import RunFeedback
+from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.records import weekly_record
 
 
-async def test_without_the_gate_transient_llm_errors_are_retried_by_the_client(
-    start_worker: StartWorker,
-    sqs: SQSClient,
-    feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
-    receiver: CallbackReceiver,
+def send(source: InMemorySource, member_id: int) -> str:
+    return source.send(weekly_record(member_id, f"req-{member_id}"), group_id=str(member_id))
+
+
+async def test_transient_llm_errors_are_retried_by_the_client_then_delivered(
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
 ) -> None:
     llm.control(fail_next=2, fail_status=503)
-    enqueue(sqs, feedback_queues.requests, member_id=11, request_id="req-11")
-    await start_worker(LLM_MAX_RETRIES="2", LLM_GATE_ENABLED="false")
+    send(source, 11)
 
-    await eventually(lambda: receiver.statuses() == [200])
+    await run_feedback(source, LLM_MAX_RETRIES="2")
 
+    assert receiver.statuses() == [200]
     assert llm.stats() | {"in_flight": 0} == {
         "requests": 3,
         "completions": 1,
@@ -41,109 +30,87 @@ async def test_without_the_gate_transient_llm_errors_are_retried_by_the_client(
         "in_flight": 0,
         "max_in_flight": 1,
     }
-    await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 0))
+    assert source.counts() == (0, 0)
 
 
-async def test_without_the_gate_a_429_with_retry_after_is_retried_by_the_client(
-    start_worker: StartWorker,
-    sqs: SQSClient,
-    feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
-    receiver: CallbackReceiver,
+async def test_a_429_with_retry_after_from_the_llm_is_retried(
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
 ) -> None:
     llm.control(fail_next=1, fail_status=429, retry_after="1")
-    enqueue(sqs, feedback_queues.requests, member_id=12, request_id="req-12")
-    await start_worker(LLM_MAX_RETRIES="1", LLM_GATE_ENABLED="false")
+    send(source, 12)
 
-    await eventually(lambda: receiver.statuses() == [200])
+    await run_feedback(source, LLM_MAX_RETRIES="1")
+
+    assert receiver.statuses() == [200]
     assert llm.stats()["requests"] == 2
 
 
 async def test_an_empty_answer_is_a_failure_and_the_message_is_retried(
-    start_worker: StartWorker,
-    sqs: SQSClient,
-    feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
-    receiver: CallbackReceiver,
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
 ) -> None:
     llm.control(empty_next=1)
-    enqueue(sqs, feedback_queues.requests, member_id=13, request_id="req-13")
-    await start_worker()
+    send(source, 13)
 
-    # Nothing without content reaches the backend; the next receive gets a real answer.
-    await eventually(lambda: receiver.statuses() == [200])
+    await run_feedback(source)
+    # Nothing without content reaches the backend; the message waits for its retry delay.
+    assert receiver.deliveries() == []
+    assert source.counts() == (0, 1)
+    source.advance(2)
+    await run_feedback(source)
+
+    assert receiver.statuses() == [200]
     assert receiver.deliveries()[0]["body"]["content"]
     assert llm.stats()["completions"] == 2
 
 
-async def test_without_the_gate_an_llm_down_burns_receives_until_the_dlq(
-    start_worker: StartWorker,
-    sqs: SQSClient,
-    feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
-    receiver: CallbackReceiver,
+async def test_with_the_llm_failing_the_message_comes_back_until_the_dlq_takes_it_with_why(
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
 ) -> None:
     llm.control(refuse=True, fail_status=503)
-    enqueue(sqs, feedback_queues.requests, member_id=14, request_id="req-14")
-    await start_worker(
-        LLM_MAX_RETRIES="0",
-        LLM_GATE_ENABLED="false",
-        RETRY_DELAY_SECONDS="1",
-        RETRY_MAX_DELAY_SECONDS="1",
-    )
+    message_id = send(source, 14)
 
-    # The fixture's queue has maxReceiveCount=3: after the third try the worker moves it to the
-    # DLQ itself, with the reason (SQS's own redrive would move it without one).
-    await eventually(lambda: queue_counts(sqs, feedback_queues.dead_letters)[0] == 1)
+    # The source allows 3 receives: after the third try the worker moves it to the DLQ itself,
+    # with the reason (SQS's own redrive would move it without one).
+    for _ in range(3):
+        await run_feedback(source, LLM_MAX_RETRIES="0")
+        source.advance(60)
 
     assert llm.stats()["requests"] == 3
-    [dead] = receive_all(sqs, feedback_queues.dead_letters)
-    assert json.loads(dead["Body"])["requestId"] == "req-14"
-    reason = dead["MessageAttributes"]["DeadLetterReason"]["StringValue"]
-    assert reason.startswith("gave up after 3 receives: LLM call failed: HTTP 503")
-    assert queue_counts(sqs, feedback_queues.requests) == (0, 0)
+    [dead] = source.dead_letters
+    assert dead.message_id == message_id
+    assert json.loads(dead.body)["requestId"] == "req-14"
+    assert (dead.reason or "").startswith("gave up after 3 receives: LLM call failed: HTTP 503")
+    assert source.counts() == (0, 0)
     assert receiver.deliveries() == []
 
 
-async def test_without_the_gate_a_failing_llm_returns_the_message_with_a_delay(
-    start_worker: StartWorker, sqs: SQSClient, feedback_queues: FeedbackQueues, llm: FakeLlm
+async def test_a_failing_llm_returns_the_message_with_a_delay_not_at_once(
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm
 ) -> None:
     llm.control(refuse=True, fail_status=503)
-    enqueue(sqs, feedback_queues.requests, member_id=15, request_id="req-15")
-    worker = await start_worker(
-        LLM_MAX_RETRIES="0",
-        LLM_GATE_ENABLED="false",
-        VISIBILITY_TIMEOUT_SECONDS="2",
-        RETRY_DELAY_SECONDS="60",
-        RETRY_MAX_DELAY_SECONDS="60",
-    )
-    await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 1))
-    await asyncio.sleep(1)  # the failure is settled: the message was received once
-    worker.stop()
+    message_id = send(source, 15)
 
-    # Longer than the visibility timeout, far shorter than the retry delay: still hidden.
-    assert receive_all(sqs, feedback_queues.requests, wait_s=4) == []
-    assert queue_counts(sqs, feedback_queues.requests) == (0, 1)
+    await run_feedback(
+        source, LLM_MAX_RETRIES="0", RETRY_DELAY_SECONDS="60", RETRY_MAX_DELAY_SECONDS="60"
+    )
+
+    # Back in 60 s less up to a quarter: far longer than the 10 s visibility timeout.
+    assert 45 <= source.hidden_until(message_id) <= 60
+    assert llm.stats()["requests"] == 1
 
 
 async def test_a_poison_message_goes_to_the_dlq_at_once_with_its_reason(
-    start_worker: StartWorker, sqs: SQSClient, feedback_queues: FeedbackQueues, llm: FakeLlm
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm
 ) -> None:
-    not_json = enqueue_raw(sqs, feedback_queues.requests, "{not json", group="1")
-    no_member = feedback_request(2) | {"memberId": None}
-    invalid = enqueue_raw(sqs, feedback_queues.requests, json.dumps(no_member), group="2")
-    await start_worker()
+    not_json = source.send("{not json", group_id="1")
+    invalid = source.send(weekly_record(2) | {"memberId": None}, group_id="2")
 
-    await eventually(lambda: queue_counts(sqs, feedback_queues.dead_letters)[0] == 2)
+    await run_feedback(source)
 
-    dead = {
-        m["MessageAttributes"]["DeadLetterSourceMessageId"]["StringValue"]: m
-        for m in receive_all(sqs, feedback_queues.dead_letters)
-    }
-    assert dead[not_json]["Body"] == "{not json"
-    assert "Invalid JSON" in dead[not_json]["MessageAttributes"]["DeadLetterReason"]["StringValue"]
-    assert "memberId" in dead[invalid]["MessageAttributes"]["DeadLetterReason"]["StringValue"]
-    assert dead[invalid]["Attributes"]["MessageGroupId"] == "2"
-    # Received once, never retried: the source queue is empty and the LLM was never asked.
-    await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 0))
+    dead = {letter.message_id: letter for letter in source.dead_letters}
+    assert dead[not_json].body == "{not json"
+    assert "Invalid JSON" in (dead[not_json].reason or "")
+    assert "memberId" in (dead[invalid].reason or "")
+    # Received once, never retried: the queue is empty and the LLM was never asked.
+    assert source.counts() == (0, 0)
     assert llm.stats()["requests"] == 0

@@ -1,9 +1,12 @@
 """A slow LLM must never make a message visible again while it is being worked on."""
 
-from conftest import StartWorker
 from devstack.queues import FeedbackQueues
 from mypy_boto3_sqs import SQSClient
-from worker_helpers import CallbackReceiver, FakeLlm, enqueue, eventually, queue_counts
+
+from tests.support.factories import StartWorker
+from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.queues import enqueue, queue_counts
+from tests.support.waiting import eventually
 
 
 async def test_a_message_slower_than_its_visibility_timeout_is_delivered_exactly_once(

@@ -12,14 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import StartWorker
 from devstack.fakes.vllm_sim import Calibration, SimulatorThread
 from devstack.queues import FeedbackQueues
 from feedback_worker.llm_gate import Capacity, next_limit, read_capacity
 from feedback_worker.slots import AdaptiveLimit
 from llm_common.telemetry.metrics import REGISTRY
 from mypy_boto3_sqs import SQSClient
-from worker_helpers import CallbackReceiver, enqueue, eventually, queue_counts
+
+from tests.support.factories import StartWorker
+from tests.support.fakes import CallbackReceiver
+from tests.support.queues import enqueue, queue_counts
+from tests.support.waiting import eventually
 
 SIM_MODEL = "sim-7b"
 

@@ -6,18 +6,14 @@ serves (the served page itself is checked end to end in tests/e2e/test_e2e_metri
 
 from collections.abc import Callable
 
-from conftest import StartWorker
 from devstack.queues import FeedbackQueues
 from llm_common.telemetry.metrics import REGISTRY
 from mypy_boto3_sqs import SQSClient
-from worker_helpers import (
-    TEST_MODEL,
-    CallbackReceiver,
-    enqueue,
-    enqueue_raw,
-    eventually,
-    queue_counts,
-)
+
+from tests.support.factories import StartWorker
+from tests.support.fakes import TEST_MODEL, CallbackReceiver
+from tests.support.queues import enqueue, enqueue_raw, queue_counts
+from tests.support.waiting import eventually
 
 Reading = Callable[[], float]
 

@@ -1,13 +1,23 @@
-"""Start-up: the DLQ is found or configured, and a worker that cannot work says so and exits."""
+"""Start-up: the DLQ is found or configured, and a worker that cannot work says so and exits;
+one that cannot reach SQS yet waits."""
 
+import asyncio
 import os
 import subprocess
 import sys
 import uuid
 
-from conftest import StartWorker
+import pytest
+from devstack.processes import free_port
+from feedback_worker.errors import ConfigurationError
+from feedback_worker.settings import WorkerSettings
+from feedback_worker.worker import Worker
 from mypy_boto3_sqs import SQSClient
-from worker_helpers import enqueue_raw, eventually, queue_counts
+
+from tests.support.factories import StartWorker
+from tests.support.fakes import FakeLlm
+from tests.support.queues import enqueue_raw, queue_counts
+from tests.support.waiting import eventually
 
 
 def fifo_queue(sqs: SQSClient, name: str) -> str:
@@ -65,3 +75,62 @@ async def test_a_configured_dlq_is_used_when_the_queue_has_no_redrive_policy(
 
 def _aws_and_path() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.startswith(("AWS_", "PATH"))}
+
+
+async def test_a_standard_queue_is_refused(sqs: SQSClient, worker_env: dict[str, str]) -> None:
+    standard = sqs.create_queue(QueueName=f"startup-standard-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+
+    with pytest.raises(ConfigurationError, match="is not a FIFO queue"):
+        await create_worker(worker_env, FEEDBACK_QUEUE_URL=standard, FEEDBACK_DLQ_URL=standard)
+
+
+async def test_a_dlq_that_is_the_request_queue_itself_is_refused(
+    sqs: SQSClient, worker_env: dict[str, str]
+) -> None:
+    requests = fifo_queue(sqs, "startup-self-dlq")
+
+    with pytest.raises(ConfigurationError, match="the DLQ is the request queue itself"):
+        await create_worker(worker_env, FEEDBACK_QUEUE_URL=requests, FEEDBACK_DLQ_URL=requests)
+
+
+async def test_a_missing_queue_is_refused_in_one_line(worker_env: dict[str, str]) -> None:
+    missing = worker_env["FEEDBACK_QUEUE_URL"].replace(".fifo", "-missing.fifo")
+
+    with pytest.raises(
+        ConfigurationError, match=r"FEEDBACK_QUEUE_URL .*(NonExistentQueue|QueueDoesNotExist)"
+    ):
+        await create_worker(worker_env, FEEDBACK_QUEUE_URL=missing)
+
+
+async def test_a_model_the_llm_does_not_serve_is_refused(worker_env: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError, match="LLM_MODEL 'no-such-model' is not served"):
+        await create_worker(worker_env, LLM_MODEL="no-such-model")
+
+
+async def test_an_llm_base_url_without_v1_is_refused(
+    worker_env: dict[str, str], llm: FakeLlm
+) -> None:
+    with pytest.raises(ConfigurationError, match="ends in /v1"):
+        await create_worker(worker_env, LLM_BASE_URL=llm.url)
+
+
+async def test_while_sqs_does_not_answer_start_up_waits_and_says_so(
+    worker_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    dead_end = f"http://127.0.0.1:{free_port()}"
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(create_worker(worker_env, AWS_ENDPOINT_URL=dead_end), timeout=2.5)
+
+    waits = [
+        r.getMessage() for r in caplog.records if "start-up: SQS not answering" in r.getMessage()
+    ]
+    assert len(waits) >= 2  # tried again after a backoff, not a traceback and an exit
+
+
+async def create_worker(env: dict[str, str], **overrides: str) -> Worker:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**env, **overrides}.items():
+            patch.setenv(name, value)
+        # boto3 reads AWS_ENDPOINT_URL when the client is made.
+        return await Worker.create(WorkerSettings())

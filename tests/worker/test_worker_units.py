@@ -11,7 +11,9 @@ from feedback_worker.jobs import read_job
 from feedback_worker.settings import WorkerSettings, join_url
 from feedback_worker.source import QueueMessage
 from pydantic import ValidationError
-from worker_helpers import TEST_SECRET, feedback_request
+
+from tests.support.fakes import TEST_SECRET
+from tests.support.records import weekly_record
 
 
 def test_backoff_grows_with_the_attempt_and_stops_at_the_cap() -> None:
@@ -69,8 +71,8 @@ def message(body: str, deduplication_id: str | None = None) -> QueueMessage:
 
 
 def test_request_id_comes_from_the_job_then_the_dedup_id_then_the_message_id() -> None:
-    with_id = json.dumps(feedback_request(3, "req-3"))
-    without_id = json.dumps(feedback_request(3))
+    with_id = json.dumps(weekly_record(3, "req-3"))
+    without_id = json.dumps(weekly_record(3))
 
     assert read_job(message(with_id, "3-abc")).request_id == "req-3"
     assert read_job(message(without_id, "3-abc")).request_id == "3-abc"

@@ -96,6 +96,10 @@ class InMemorySource:
     def receive_counts(self) -> dict[str, int]:
         return {stored.message_id: stored.receive_count for stored in self._messages.values()}
 
+    def hidden_until(self, message_id: str) -> float:
+        """When the message becomes visible again, on the source's clock."""
+        return self._messages[message_id].visible_at
+
     async def receive(
         self, max_messages: int, wait_seconds: int, visibility_timeout: int
     ) -> list[QueueMessage]:

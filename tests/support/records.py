@@ -1,0 +1,26 @@
+"""One builder of the backend's weekly record, built on the contracts' realistic example."""
+
+import copy
+from typing import Any
+
+from llm_common.contracts.example import example_weekly_record
+
+
+def weekly_record(
+    member_id: int, request_id: str | None = None, title: str = "아침 산책"
+) -> dict[str, Any]:
+    """A small record as the backend POSTs it: one personal challenge, "{title} {member_id}",
+    succeeded; the example's group challenge "주 3회 러닝" (2025-06-09 ~ 2025-06-15, a Jackson
+    array and an ISO string) with one successful submission. Without `request_id` the body has
+    none, as when the backend publishes to the queue itself."""
+    example = example_weekly_record(request_id or "", member_id)
+    group = copy.deepcopy(example["groupChallenges"][0])
+    group["submissions"] = [{"isSuccess": True, "submittedAt": "2025-06-10T07:00:00"}]
+    body: dict[str, Any] = {
+        "memberId": member_id,
+        "personalChallenges": [{"id": 1, "title": f"{title} {member_id}", "isSuccess": True}],
+        "groupChallenges": [group],
+    }
+    if request_id is not None:
+        body["requestId"] = request_id
+    return body
