@@ -236,6 +236,10 @@ def worker_env(
         "WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
         "LLM_GATE_ENABLED": "true" if gate else "false",
         "METRICS_PORT": "0",
+        # One line per request would cost the 2-core machine more than the work itself.
+        "LOG_LEVEL": "WARNING",
+        # One poll per real second of a GPU, whatever the time scale.
+        "LLM_CAPACITY_POLL_SECONDS": str(max(0.1, 1.0 / scale)),
     }
 
 
