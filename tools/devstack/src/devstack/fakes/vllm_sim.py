@@ -466,6 +466,7 @@ class Simulator:
         return {
             "state": self._current_state(),
             "virtual_s": engine.now_s,
+            "loading_until_s": self._loaded_at_s,
             "running": len(engine.running),
             "waiting": len(engine.waiting),
             "max_num_seqs": calibration.max_num_seqs,
