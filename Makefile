@@ -46,7 +46,7 @@ fmt: setup ## apply ruff's fixes and formatting
 reliability: setup ## fault and abuse suite, then its figures as a table
 	rm -rf .run/reliability
 	$(RUN) pytest tests/reliability; status=$$?; \
-	$(RUN) python -m devstack.reliability_report || status=1; exit $$status
+	$(RUN) python -m tests.support.reliability_report || status=1; exit $$status
 
 bench: setup ## benchmarks beside same-run baselines: Markdown table, JSON and plot in bench/results/
 	$(RUN) python -m bench

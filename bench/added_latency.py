@@ -23,7 +23,8 @@ from devstack.processes import free_port
 from devstack.stack import Ports, Stack, StackConfig
 from llm_common.webhooks import signature_headers
 
-from bench.common import LOG_DIR, percentile, request_body, wait_for
+from bench.common import LOG_DIR, percentile, request_body
+from tests.support.waiting import wait_until
 
 LLM_LATENCY_S = 0.2
 REQUESTS = 200
@@ -113,7 +114,7 @@ def post_requests(stack: Stack, llm_url: str) -> tuple[dict[str, float], dict[st
             if response.status_code != 202:
                 raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
             if len(accepted) % LLM_LOG_SIZE == 0 or len(accepted) == REQUESTS:
-                wait_for(lambda: delivered_count(stack) == len(accepted), 60, "the callbacks")
+                wait_until(lambda: delivered_count(stack) == len(accepted), 60, "the callbacks")
                 llm_started.update(llm_arrivals(llm_url))
             time.sleep(PACE_S)
     return accepted, llm_started
@@ -125,7 +126,7 @@ def warm_up(stack: Stack, llm_url: str) -> None:
     with httpx.Client(base_url=stack.ingest_url, timeout=10) as client:
         for number in range(WARM_UP):
             client.post("/ai/feedback", json=request_body(100_000 + number)).raise_for_status()
-    wait_for(lambda: delivered_count(stack) == WARM_UP, 60, "the warm-up callbacks")
+    wait_until(lambda: delivered_count(stack) == WARM_UP, 60, "the warm-up callbacks")
     httpx.post(f"{stack.callback_url}/reset").raise_for_status()
     httpx.post(f"{llm_url}/reset").raise_for_status()
 

@@ -3,9 +3,8 @@ ports, a process's CPU time, percentiles and a realistic request."""
 
 import os
 import statistics
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,14 +41,6 @@ def percentile(values: list[float], q: float) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not done after {timeout:.0f}s")
-        time.sleep(every)
 
 
 def aws_env(endpoint: str) -> dict[str, str]:
@@ -144,7 +135,7 @@ def callback_receiver() -> Iterator[Receiver]:
     port, secret = free_port(), new_webhook_secret()
     proc = process(
         "callback-receiver",
-        "devstack.callback_receiver",
+        "devstack.fakes.callback_receiver",
         "--port",
         str(port),
         env={"CALLBACK_SECRET": secret},

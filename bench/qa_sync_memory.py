@@ -127,7 +127,7 @@ def rss_mib() -> float:
 
 def measure_in_child(mode: str, lines: int) -> Run:
     import boto3
-    from devstack.fake_batch_api import FakeBatchApi, create_app
+    from devstack.fakes.fake_batch_api import FakeBatchApi, create_app
     from devstack.serving import BackgroundServer
     from qa_sync.components import build_components
     from qa_sync.settings import QaSyncSettings

@@ -25,7 +25,7 @@ from devstack.processes import free_port
 from devstack.queues import FeedbackQueues, create_feedback_queues
 from feedback_worker.jobs import read_job
 from feedback_worker.prompt import PromptTemplate
-from feedback_worker.sqs import QueueMessage
+from feedback_worker.sqs import message_from_sqs
 from llm_common.contracts import FeedbackResult
 from openai import OpenAI
 
@@ -38,8 +38,8 @@ from bench.common import (
     process,
     queued_job,
     running,
-    wait_for,
 )
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -87,7 +87,7 @@ def run() -> WorkerThroughput:
     port = free_port()
     llm = process(
         "fake-llm",
-        "devstack.fake_llm",
+        "devstack.fakes.fake_llm",
         "--port",
         str(port),
         "--latency",
@@ -136,7 +136,7 @@ def measure_worker(aws: Emulator, llm_url: str, callback: Receiver, in_flight: i
         },
     )
     with running(worker):
-        wait_for(
+        wait_until(
             lambda: llm_stats(llm_url)["requests"] > 0,
             60,
             "the worker's first LLM call",
@@ -144,12 +144,12 @@ def measure_worker(aws: Emulator, llm_url: str, callback: Receiver, in_flight: i
         )
         started = time.monotonic()
         worker_cpu, aws_cpu = cpu_seconds(worker.pid), cpu_seconds(aws.proc.pid)
-        wait_for(
+        wait_until(
             lambda: backlog.top_up(llm_stats(llm_url)["completions"]) >= messages,
             60 + 4 * ROUNDS * LATENCY_S,
             f"{messages} answers at {in_flight} in flight",
         )
-        wait_for(lambda: queue_empty(sqs, queues.requests), 30, "the last deletes")
+        wait_until(lambda: queue_empty(sqs, queues.requests), 30, "the last deletes")
         seconds = time.monotonic() - started
         worker_cpu = cpu_seconds(worker.pid) - worker_cpu
         aws_cpu = cpu_seconds(aws.proc.pid) - aws_cpu
@@ -225,7 +225,7 @@ def consume_one_at_a_time(
         for raw in answer.get("Messages", []):
             if done == 0:
                 started, cpu = time.monotonic(), time.thread_time()
-            job = read_job(QueueMessage.from_sqs(raw))
+            job = read_job(message_from_sqs(raw))
             rendered = prompt.render(job.request)
             completion = llm.chat.completions.create(
                 model=MODEL,

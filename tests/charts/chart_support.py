@@ -29,7 +29,7 @@ CRD_SCHEMAS_DIR = Path(__file__).parent / "schemas"
 RELEASE = "feedback"
 NAMESPACE = "feedback"
 
-# The Kubernetes minor versions the chart supports (README: Deploy to Kubernetes);
+# The Kubernetes minor versions the chart supports (docs/deploying.md);
 # kubernetes-validate ships schemas for each of them.
 SUPPORTED_KUBERNETES = ("1.31", "1.32", "1.33", "1.34", "1.35")
 
@@ -93,9 +93,13 @@ class Helm:
         sets: Mapping[str, str] | None = None,
         release: str = RELEASE,
         namespace: str = NAMESPACE,
+        api_versions: tuple[str, ...] = (),
     ) -> list[Manifest]:
-        """The objects an install with these values files (and --set pairs) would create."""
+        """The objects an install with these values files (and --set pairs) would create on a
+        cluster that also serves `api_versions` (e.g. "monitoring.coreos.com/v1/PrometheusRule")."""
         args = ["template", release, str(CHART), "--namespace", namespace]
+        for api_version in api_versions:
+            args += ["--api-versions", api_version]
         for values_file in values_files:
             args += ["--values", str(values_file)]
         for key, value in (sets or {}).items():

@@ -50,7 +50,7 @@ def test_every_custom_kind_is_rendered_by_some_scenario(
         for m in render_scenario(scenario)
         if m["apiVersion"].startswith(CUSTOM_GROUPS)
     }
-    assert kinds == {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+    assert kinds == {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 
 
 def test_the_crd_check_rejects_a_field_keda_does_not_know(

@@ -1,4 +1,4 @@
-"""The feedback contract exactly as the Spring backend speaks it (design.md §3)."""
+"""The feedback contract exactly as the Spring backend speaks it (docs/backend-contract.md)."""
 
 import json
 from datetime import datetime

@@ -12,7 +12,7 @@ from llm_common.telemetry import metrics, mount_metrics, start_metrics_server
 from llm_common.telemetry.names import DeliveryOutcome, DeliveryTarget, RejectReason
 from prometheus_client.parser import text_string_to_metric_families
 
-# The names dashboards and alerts use (README.md (Observability)): a rename must fail here first.
+# The names dashboards and alerts use (docs/observability.md): a rename must fail here first.
 PROMISED = {
     "feedback_ingest_requests_accepted": "counter",
     "feedback_ingest_requests_rejected": "counter",

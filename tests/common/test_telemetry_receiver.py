@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from devstack.otlp_receiver import OtlpReceiver
+from devstack.fakes.otlp_receiver import OtlpReceiver
 
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 

@@ -5,16 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devstack.processes import free_port
-from devstack.stack import Ports, Stack, StackConfig
-from e2e_helpers import StartStack
+from devstack.stack import Stack, StackConfig
 
-
-def free_ports() -> Ports:
-    return Ports(
-        moto=free_port(), llm=free_port(), ingest=free_port(), callback=free_port(),
-        qa_sync=free_port(),
-    )  # fmt: skip
+from tests.support.factories import StartStack
+from tests.support.stack import free_ports
 
 
 @pytest.fixture

@@ -7,11 +7,13 @@ import boto3
 import httpx
 import pytest
 from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, Stack
-from e2e_helpers import StartStack, wait_for_callback
 from llm_common.contracts import FeedbackResult
 from llm_common.contracts.example import example_weekly_record
 from llm_common.webhooks import verify_signature
 from mypy_boto3_sqs import SQSClient
+
+from tests.support.factories import StartStack
+from tests.support.stack import wait_for_callback
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import StartStack
 from devstack.stack import Stack
 from llm_common.contracts.example import example_weekly_record
+
+from tests.support.factories import StartStack
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from devstack import fake_llm
+from devstack.fakes import fake_llm
 from devstack.serving import BackgroundServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -5,11 +5,12 @@ import time
 
 import httpx
 import pytest
-from conftest import StartStack, free_ports
 from devstack.processes import free_port
-from devstack.scrape import Scrape
-from e2e_helpers import wait_for_callback
 from llm_common.contracts.example import example_weekly_record
+
+from tests.support.factories import StartStack
+from tests.support.scrape import Scrape
+from tests.support.stack import free_ports, wait_for_callback
 
 pytestmark = pytest.mark.e2e
 

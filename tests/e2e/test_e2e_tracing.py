@@ -5,11 +5,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import StartStack
-from devstack.otlp_receiver import OtlpReceiver, ReceivedSpan
-from e2e_helpers import wait_for_callback
+from devstack.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
 from llm_common.contracts.example import example_weekly_record
 from llm_common.telemetry import names
+
+from tests.support.factories import StartStack
+from tests.support.stack import wait_for_callback
 
 pytestmark = pytest.mark.e2e
 
@@ -124,3 +125,21 @@ def test_one_trace_covers_ingest_the_queue_wait_the_worker_the_llm_and_the_callb
         "delivered"
     ]
     assert all(span.status_code != "ERROR" for span in trace)
+
+    # OpenTelemetry's messaging conventions: the hop is a PRODUCER span with the SQS attributes,
+    # botocore's send is named "{operation} {destination}", and the trace has one system value.
+    requests_queue = stack.queues.requests.rsplit("/", 1)[1] if stack.queues else ""
+    assert enqueue.attributes["messaging.system"] == "aws_sqs"
+    assert enqueue.attributes["messaging.operation.type"] == "send"
+    assert enqueue.attributes["messaging.destination.name"] == requests_queue
+    send = by_name[f"send {requests_queue}"]
+    assert (send.parent_span_id, send.attributes["messaging.operation.name"]) == (
+        enqueue.span_id,
+        "send",
+    )
+    assert process.attributes["messaging.operation.type"] == "process"
+    assert process.attributes["messaging.destination.name"] == requests_queue
+    systems = {span.attributes.get("messaging.system") for span in trace} - {None}
+    assert systems == {"aws_sqs"}
+    assert chat.attributes["gen_ai.provider.name"] == "openai"
+    assert "gen_ai.system" not in chat.attributes

@@ -11,7 +11,8 @@ from devstack.queues import FeedbackQueues
 from fastapi import FastAPI
 from feedback_ingest.app import create_app
 from feedback_ingest.settings import IngestSettings
-from ingest_helpers import RequestQueue, Serve
+
+from tests.support.ingest import RequestQueue, Serve
 
 
 @pytest.fixture

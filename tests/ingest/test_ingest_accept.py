@@ -4,8 +4,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from ingest_helpers import JSON, RequestQueue, assert_envelope, error_fields
 from llm_common.contracts import FeedbackJob
+
+from tests.support.ingest import JSON, RequestQueue, assert_envelope, error_fields
 
 
 async def test_accepted_record_is_queued_normalised_grouped_by_member_and_deduplicated_by_id(

@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 from devstack.queues import FeedbackQueues
 from feedback_ingest.settings import IngestSettings
-from ingest_helpers import RequestQueue, Serve, assert_envelope
+
+from tests.support.ingest import RequestQueue, Serve, assert_envelope
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 from feedback_ingest.settings import IngestSettings
-from ingest_helpers import JSON, RequestQueue, Serve, assert_envelope, error_fields
+
+from tests.support.ingest import JSON, RequestQueue, Serve, assert_envelope, error_fields
 
 
 def _encoded(body: Any) -> bytes:

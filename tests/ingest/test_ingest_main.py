@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 from devstack.processes import ManagedProcess, free_port, python_module
 from devstack.queues import FeedbackQueues
-from ingest_helpers import assert_envelope
+
+from tests.support.ingest import assert_envelope
 
 
 def test_the_module_serves_the_app_on_host_and_port(

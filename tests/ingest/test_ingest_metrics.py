@@ -4,9 +4,10 @@ from typing import Any
 
 import httpx
 import pytest
-from devstack.scrape import Scrape
 from feedback_ingest.settings import IngestSettings
-from ingest_helpers import Serve, assert_envelope
+
+from tests.support.ingest import Serve, assert_envelope
+from tests.support.scrape import Scrape
 
 ENQUEUE_COUNT = "feedback_ingest_enqueue_duration_seconds_count"
 

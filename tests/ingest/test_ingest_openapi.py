@@ -4,9 +4,10 @@ from typing import Any
 
 import httpx
 import pytest
-from ingest_helpers import assert_envelope
 from llm_common.contracts import FeedbackRequest
 from openapi_spec_validator import validate
+
+from tests.support.ingest import assert_envelope
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 import httpx
 from feedback_ingest.settings import IngestSettings
-from ingest_helpers import RequestQueue, Serve, assert_envelope
+
+from tests.support.ingest import RequestQueue, Serve, assert_envelope
 
 
 async def test_healthz_says_the_process_answers(client: httpx.AsyncClient) -> None:

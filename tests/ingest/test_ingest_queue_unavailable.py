@@ -7,7 +7,8 @@ from devstack.processes import free_port
 from feedback_ingest.app import create_app
 from feedback_ingest.deps import get_queue
 from feedback_ingest.settings import IngestSettings
-from ingest_helpers import Serve, assert_envelope
+
+from tests.support.ingest import Serve, assert_envelope
 
 
 @pytest.fixture

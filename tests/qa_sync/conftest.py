@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 import boto3
 import psycopg
 import pytest
-from devstack.fake_batch_api import FakeBatchApi, create_app
+from devstack.fakes.fake_batch_api import FakeBatchApi, create_app
 from devstack.serving import BackgroundServer
 from qa_sync.components import Components, build_components
 from qa_sync.settings import MIB, QaSyncSettings
-from qa_sync_helpers import WEBHOOK_SECRET
+
+from tests.support.qa_sync import WEBHOOK_SECRET
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

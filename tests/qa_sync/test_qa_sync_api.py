@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from devstack.fake_batch_api import FakeBatchApi
+from devstack.fakes.fake_batch_api import FakeBatchApi
 from devstack.serving import BackgroundServer
 from llm_common.webhooks import signature_headers
 from qa_sync.app import create_app
 from qa_sync.components import Components, build_components
 from qa_sync.settings import QaSyncSettings
-from qa_sync_helpers import WEBHOOK_SECRET, pairs_file, wait_until
 from standardwebhooks.webhooks import Webhook
+
+from tests.support.qa_sync import WEBHOOK_SECRET, pairs_file
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

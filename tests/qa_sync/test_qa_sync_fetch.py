@@ -5,11 +5,12 @@ import json
 from typing import TYPE_CHECKING
 
 import pytest
-from devstack.fake_batch_api import FakeBatchApi
+from devstack.fakes.fake_batch_api import FakeBatchApi
 from qa_sync.components import Components
 from qa_sync.fetch import JobNotReady, PairFormat, PairSource
 from qa_sync.registry.models import BatchJob
-from qa_sync_helpers import pairs_file
+
+from tests.support.qa_sync import pairs_file
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -4,7 +4,8 @@ import json
 
 import pytest
 from qa_sync.qa_lines import BadLine, BadLineFound, QaPair, read_line
-from qa_sync_helpers import error_line, pair_line, result_line
+
+from tests.support.qa_sync import error_line, pair_line, result_line
 
 
 def kind_of(line: bytes) -> BadLine:

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from devstack.fake_batch_api import FakeBatchApi
+from devstack.fakes.fake_batch_api import FakeBatchApi
 from qa_sync.components import Components, build_components
 from qa_sync.settings import QaSyncSettings
 from qa_sync.sync import SyncOutcome
-from qa_sync_helpers import pair_line
+
+from tests.support.qa_sync import pair_line
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

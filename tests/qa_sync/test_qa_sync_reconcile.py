@@ -6,13 +6,14 @@ import json
 from typing import TYPE_CHECKING
 
 import pytest
-from devstack.fake_batch_api import FakeBatchApi
+from devstack.fakes.fake_batch_api import FakeBatchApi
 from qa_sync.components import Components
 from qa_sync.registry.jobs import Registry
 from qa_sync.registry.models import BatchJob
 from qa_sync.report import Action, ObjectKind, Problem
-from qa_sync_helpers import legacy_processed_document, pairs_file
 from sqlalchemy import text
+
+from tests.support.qa_sync import legacy_processed_document, pairs_file
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

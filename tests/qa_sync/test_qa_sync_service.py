@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from devstack.fake_batch_api import FakeBatchApi
+from devstack.fakes.fake_batch_api import FakeBatchApi
 from devstack.processes import ManagedProcess, free_port, python_module
 from llm_common.webhooks import signature_headers
-from qa_sync_helpers import WEBHOOK_SECRET, pairs_file, wait_until
+
+from tests.support.qa_sync import WEBHOOK_SECRET, pairs_file
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

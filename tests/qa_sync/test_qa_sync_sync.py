@@ -7,12 +7,13 @@ import random
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from devstack.fake_batch_api import FakeBatchApi
+from devstack.fakes.fake_batch_api import FakeBatchApi
 from devstack.processes import free_port
 from qa_sync.components import Components, build_components
 from qa_sync.settings import MIB, QaSyncSettings
 from qa_sync.sync import SyncOutcome
-from qa_sync_helpers import (
+
+from tests.support.qa_sync import (
     InjectedS3Failures,
     error_line,
     jsonl,

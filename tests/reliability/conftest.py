@@ -11,16 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devstack.processes import free_port
-from devstack.reliability_report import REPORT_DIR_ENV
-from devstack.stack import Ports, Stack, StackConfig
-from reliability_helpers import (
+from devstack.stack import Stack, StackConfig
+
+from tests.support.reliability import (
     Figures,
     Platform,
     StartPlatform,
     configured_secrets,
     scan_log_dir,
 )
+from tests.support.reliability_report import REPORT_DIR_ENV
+from tests.support.stack import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTCOME = pytest.StashKey[str]()
@@ -76,13 +77,6 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
     (directory / f"{name}.json").write_text(json.dumps(record, ensure_ascii=False, indent=2))
 
 
-def _free_ports() -> Ports:
-    return Ports(
-        moto=free_port(), llm=free_port(), ingest=free_port(), callback=free_port(),
-        qa_sync=free_port(),
-    )  # fmt: skip
-
-
 @pytest.fixture
 def start_platform(tmp_path: Path, figures: Figures) -> Iterator[StartPlatform]:
     """Start the platform with the fake LLM, an API key on ingest and an LLM API key on the
@@ -99,7 +93,7 @@ def start_platform(tmp_path: Path, figures: Figures) -> Iterator[StartPlatform]:
         stack = Stack(
             StackConfig(
                 run_dir=tmp_path / f"stack{len(started)}",
-                ports=_free_ports(),
+                ports=free_ports(),
                 llm="fake",
                 llm_model="fake-llm",
                 worker_env=worker,

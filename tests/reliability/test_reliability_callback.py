@@ -7,15 +7,11 @@ from typing import Any
 
 import pytest
 from mypy_boto3_sqs.type_defs import MessageTypeDef
-from reliability_helpers import (
-    Figures,
-    Platform,
-    StartPlatform,
-    body_request_id,
-    dead_letter_reason,
-    wait_until,
-    week,
-)
+
+from tests.support.queues import body_request_id, dead_letter_reason
+from tests.support.records import weekly_record
+from tests.support.reliability import Figures, Platform, StartPlatform
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -42,7 +38,7 @@ def test_a_receiver_that_is_down_gets_the_results_once_it_is_back(
     """Receiver down (connection refused) for 6 s."""
     receiver = platform.stack.processes["callback"]
     receiver.stop()
-    ids = [platform.accept(week(40_000 + n, f"down-{n}")) for n in range(5)]
+    ids = [platform.accept(weekly_record(40_000 + n, f"down-{n}")) for n in range(5)]
     time.sleep(6)
     receiver.start()
     took = wait_until(lambda: all(_delivered(platform, i) for i in ids), 60, "deliveries")
@@ -67,7 +63,7 @@ def test_transient_answers_are_retried_with_backoff_until_delivered(
 ) -> None:
     """Slow, 500 and 429 answers are retried (Retry-After honoured) until delivered."""
     platform.script_receiver(**script)
-    request_id = platform.accept(week(41_000, f"transient-{script.get('status', 'slow')}"))
+    request_id = platform.accept(weekly_record(41_000, f"transient-{script.get('status', 'slow')}"))
     # A slow answer is recorded by the receiver after its delay, while the worker has given up
     # on it already: wait for every attempt, not the first that was stored.
     wait_until(
@@ -99,7 +95,7 @@ def test_404_and_400_are_not_retried_and_are_recorded_in_the_dlq(
 ) -> None:
     """404 (unknown member) and 400 (bad body) are final: one attempt, then the DLQ with why."""
     platform.script_receiver(status=status, times=1)
-    request_id = platform.accept(week(42_000, f"permanent-{status}"))
+    request_id = platform.accept(weekly_record(42_000, f"permanent-{status}"))
     dead: list[MessageTypeDef] = []
     wait_until(lambda: bool(dead.extend(platform.dead_letters()) or dead), 30, "the DLQ")
     time.sleep(2)  # room for a wrong retry to show itself

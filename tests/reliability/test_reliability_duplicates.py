@@ -8,14 +8,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from reliability_helpers import (
-    Figures,
-    Platform,
-    StartPlatform,
-    duplicates_by_id,
-    wait_until,
-    week,
-)
+
+from tests.support.records import weekly_record
+from tests.support.reliability import Figures, Platform, StartPlatform, duplicates_by_id
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -38,14 +34,15 @@ def test_every_retry_of_the_same_request_becomes_one_job(
     answers: dict[str, list[str]] = {}
     for n in range(PER_KIND):
         answers[f"requestId {n}"] = [
-            platform.accept(week(60_000 + n, f"dup-id-{n}")) for _ in range(SENDS)
+            platform.accept(weekly_record(60_000 + n, f"dup-id-{n}")) for _ in range(SENDS)
         ]
-        body = week(61_000 + n)
+        body = weekly_record(61_000 + n)
         shapes = [body, _iso_dates(body), body]  # the same week, dates in both shapes
         answers[f"body {n}"] = [platform.accept(shape) for shape in shapes]
         key = f"idem-{n}"
         answers[f"Idempotency-Key {n}"] = [
-            platform.accept(week(62_000 + n), **{"Idempotency-Key": key}) for _ in range(SENDS)
+            platform.accept(weekly_record(62_000 + n), **{"Idempotency-Key": key})
+            for _ in range(SENDS)
         ]
     direct_ids = [_publish_like_the_backend_twice(platform, 63_000 + n) for n in range(PER_KIND)]
 
@@ -72,7 +69,7 @@ def test_every_retry_of_the_same_request_becomes_one_job(
 def _publish_like_the_backend_twice(platform: Platform, member_id: int) -> str:
     """The backend's own publish (no requestId, one group, dedup = memberId-sha256(body))."""
     assert platform.stack.queues is not None
-    body = json.dumps(week(member_id), ensure_ascii=False)
+    body = json.dumps(weekly_record(member_id), ensure_ascii=False)
     dedup_id = f"{member_id}-{hashlib.sha256(body.encode()).hexdigest()}"
     sqs = platform.sqs()
     for _ in range(2):

@@ -17,7 +17,8 @@ from feedback_ingest.settings import IngestSettings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from reliability_helpers import Figures
+
+from tests.support.reliability import Figures
 
 SCENARIO = "6. Bad input"
 MAX_BODY_BYTES = 262_144

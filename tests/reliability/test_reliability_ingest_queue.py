@@ -11,7 +11,10 @@ import pytest
 from devstack.queues import FeedbackQueues
 from feedback_ingest.app import create_app
 from feedback_ingest.settings import IngestSettings
-from reliability_helpers import Figures, TcpProxy, queue_depth, week
+
+from tests.support.queues import queue_depth
+from tests.support.records import weekly_record
+from tests.support.reliability import Figures, TcpProxy
 
 SCENARIO = "4. Queue outage at ingest"
 REQUESTS = 20
@@ -47,15 +50,21 @@ async def test_sqs_unreachable_means_503_with_retry_after_never_202(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://ingest", timeout=60) as client,
     ):
-        first = await client.post("/ai/feedback", json=week(50_000, "before"), headers=headers)
+        first = await client.post(
+            "/ai/feedback", json=weekly_record(50_000, "before"), headers=headers
+        )
         proxy.down()
         during = [
-            await client.post("/ai/feedback", json=week(50_001 + n, f"out-{n}"), headers=headers)
+            await client.post(
+                "/ai/feedback", json=weekly_record(50_001 + n, f"out-{n}"), headers=headers
+            )
             for n in range(REQUESTS)
         ]
         proxy.up()
         after = [
-            await client.post("/ai/feedback", json=week(50_100 + n, f"back-{n}"), headers=headers)
+            await client.post(
+                "/ai/feedback", json=weekly_record(50_100 + n, f"back-{n}"), headers=headers
+            )
             for n in range(REQUESTS)
         ]
 

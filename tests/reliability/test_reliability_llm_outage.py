@@ -6,15 +6,11 @@ import time
 
 import pytest
 from mypy_boto3_sqs.type_defs import MessageTypeDef
-from reliability_helpers import (
-    Figures,
-    StartPlatform,
-    body_request_id,
-    dead_letter_reason,
-    duplicates_by_id,
-    wait_until,
-    week,
-)
+
+from tests.support.queues import body_request_id, dead_letter_reason
+from tests.support.records import weekly_record
+from tests.support.reliability import Figures, StartPlatform, duplicates_by_id
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -31,17 +27,17 @@ def test_an_llm_outage_delays_but_loses_nothing(
     platform = start_platform(
         worker_env={"RETRY_DELAY_SECONDS": "3", "RETRY_MAX_DELAY_SECONDS": "15"}
     )
-    before = [platform.accept(week(30_000 + n, f"before-{n}")) for n in range(10)]
+    before = [platform.accept(weekly_record(30_000 + n, f"before-{n}")) for n in range(10)]
     wait_until(lambda: platform.accepted_ids() >= set(before), 30, "deliveries before")
 
     platform.llm_control(refuse=True, fail_status=503)
-    during = [platform.accept(week(31_000 + n, f"during-503-{n}")) for n in range(10)]
+    during = [platform.accept(weekly_record(31_000 + n, f"during-503-{n}")) for n in range(10)]
     time.sleep(ANSWERS_503_S)
     answered_503 = platform.llm_stats()["failures"]
     llm = platform.stack.processes["llm"]
     llm.stop()
     outage_started = time.monotonic()
-    during += [platform.accept(week(32_000 + n, f"during-refused-{n}")) for n in range(10)]
+    during += [platform.accept(weekly_record(32_000 + n, f"during-refused-{n}")) for n in range(10)]
     time.sleep(REFUSES_S)
     delivered_during = len(platform.accepted_ids() & set(during))
     llm.start()
@@ -71,7 +67,7 @@ def test_a_message_failing_past_the_redrive_limit_is_in_the_dlq_with_its_reason(
     """The LLM answers 503 for good: after 5 receives the message is dead-lettered, with why."""
     platform = start_platform(worker_env={"RETRY_MAX_DELAY_SECONDS": "1"})
     platform.llm_control(refuse=True, fail_status=503)
-    request_id = platform.accept(week(33_000, "doomed"))
+    request_id = platform.accept(weekly_record(33_000, "doomed"))
 
     dead_letters: list[MessageTypeDef] = []
     took = wait_until(

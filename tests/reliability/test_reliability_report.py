@@ -1,11 +1,12 @@
-"""`python -m devstack.reliability_report`: the recorded figures as one Markdown table."""
+"""`python -m tests.support.reliability_report`: the recorded figures as one Markdown table."""
 
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from devstack.reliability_report import main
+
+from tests.support.reliability_report import main
 
 
 def _record(directory: Path, name: str, **fields: Any) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from devstack.fake_batch_api import FakeBatchApi
-from devstack.fake_batch_api import create_app as create_batch_api
+from devstack.fakes.fake_batch_api import FakeBatchApi
+from devstack.fakes.fake_batch_api import create_app as create_batch_api
 from devstack.queues import FeedbackQueues
 from devstack.serving import BackgroundServer
 from fastapi import FastAPI
@@ -30,8 +30,11 @@ from pydantic import SecretStr, ValidationError
 from qa_sync.app import create_app as create_qa_sync_app
 from qa_sync.components import build_components
 from qa_sync.settings import QaSyncSettings
-from reliability_helpers import Figures, Platform, StartPlatform, wait_until, week
 from standardwebhooks.webhooks import Webhook
+
+from tests.support.records import weekly_record
+from tests.support.reliability import Figures, Platform, StartPlatform
+from tests.support.waiting import wait_until
 
 SCENARIO = "7. Security"
 
@@ -53,7 +56,7 @@ def test_ingest_accepts_only_configured_keys_and_rotates_with_two_valid_keys(
 ) -> None:
     """Key by header or bearer; wrong, partial, missing: 401; rotation old → both → new."""
     old, new = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    body = week(70_000)
+    body = weekly_record(70_000)
     refused: dict[str, dict[str, str]] = {
         "no key": {},
         "wrong key": {"X-API-Key": secrets.token_urlsafe(24)},
@@ -130,7 +133,7 @@ def test_callbacks_are_signed_and_a_wrong_secret_is_refused_by_the_receiver(
     platform: Platform, figures: Figures
 ) -> None:
     """The receiver verifies every callback; one signed with another secret is refused (401)."""
-    good = platform.accept(week(71_000, "signed-1"))
+    good = platform.accept(weekly_record(71_000, "signed-1"))
     wait_until(lambda: good in platform.accepted_ids(), 30, "the signed callback")
     [delivery] = [d for d in platform.deliveries() if d["webhook_id"] == good]
     raw = json.dumps(delivery["body"], ensure_ascii=False, separators=(",", ":"))
@@ -138,7 +141,7 @@ def test_callbacks_are_signed_and_a_wrong_secret_is_refused_by_the_receiver(
     verify_signature(platform.stack.callback_secret, raw, delivery["headers"])
 
     platform.restart("worker", CALLBACK_SECRET=_whsec())
-    forged = platform.accept(week(71_001, "signed-2"))
+    forged = platform.accept(weekly_record(71_001, "signed-2"))
     wait_until(lambda: platform.receiver_stats()["bad_signatures"] >= 2, 30, "refused callbacks")
     refused = platform.receiver_stats()["bad_signatures"]
     assert forged not in platform.accepted_ids()
@@ -171,7 +174,7 @@ def test_callback_host_not_allowed_refuses_to_start_and_redirects_are_not_follow
             "CALLBACK_URL": redirector.url,
         }
         worker.start()
-        request_id = platform.accept(week(72_000, "redirected"))
+        request_id = platform.accept(weekly_record(72_000, "redirected"))
         wait_until(lambda: len(redirected) >= 2, 30, "callback attempts at the redirector")
 
     figures["exit code with a disallowed host"] = exit_code

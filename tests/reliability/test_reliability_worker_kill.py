@@ -7,16 +7,11 @@ import time
 from collections import Counter
 
 import pytest
-from reliability_helpers import (
-    Figures,
-    Platform,
-    StartPlatform,
-    body_request_id,
-    duplicates_by_id,
-    queue_depth,
-    wait_until,
-    week,
-)
+
+from tests.support.queues import body_request_id, queue_depth
+from tests.support.records import weekly_record
+from tests.support.reliability import Figures, Platform, StartPlatform, duplicates_by_id
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -28,7 +23,9 @@ KILL_EVERY_S = 2.5
 
 def _send(platform: Platform, count: int, accepted: list[str], per_second: float) -> None:
     for n in range(count):
-        accepted.append(platform.accept(week(member_id=10_000 + n, request_id=f"kill-{n}")))
+        accepted.append(
+            platform.accept(weekly_record(member_id=10_000 + n, request_id=f"kill-{n}"))
+        )
         time.sleep(1 / per_second)
 
 
@@ -133,7 +130,8 @@ def test_sigterm_during_work_drains_loses_nothing_and_processes_nothing_twice(
     platform.llm_control(latency_s=1.5)
     count = 24
     accepted = [
-        platform.accept(week(member_id=20_000 + n, request_id=f"term-{n}")) for n in range(count)
+        platform.accept(weekly_record(member_id=20_000 + n, request_id=f"term-{n}"))
+        for n in range(count)
     ]
     wait_until(lambda: platform.llm_stats()["in_flight"] > 0, 30, "work at the LLM")
     in_flight_at_sigterm = platform.llm_stats()["in_flight"]

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import boto3
 import pytest
-from devstack import callback_receiver, fake_llm
+from devstack.fakes import callback_receiver, fake_llm
 from devstack.queues import FeedbackQueues
 from devstack.serving import BackgroundServer
 from feedback_worker.delivery import CallbackChannel

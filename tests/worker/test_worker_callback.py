@@ -1,5 +1,5 @@
-"""How the worker reads the callback's answers (docs/contract.md): the feedback handler on an
-in-memory queue, against the callback receiver over HTTP."""
+"""How the worker reads the callback's answers (docs/backend-contract.md): the feedback handler
+on an in-memory queue, against the callback receiver over HTTP."""
 
 import json
 

@@ -16,11 +16,11 @@ async def test_a_message_slower_than_its_visibility_timeout_is_delivered_exactly
     llm: FakeLlm,
     receiver: CallbackReceiver,
 ) -> None:
-    llm.control(latency_s=5.0)
+    llm.control(latency_s=3.5)
     enqueue(sqs, feedback_queues.requests, member_id=31, request_id="req-31")
-    # Two workers poll the queue: without the heartbeat either would receive it again after 3 s.
-    await start_worker(VISIBILITY_TIMEOUT_SECONDS="3")
-    await start_worker(VISIBILITY_TIMEOUT_SECONDS="3")
+    # Two workers poll the queue: without the heartbeat either would receive it again after 2 s.
+    await start_worker(VISIBILITY_TIMEOUT_SECONDS="2")
+    await start_worker(VISIBILITY_TIMEOUT_SECONDS="2")
 
     await eventually(lambda: receiver.statuses() == [200])
     await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 0))

@@ -1,4 +1,4 @@
-"""The prompt the LLM gets for a realistic weekly record (design.md §3)."""
+"""The prompt the LLM gets for a realistic weekly record (docs/backend-contract.md, Prompt)."""
 
 from pathlib import Path
 

@@ -50,7 +50,7 @@ async def test_sigterm_lets_in_flight_work_finish_then_exits_0(
     llm: FakeLlm,
     receiver: CallbackReceiver,
 ) -> None:
-    llm.control(latency_s=2.0)
+    llm.control(latency_s=1.0)
     enqueue(sqs, feedback_queues.requests, member_id=41, request_id="req-41")
     worker = start_worker_process()
     await eventually(lambda: llm.stats()["in_flight"] == 1)

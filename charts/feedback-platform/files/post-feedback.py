@@ -1,7 +1,7 @@
 """`helm test`: post one realistic weekly record to ingest and expect 202 with a request id.
 
 Standard library only: it runs in the ingest image. The body has both date shapes the backend
-sends (ISO strings and Jackson arrays, nanoseconds included) — see design.md §3.
+sends (ISO strings and Jackson arrays, nanoseconds included) — see docs/backend-contract.md.
 """
 
 import json

@@ -4,7 +4,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
-    """Read from the environment only (design.md §2); validated once at start-up."""
+    """Read from the environment only (docs/configuration.md); validated once at start-up."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 

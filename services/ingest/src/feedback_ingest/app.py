@@ -1,5 +1,7 @@
 """The app factory: tests and `python -m feedback_ingest` build the same app from settings."""
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +13,7 @@ from llm_common.telemetry import instrument_fastapi, mount_metrics
 from feedback_ingest.errors import install_error_handlers
 from feedback_ingest.openapi import document_request_body
 from feedback_ingest.queue import FeedbackQueue
+from feedback_ingest.queue_depth import QueueDepthPoller
 from feedback_ingest.readiness import ReadinessProbe
 from feedback_ingest.routes import feedback, health
 from feedback_ingest.settings import IngestSettings
@@ -49,6 +52,27 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if not settings.ingest_api_keys:
         logger.warning("INGEST_API_KEYS is empty: POST /ai/feedback accepts unauthenticated calls")
     try:
-        yield
+        async with _queue_depth(settings):
+            yield
     finally:
         queue.close()
+
+
+@asynccontextmanager
+async def _queue_depth(settings: IngestSettings) -> AsyncIterator[None]:
+    """Poll the queues' depth for /metrics while the app runs (a plain task, not a task group:
+    a lifespan may be entered and left from different tasks, as ASGI test clients do)."""
+    if settings.queue_depth_interval_seconds == 0:
+        yield
+        return
+    poller = QueueDepthPoller(
+        settings.feedback_queue_url, settings.aws_region, settings.queue_depth_interval_seconds
+    )
+    polling = asyncio.create_task(poller.run())
+    try:
+        yield
+    finally:
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
+        poller.close()

@@ -15,7 +15,7 @@ from anyio import CapacityLimiter
 from botocore.exceptions import BotoCoreError, ClientError
 from llm_common.aws import aws_client
 from llm_common.contracts import FeedbackJob
-from llm_common.telemetry import inject_trace_context, metrics, names
+from llm_common.telemetry import inject_trace_context, messaging, metrics, names
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
@@ -87,6 +87,8 @@ class FeedbackQueue:
         attributes: dict[str, AttributeValue] = {
             names.REQUEST_ID_ATTRIBUTE: request_id,
             names.MEMBER_ID_ATTRIBUTE: member_id,
+            # The PRODUCER span of the hop, as APM queue views look for it.
+            **messaging.messaging_attributes(messaging.SEND, self.queue_url),
         }
         # Runs on anyio's worker thread, which carries the request's context: the span is a child
         # of the HTTP request's.
@@ -100,7 +102,7 @@ class FeedbackQueue:
                     MessageBody=body,
                     MessageGroupId=str(member_id),
                     MessageDeduplicationId=request_id,
-                    # The worker continues this trace from here (design.md §1).
+                    # The worker continues this trace from here (docs/observability.md, Traces).
                     MessageAttributes=inject_trace_context(),
                 )
             except (BotoCoreError, ClientError) as error:

@@ -1,4 +1,7 @@
-"""Every answer of the service is the platform's envelope, errors included (design.md §3)."""
+"""Every answer of the service is the platform's envelope, errors included.
+
+The envelope is defined in docs/backend-contract.md (Envelope).
+"""
 
 from collections.abc import Mapping
 from typing import Any

@@ -17,6 +17,10 @@ class IngestSettings(ServiceSettings):
 
     max_body_bytes: int = Field(default=262_144, gt=0)
     queue_retry_after_seconds: int = Field(default=5, ge=1)
+    queue_depth_interval_seconds: float = Field(default=15, ge=0)
+    """`QUEUE_DEPTH_INTERVAL_SECONDS`: how often the request queue's and its DLQ's depth is read
+    for `/metrics` (queue_depth.py); 0 turns it off."""
+
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65_535)
 

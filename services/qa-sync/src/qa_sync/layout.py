@@ -1,6 +1,6 @@
 """Where a job's objects live in the bucket: the standard layout and the legacy keys to migrate.
 
-Standard (design.md §4):
+Standard (docs/qa-sync.md, S3 layout):
   influencers/{influencer_id}/qa_pairs/{task_id}/processed_qa_{ts}.json      processed QA JSON
   influencers/{influencer_id}/qa_results/{task_id}/generated_qa_results.jsonl raw results
 `ts` is the unix timestamp at the end of `task_id` (`qa_{influencer_id}_{ts}`), so both keys are

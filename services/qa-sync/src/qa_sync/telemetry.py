@@ -1,4 +1,4 @@
-"""qa-sync's spans and metrics, under the names README.md (Observability) promises."""
+"""qa-sync's spans and metrics, under the names docs/observability.md promises."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager

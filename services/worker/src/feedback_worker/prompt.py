@@ -1,4 +1,4 @@
-"""The prompt for one feedback request (design.md §3), from a configurable template.
+"""The prompt for one feedback request (docs/backend-contract.md), from a configurable template.
 
 A template is text with `$personal_challenges` and `$group_challenges` placeholders (Python's
 `string.Template`: `$$` is a literal dollar). `$` rather than `{}` so that prompt writers can put

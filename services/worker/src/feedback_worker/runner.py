@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 from llm_common.telemetry import (
     extract_trace_context,
+    messaging,
     metrics,
     names,
     queue_wait_span,
@@ -270,7 +271,10 @@ class Runner:
                 names.PROCESS_SPAN,
                 context=context,
                 kind=SpanKind.CONSUMER,
-                attributes={"messaging.message.id": message.message_id},
+                attributes={
+                    "messaging.message.id": message.message_id,
+                    **messaging.messaging_attributes(messaging.PROCESS, self._source.name),
+                },
             ) as span,
         ):
             try:

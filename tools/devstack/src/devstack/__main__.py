@@ -14,10 +14,12 @@ import httpx
 from llm_common.contracts.example import example_weekly_record
 
 from devstack.processes import ProcessFailedToStart
+from devstack.prometheus import prometheus_binary
 from devstack.qa_demo import run_qa_demo
 from devstack.stack import Ports, Stack, StackConfig
 
 RUN_DIR = Path(".run")
+WORKER_METRICS_PORT = 9100
 DEMO_TIMEOUT_S = 300.0
 
 
@@ -29,8 +31,10 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted
 
 
-def _ports_in_use(ports: Ports, skip_llm: bool) -> list[int]:
+def _ports_in_use(ports: Ports, skip_llm: bool, with_prometheus: bool) -> list[int]:
     wanted = [ports.moto, ports.ingest, ports.callback, ports.qa_sync, ports.batch_api]
+    if with_prometheus:
+        wanted += [ports.worker_metrics, ports.prometheus]
     if not skip_llm:
         wanted.append(ports.llm)
     busy = []
@@ -43,12 +47,16 @@ def _ports_in_use(ports: Ports, skip_llm: bool) -> list[int]:
 
 def run() -> int:
     external_llm = os.environ.get("LLM_BASE_URL", "").strip()
+    # With Debian's prometheus installed, a real Prometheus scrapes the stack (worker included).
+    with_prometheus = prometheus_binary() is not None
     config = StackConfig(
         run_dir=RUN_DIR,
         llm=external_llm or "llama",
         llm_model=os.environ.get("LLM_MODEL", "") or StackConfig.llm_model,
+        ports=Ports(worker_metrics=WORKER_METRICS_PORT) if with_prometheus else Ports(),
+        prometheus_rules=() if with_prometheus else None,
     )
-    busy = _ports_in_use(config.ports, skip_llm=bool(external_llm))
+    busy = _ports_in_use(config.ports, bool(external_llm), with_prometheus)
     if busy:
         print(f"ports {busy} are taken: is another `make run` still up?", file=sys.stderr)
         return 1
@@ -85,9 +93,16 @@ def _banner(stack: Stack, elapsed: float) -> str:
             f"  callbacks  {stack.callback_url}   (verifies signatures, prints each delivery)",
             f"  SQS/S3     {stack.aws_endpoint}   (moto)",
             f"  qa-sync    {stack.qa_sync_url}   (provider: fake Batch API {stack.batch_api_url})",
+            *_prometheus_lines(stack),
             "now run `make demo` in another terminal; Ctrl-C here stops everything.",
         ]
     )
+
+
+def _prometheus_lines(stack: Stack) -> list[str]:
+    if stack.config.prometheus_rules is None:
+        return ["  Prometheus not installed (apt-get install prometheus): no local metrics server"]
+    return [f"  Prometheus {stack.prometheus_url}/targets   (scrapes ingest, worker, qa-sync)"]
 
 
 def _follow(stack: Stack) -> int:

@@ -12,7 +12,8 @@ from pathlib import Path
 import boto3
 
 from devstack.local_llm import MODEL_ALIAS, llama_server
-from devstack.processes import ManagedProcess, python_module
+from devstack.processes import ManagedProcess, ProcessFailedToStart, python_module
+from devstack.prometheus import prometheus_binary, prometheus_process, write_config
 from devstack.queues import FeedbackQueues, create_feedback_queues
 
 AWS_REGION = "us-east-1"
@@ -30,6 +31,8 @@ class Ports:
     batch_api: int = 8095
     worker_metrics: int = 0
     """The worker's METRICS_PORT; 0 (no metrics) keeps workers side by side from colliding."""
+    prometheus: int = 9091
+    """Not 9090: a Prometheus installed as a system service may hold that one."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class StackConfig:
     run_dir: Path
     ports: Ports = Ports()
     llm: str = "llama"
-    """"llama" (local CPU model), "fake" (devstack.fake_llm) or the base URL of a running server."""
+    """"llama" (the local CPU model), "fake" (devstack.fakes.fake_llm) or a server's base URL."""
     llm_model: str = MODEL_ALIAS
     llm_max_tokens: int = 160
     qa_bucket: str = "qa-data"
@@ -45,7 +48,11 @@ class StackConfig:
     ingest_env: dict[str, str] = field(default_factory=dict)
     with_qa_sync: bool = True
     otlp_endpoint: str | None = None
-    """An OTLP/HTTP collector (e.g. devstack.otlp_receiver) every process exports its spans to."""
+    """An OTLP/HTTP collector (devstack.fakes.otlp_receiver, say) every process exports spans to."""
+    prometheus_rules: tuple[Path, ...] | None = None
+    """Start a real Prometheus scraping the stack with these rule files (None: no Prometheus).
+    It scrapes the worker only when `ports.worker_metrics` is set."""
+    scrape_interval: str = "5s"
 
 
 def new_webhook_secret() -> str:
@@ -98,6 +105,8 @@ class Stack:
             self._start_worker(self.queues)
             if self.config.with_qa_sync:
                 self._start_qa_sync()
+            if self.config.prometheus_rules is not None:
+                self._start_prometheus(self.config.prometheus_rules)
         except BaseException:
             self.stop()
             raise
@@ -151,13 +160,15 @@ class Stack:
             self.processes["llm"] = process
             process.start(timeout=180)
         elif self.config.llm == "fake":
-            self._launch("llm", python_module("devstack.fake_llm"), _http(port), "/v1/models", port)
+            # The worker checks at start-up that the LLM serves LLM_MODEL.
+            env = {**_http(port), "FAKE_LLM_MODEL": self.config.llm_model}
+            self._launch("llm", python_module("devstack.fakes.fake_llm"), env, "/v1/models", port)
 
     def _start_callback_receiver(self) -> None:
         port = self.config.ports.callback
         env = {**_http(port), "CALLBACK_SECRET": self.callback_secret}
         self._launch(
-            "callback", python_module("devstack.callback_receiver"), env, "/deliveries", port
+            "callback", python_module("devstack.fakes.callback_receiver"), env, "/deliveries", port
         )
 
     def _start_ingest(self, queues: FeedbackQueues) -> None:
@@ -216,10 +227,32 @@ class Stack:
 
     def _start_qa_sync(self) -> None:
         batch_port = self.config.ports.batch_api
-        fake = python_module("devstack.fake_batch_api")
+        fake = python_module("devstack.fakes.fake_batch_api")
         self._launch("batch-api", fake, _http(batch_port), "/stats", batch_port)
         port = self.config.ports.qa_sync
         self._launch("qa-sync", python_module("qa_sync"), self.qa_sync_env(), "/healthz", port)
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.ports.prometheus}"
+
+    def _start_prometheus(self, rule_files: tuple[Path, ...]) -> None:
+        binary = prometheus_binary()
+        if binary is None:
+            raise ProcessFailedToStart("prometheus is not installed (apt-get install prometheus)")
+        ports = self.config.ports
+        targets = {"ingest": f"127.0.0.1:{ports.ingest}"}
+        if ports.worker_metrics:
+            targets["worker"] = f"127.0.0.1:{ports.worker_metrics}"
+        if self.config.with_qa_sync:
+            targets["qa-sync"] = f"127.0.0.1:{ports.qa_sync}"
+        run_dir = self.config.run_dir
+        config = write_config(
+            run_dir / "prometheus.yml", targets, rule_files, self.config.scrape_interval
+        )
+        process = prometheus_process(binary, config, run_dir / "prometheus", ports.prometheus)
+        self.processes[process.name] = process
+        process.start()
 
 
 def _http(port: int) -> dict[str, str]:

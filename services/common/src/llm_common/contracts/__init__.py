@@ -1,4 +1,4 @@
-"""Wire contracts shared by ingest, worker and the backend (design.md §3)."""
+"""Wire contracts shared by ingest, worker and the backend (docs/backend-contract.md)."""
 
 from llm_common.contracts.dates import LocalDateTime
 from llm_common.contracts.envelope import Envelope

@@ -6,7 +6,7 @@ from pydantic import BaseModel
 
 
 class Envelope(BaseModel):
-    """`{"status": <int>, "message": <text>, "data": <object|null>}` (design.md §3)."""
+    """`{"status": <int>, "message": <text>, "data": <object|null>}` (docs/backend-contract.md)."""
 
     status: int
     message: str

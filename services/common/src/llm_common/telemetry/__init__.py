@@ -1,4 +1,4 @@
-"""Traces, metrics and logs, set up the same way in every service (README.md (Observability)).
+"""Traces, metrics and logs, set up the same way in every service (docs/observability.md).
 
 A service wires it in with a few calls at start-up::
 
@@ -11,7 +11,7 @@ A service wires it in with a few calls at start-up::
     shutdown_tracing()             # last thing on SIGTERM drain
 """
 
-from llm_common.telemetry import metrics, names
+from llm_common.telemetry import messaging, metrics, names
 from llm_common.telemetry.genai import ChatCompletionLike, chat_span, record_chat_completion
 from llm_common.telemetry.log_context import LogContext, current_log_context, log_context
 from llm_common.telemetry.logging import JsonFormatter, debug_text, setup_logging
@@ -44,6 +44,7 @@ __all__ = [
     "inject_trace_context",
     "instrument_fastapi",
     "log_context",
+    "messaging",
     "metrics",
     "mount_metrics",
     "names",

@@ -19,7 +19,6 @@ __all__ = ["ChatCompletionLike", "chat_span", "record_chat_completion"]
 
 OPERATION_NAME = "gen_ai.operation.name"
 PROVIDER_NAME = "gen_ai.provider.name"
-SYSTEM = "gen_ai.system"  # the older name of gen_ai.provider.name, still read by many backends
 REQUEST_MODEL = "gen_ai.request.model"
 REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
 REQUEST_TEMPERATURE = "gen_ai.request.temperature"
@@ -108,8 +107,7 @@ def _request_attributes(
 ) -> dict[str, AttributeValue]:
     attributes: dict[str, AttributeValue] = {
         OPERATION_NAME: _CHAT,
-        PROVIDER_NAME: provider,
-        SYSTEM: provider,
+        PROVIDER_NAME: provider,  # not the deprecated gen_ai.system
         REQUEST_MODEL: model,
     }
     if max_tokens is not None:

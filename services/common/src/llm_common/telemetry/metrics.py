@@ -86,6 +86,16 @@ INGEST_ENQUEUE_DURATION = _with_series(
     Outcome,
 )
 
+# The request queue's and its DLQ's depth, polled by ingest (always running, unlike workers that
+# KEDA may hold at zero): what "backlog with no worker" and "DLQ not empty" alert on.
+SQS_MESSAGES = Gauge(
+    "feedback_sqs_messages",
+    "Messages in the platform's SQS queues (GetQueueAttributes, approximate), by queue role "
+    "(requests, dead_letter) and state (visible, in_flight, delayed).",
+    ["queue", "state"],
+    registry=REGISTRY,
+)
+
 # worker
 WORKER_QUEUE_WAIT = Histogram(
     "feedback_worker_queue_wait_seconds",

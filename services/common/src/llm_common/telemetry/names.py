@@ -1,6 +1,6 @@
 """The names the services give their spans, span attributes and metric labels, in one place.
 
-The README (Observability) lists them; dashboards and alerts depend on them: change them here.
+docs/observability.md lists them; dashboards and alerts depend on them: change them here.
 """
 
 from enum import StrEnum
@@ -80,3 +80,19 @@ class DeadLetterReason(StrEnum):
 class DrainOutcome(StrEnum):
     COMPLETED = "completed"  # every in-flight message finished before the deadline
     TIMED_OUT = "timed_out"  # some were left for SQS to redeliver
+
+
+class QueueRole(StrEnum):
+    """Which of the platform's queues a depth is about (label `queue`): a role, not a name, so
+    alerts hold whatever the queues are called."""
+
+    REQUESTS = "requests"
+    DEAD_LETTER = "dead_letter"
+
+
+class QueueMessageState(StrEnum):
+    """Label `state` on queue depths: SQS's ApproximateNumberOfMessages{,NotVisible,Delayed}."""
+
+    VISIBLE = "visible"
+    IN_FLIGHT = "in_flight"
+    DELAYED = "delayed"

@@ -17,6 +17,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 
+from llm_common.telemetry.messaging import DESTINATION_NAME, MESSAGING_SYSTEM, SYSTEM
 from llm_common.telemetry.names import QUEUE_WAIT_SPAN, RECEIVE_COUNT_ATTRIBUTE
 
 if TYPE_CHECKING:
@@ -91,11 +92,11 @@ def queue_wait_span(
     # SentTimestamp comes from SQS's clock; a worker clock slightly behind must not give a span
     # that ends before it starts.
     sent_ns = min(int(sent_ms) * 1_000_000, now_ns)
-    attributes: dict[str, str | int] = {"messaging.system": "aws_sqs"}
+    attributes: dict[str, str | int] = {MESSAGING_SYSTEM: SYSTEM}
     if "MessageId" in message:
         attributes["messaging.message.id"] = message["MessageId"]
     if queue_name:
-        attributes["messaging.destination.name"] = queue_name
+        attributes[DESTINATION_NAME] = queue_name
     receive_count = system_attributes.get("ApproximateReceiveCount")
     if receive_count is not None:
         attributes[RECEIVE_COUNT_ATTRIBUTE] = int(receive_count)

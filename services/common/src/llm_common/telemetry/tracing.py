@@ -32,6 +32,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, StatusCode
 
+from llm_common.telemetry.messaging import botocore_request_hook
+
 __all__ = ["instrument_fastapi", "record_error", "setup_tracing", "shutdown_tracing"]
 
 _logger = logging.getLogger(__name__)
@@ -44,10 +46,8 @@ DEFAULT_UNTRACED_PATHS = ("/metrics", "/healthz", "/readyz", "/livez")
 
 _provider: TracerProvider | None = None
 # The instrumentors are process-wide singletons; these are the client libraries every service uses.
-_CLIENT_INSTRUMENTORS = (
-    BotocoreInstrumentor(),  # type: ignore[no-untyped-call]
-    HTTPXClientInstrumentor(),
-)
+_BOTOCORE = BotocoreInstrumentor()  # type: ignore[no-untyped-call]
+_CLIENT_INSTRUMENTORS = (_BOTOCORE, HTTPXClientInstrumentor())
 
 
 def setup_tracing(service_name: str) -> None:
@@ -66,7 +66,9 @@ def setup_tracing(service_name: str) -> None:
     _provider = provider
     for instrumentor in _CLIENT_INSTRUMENTORS:
         if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument()
+            # botocore's SQS spans under the messaging conventions (messaging.py).
+            hooks = {"request_hook": botocore_request_hook} if instrumentor is _BOTOCORE else {}
+            instrumentor.instrument(**hooks)
 
 
 def shutdown_tracing() -> None:

@@ -1,4 +1,4 @@
-"""The signed HTTP callback to the backend (Standard Webhooks; design.md §3).
+"""The signed HTTP callback to the backend (Standard Webhooks; docs/backend-contract.md, Callback).
 
 2xx is delivered and so is 409 (the backend already has this week's feedback). 400 and 404 are
 permanent. 408, 429, 5xx, timeouts and connection errors are retried here with exponential

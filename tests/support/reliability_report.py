@@ -6,7 +6,7 @@ Each test in tests/reliability writes one JSON file into RELIABILITY_REPORT_DIR 
     {"scenario": "1. Worker killed", "check": "SIGKILL and restart ...", "outcome": "passed",
      "figures": {"requests accepted": 200, ...}, "log_scan": {"files": 5, "lines": 900, "hits": 0}}
 
-    python -m devstack.reliability_report [--dir DIR]
+    python -m tests.support.reliability_report [--dir DIR]
 
 Exit status 1 when a recorded test did not pass, or when nothing was recorded.
 """
@@ -112,7 +112,7 @@ def markdown_table(records: list[Record]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack.reliability_report",
+        prog="python -m tests.support.reliability_report",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

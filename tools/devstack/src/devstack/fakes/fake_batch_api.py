@@ -1,7 +1,7 @@
 """A fake OpenAI Batch/Files API: real HTTP, seedable with batches and files, fails on demand.
 
 For qa-sync's tests (on a thread: `BackgroundServer(create_app(api))`, seeded through the
-`FakeBatchApi` object) and for trying qa-sync by hand (`python -m devstack.fake_batch_api`,
+`FakeBatchApi` object) and for trying qa-sync by hand (`python -m devstack.fakes.fake_batch_api`,
 seeded over HTTP). The official `openai` client talks to it with `base_url=<url>/v1`.
 
     GET  /v1/batches/{id}           a batch
@@ -347,7 +347,7 @@ def create_app(api: FakeBatchApi | None = None) -> FastAPI:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack.fake_batch_api",
+        prog="python -m devstack.fakes.fake_batch_api",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -2,7 +2,7 @@
 
 For `make run` (it prints each verified delivery), the worker's tests and end-to-end tests.
 
-    python -m devstack.callback_receiver [--host H] [--port P] [--secret whsec_...]
+    python -m devstack.fakes.callback_receiver [--host H] [--port P] [--secret whsec_...]
 
 HOST, PORT and CALLBACK_SECRET (required) are read when no argument is given.
 
@@ -147,7 +147,7 @@ def _print_delivery(status: int, webhook_id: str, body: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack.callback_receiver",
+        prog="python -m devstack.fakes.callback_receiver",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -4,7 +4,7 @@ For the worker's tests, `make run` without a real model, end-to-end tests and be
 answer is deterministic and echoes the prompt's `- ...` lines (the challenge titles), so a test
 can tell that its request reached the model.
 
-    python -m devstack.fake_llm [--host H] [--port P] [--latency S] [--model NAME]
+    python -m devstack.fakes.fake_llm [--host H] [--port P] [--latency S] [--model NAME]
 
 HOST, PORT, FAKE_LLM_LATENCY_S and FAKE_LLM_MODEL are read when no argument is given.
 
@@ -206,7 +206,7 @@ def create_app(model: str = DEFAULT_MODEL, latency_s: float = 0.0) -> FastAPI:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack.fake_llm",
+        prog="python -m devstack.fakes.fake_llm",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

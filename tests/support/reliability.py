@@ -1,12 +1,10 @@
 """What the reliability suite measures with: figures, the platform's clients, a cuttable proxy."""
 
 import contextlib
-import json
 import re
 import selectors
 import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import httpx
 from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, Stack
+
+from tests.support.queues import receive_all
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -55,26 +55,6 @@ class Figures:
 def scan_log_dir(figures: Figures, directory: Path, secrets: Iterable[str]) -> list[str]:
     texts = (path.read_text(errors="replace") for path in sorted(directory.rglob("*.log")))
     return figures.scan_for_secrets(texts, secrets)
-
-
-def week(member_id: int, request_id: str | None = None, title: str = "아침 산책") -> dict[str, Any]:
-    """A small realistic weekly record, as the backend POSTs it."""
-    body: dict[str, Any] = {
-        "memberId": member_id,
-        "personalChallenges": [{"id": 1, "title": f"{title} {member_id}", "isSuccess": True}],
-        "groupChallenges": [
-            {
-                "id": 7,
-                "title": "주 3회 러닝",
-                "startDate": [2025, 6, 9, 0, 0],
-                "endDate": "2025-06-15T23:59:59",
-                "submissions": [{"isSuccess": True, "submittedAt": "2025-06-10T07:00:00"}],
-            }
-        ],
-    }
-    if request_id is not None:
-        body["requestId"] = request_id
-    return body
 
 
 @dataclass
@@ -152,51 +132,6 @@ class Platform:
 
 StartPlatform = Callable[..., Platform]
 """`start_platform(worker_env=..., ingest_env=...)`: the platform, stopped after the test."""
-
-
-def receive_all(sqs: "SQSClient", queue_url: str) -> list["MessageTypeDef"]:
-    """Every message visible in `queue_url` now, with all attributes (left in flight)."""
-    messages: list[MessageTypeDef] = []
-    while batch := sqs.receive_message(
-        QueueUrl=queue_url,
-        MaxNumberOfMessages=10,
-        WaitTimeSeconds=1,
-        VisibilityTimeout=120,
-        MessageSystemAttributeNames=["All"],
-        MessageAttributeNames=["All"],
-    ).get("Messages", []):
-        messages.extend(batch)
-    return messages
-
-
-def queue_depth(sqs: "SQSClient", queue_url: str) -> int:
-    """Messages visible, in flight or delayed."""
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)  # type: ignore[arg-type]
-    return sum(int(value) for value in attributes["Attributes"].values())
-
-
-def dead_letter_reason(message: "MessageTypeDef") -> str:
-    return message.get("MessageAttributes", {}).get("DeadLetterReason", {}).get("StringValue", "")
-
-
-def body_request_id(message: "MessageTypeDef") -> str:
-    request_id: str = json.loads(message["Body"])["requestId"]
-    return request_id
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until `condition()` holds; the seconds it took. Fails after `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(0.25)
-    return time.monotonic() - started
 
 
 def duplicates_by_id(deliveries: list[dict[str, Any]]) -> int:

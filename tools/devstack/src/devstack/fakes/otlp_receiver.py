@@ -6,7 +6,7 @@ JSON (`?trace_id=` and `?name=` filter them), `DELETE /spans` forgets them.
 
 In tests: `with OtlpReceiver() as receiver:` serves on a free loopback port from a thread; point
 `OTEL_EXPORTER_OTLP_ENDPOINT` at `receiver.endpoint` and read `receiver.wait_for(...)`.
-On its own: `python -m devstack.otlp_receiver --port 4318` prints a line per span.
+On its own: `python -m devstack.fakes.otlp_receiver --port 4318` prints a line per span.
 """
 
 from __future__ import annotations

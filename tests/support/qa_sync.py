@@ -1,8 +1,6 @@
 """Batch result lines as the provider writes them, and small waits for the tests."""
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXFhLXN5bmMtd2ViaG9va3M="
@@ -65,15 +63,6 @@ def pairs_file(count: int, prefix: str = "req") -> tuple[bytes, list[str]]:
     """An output file of `count` good lines, and their custom ids in order."""
     ids = [f"{prefix}-{n}" for n in range(count)]
     return jsonl([pair_line(i, f"질문 {i}?", f"답변 {i}.") for i in ids]), ids
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "it") -> None:
-    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout}s")
-        time.sleep(0.05)
 
 
 class InjectedS3Failures:

@@ -1,0 +1,43 @@
+"""The chart's README lists every value of values.yaml and every top-level key of the schema."""
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+from chart_support import CHART
+
+README = CHART / "README.md"
+
+
+def _leaves(node: Any, path: str = "") -> Iterator[str]:
+    """Dotted paths of values.yaml's leaves (a list or an empty map is a leaf)."""
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _leaves(value, f"{path}.{key}" if path else key)
+    else:
+        yield path
+
+
+def _documented() -> set[str]:
+    return set(re.findall(r"^\| `([^`]+)` \|", README.read_text(), flags=re.MULTILINE))
+
+
+def test_every_value_is_documented() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = sorted(set(_leaves(values)) - _documented())
+    assert not missing, f"add to {README.name}: {missing}"
+
+
+def test_every_documented_value_exists() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    stale = sorted(_documented() - set(_leaves(values)))
+    assert not stale, f"{README.name} lists values that values.yaml no longer has: {stale}"
+
+
+def test_every_top_level_key_the_schema_allows_has_a_section() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    sections = set(re.findall(r"^### `([^`]+)`$", README.read_text(), flags=re.MULTILINE))
+    missing = sorted(set(schema["properties"]) - sections)
+    assert not missing, f"add a section to {README.name}: {missing}"
