@@ -60,9 +60,9 @@ from bench.common import (
     percentile,
     process,
     running,
-    wait_for,
 )
 from bench.worker_throughput import Backlog, fresh_queues
+from tests.support.waiting import wait_until
 
 REQUESTS = 20_000
 TIME_SCALE = 5.0
@@ -284,8 +284,9 @@ def measure(
             backlog.top_up(delivered)
             return delivered + dlq_count(sqs, queues.dead_letters) >= total
 
-        with contextlib.suppress(TimeoutError):
-            wait_for(finished, deadline_s, f"the {label} burst", every=SAMPLE_EVERY_S)
+        # Past the deadline the figures say what was delivered (`complete` false), no crash.
+        with contextlib.suppress(AssertionError):
+            wait_until(finished, deadline_s, f"the {label} burst", every=SAMPLE_EVERY_S)
         end = sims.stats()
     deliveries = httpx.get(f"{callback.url}/deliveries", timeout=60).json()
     return figures(
