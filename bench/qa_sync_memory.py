@@ -145,7 +145,7 @@ def measure_in_child(mode: str, lines: int) -> Run:
             openai_api_key=API_KEY,
         )
         qa = build_components(settings)
-        job = qa.registry.register(77, batch["id"])
+        job = qa.registry.register("77", batch["id"])
         before = rss_mib()
         started = time.perf_counter()
         if mode == "stream":

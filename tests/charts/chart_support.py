@@ -42,6 +42,7 @@ SECRET_VARIABLES = frozenset(
         "DATABASE_URL",
         "OPENAI_API_KEY",
         "OPENAI_WEBHOOK_SECRET",
+        "QA_SYNC_API_KEYS",
         "HF_TOKEN",
         "VLLM_API_KEY",
         "OTEL_EXPORTER_OTLP_HEADERS",

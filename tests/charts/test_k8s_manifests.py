@@ -118,3 +118,13 @@ def test_bootstrap_creates_the_queues_with_redrive_and_the_bucket(
     assert results["Attributes"]["FifoQueue"] == "true"
     s3 = boto3.client("s3", endpoint_url=aws_env, region_name="us-east-1")
     s3.head_bucket(Bucket=bucket)
+
+
+def test_the_qa_bucket_aborts_incomplete_multipart_uploads() -> None:
+    # qa-sync's multipart uploads rely on this rule for parts a crash leaves behind.
+    (bucket,) = _documents(K8S / "cluster" / "s3-bucket.yaml")
+    rules = bucket["spec"]["lifecycle"]["rules"]
+    (abort,) = [rule for rule in rules if "abortIncompleteMultipartUpload" in rule]
+    assert abort["status"] == "Enabled"
+    assert abort["filter"] == {"prefix": ""}  # every key, not one prefix
+    assert abort["abortIncompleteMultipartUpload"]["daysAfterInitiation"] >= 1

@@ -14,7 +14,7 @@ from devstack.serving import BackgroundServer
 from qa_sync.components import Components, build_components
 from qa_sync.settings import MIB, QaSyncSettings
 
-from tests.support.qa_sync import WEBHOOK_SECRET
+from tests.support.qa_sync import API_KEY, WEBHOOK_SECRET
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -94,6 +94,7 @@ def settings(database_url: str, bucket: str, provider_url: str) -> QaSyncSetting
         openai_base_url=provider_url,
         openai_api_key=PROVIDER_KEY,
         openai_webhook_secret=WEBHOOK_SECRET,
+        qa_sync_api_keys=[API_KEY],
         openai_max_retries=0,
         poll_interval_seconds=0.2,
         s3_retry_base_seconds=0.01,

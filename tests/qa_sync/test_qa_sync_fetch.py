@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 from devstack.fakes.fake_batch_api import FakeBatchApi
 from qa_sync.components import Components
-from qa_sync.fetch import JobNotReady, PairFormat, PairSource
+from qa_sync.fetch import JobPending, PairFormat, PairSource
 from qa_sync.registry.models import BatchJob
 
 from tests.support.qa_sync import pairs_file
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 @pytest.fixture
 def job(qa: Components, provider: FakeBatchApi) -> BatchJob:
     output, _ = pairs_file(3)
-    registered = qa.registry.register(42, provider.seed_batch(output)["id"])
+    registered = qa.registry.register("42", provider.seed_batch(output)["id"])
     qa.syncer.sync(registered)
     return qa.registry.get(registered.task_id)
 
@@ -83,23 +83,14 @@ def test_chat_format_gives_one_fine_tuning_example_per_pair(qa: Components, job:
     }
 
 
-def test_a_job_whose_batch_is_still_running_has_no_pairs_yet(
-    qa: Components, provider: FakeBatchApi
-) -> None:
-    output, _ = pairs_file(1)
-    job = qa.registry.register(1, provider.seed_batch(output, status="in_progress")["id"])
+def test_a_pending_job_is_not_synced_by_the_fetch(qa: Components, provider: FakeBatchApi) -> None:
+    output, _ = pairs_file(2)
+    batch = provider.seed_batch(output)
+    job = qa.registry.register("1", batch["id"])  # no webhook, no poll yet
 
-    with pytest.raises(JobNotReady):
+    with pytest.raises(JobPending):
         qa.fetcher.fetch(job.task_id)
 
-
-def test_a_finished_batch_nobody_told_us_about_is_synced_by_the_fetch(
-    qa: Components, provider: FakeBatchApi
-) -> None:
-    output, _ = pairs_file(2)
-    job = qa.registry.register(1, provider.seed_batch(output)["id"])  # no webhook, no poll yet
-
-    source, document = fetch_json(qa, job.task_id)
-
-    assert (source, document["total_qa_pairs"]) == (PairSource.PROCESSED, 2)
-    assert qa.registry.get(job.task_id).status == "completed"
+    # The sync (a provider download and an S3 upload) is left to the background work.
+    assert qa.registry.get(job.task_id).status == "pending"
+    assert provider.count("GET", f"/v1/batches/{batch['id']}") == 0

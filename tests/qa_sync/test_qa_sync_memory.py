@@ -56,7 +56,7 @@ def production_sized(settings: QaSyncSettings, aws_env: str) -> Iterator[Compone
 def peak_while_syncing(qa: Components, provider: FakeBatchApi, lines: int) -> tuple[int, int]:
     """Peak traced memory during one sync, and the size of the output it processed."""
     batch = provider.seed_batch(lambda: generated_output(lines), total=lines)
-    job = qa.registry.register(77, batch["id"])
+    job = qa.registry.register("77", batch["id"])
     tracemalloc.start()
     try:
         result = qa.syncer.sync(job)

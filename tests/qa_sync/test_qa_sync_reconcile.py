@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def job(qa: Components, provider: FakeBatchApi) -> BatchJob:
     """A job synced the normal way: 3 pairs, both objects in S3."""
     output, _ = pairs_file(3)
-    registered = qa.registry.register(42, provider.seed_batch(output)["id"])
+    registered = qa.registry.register("42", provider.seed_batch(output)["id"])
     qa.syncer.sync(registered)
     return qa.registry.get(registered.task_id)
 
@@ -160,7 +160,7 @@ def test_a_job_another_process_is_working_on_is_skipped(
 def insert_old_row(qa: Components, task_id: str, batch_id: str | None, **columns: object) -> None:
     """A row as the old system wrote it: its own columns only, statuses in capitals."""
     values = {
-        "influencer_id": 7,
+        "influencer_id": "7",
         "task_id": task_id,
         "openai_batch_id": batch_id,
         "status": "COMPLETED",
@@ -182,7 +182,7 @@ def test_legacy_keys_in_the_task_folder_are_moved_to_the_standard_layout(
 ) -> None:
     task_id = "qa_7_1749819600"
     folder = f"influencers/7/qa_pairs/{task_id}/"
-    processed = legacy_processed_document(7, task_id, 3)
+    processed = legacy_processed_document("7", task_id, 3)
     raw, _ = pairs_file(3)
     s3.put_object(Bucket=bucket, Key=f"{folder}processed_qa_20250613_130816.json", Body=processed)
     s3.put_object(Bucket=bucket, Key=f"{folder}raw_results_20250613_130816.jsonl", Body=raw)
@@ -221,7 +221,7 @@ def test_a_processed_json_at_the_bucket_root_is_moved_and_raw_fetched_from_the_p
     task_id = "qa_7_1749819601"
     output, _ = pairs_file(2)
     batch = provider.seed_batch(output)
-    processed = legacy_processed_document(7, task_id, 2)
+    processed = legacy_processed_document("7", task_id, 2)
     s3.put_object(Bucket=bucket, Key=f"qa_pairs/processed_qa_{task_id}.json", Body=processed)
     insert_old_row(qa, task_id, batch["id"])  # no keys, no counts: only the objects tell
 
@@ -260,3 +260,33 @@ def test_objects_at_standard_keys_that_the_registry_never_recorded_are_recorded(
         job.raw_sha256,
     )
     assert recorded.generated_qa_pairs == 3
+
+
+def test_an_adopted_raw_object_without_headers_is_made_whole(
+    qa: Components, s3: "S3Client", bucket: str
+) -> None:
+    # The old system uploaded raw results without a content type or checksum metadata, and the
+    # processed JSON is missing: reconcile rebuilds it and rewrites the raw object's headers.
+    task_id = "qa_7_1749819602"
+    raw, _ = pairs_file(2)
+    raw_key = f"influencers/7/qa_results/{task_id}/generated_qa_results.jsonl"
+    s3.put_object(Bucket=bucket, Key=raw_key, Body=raw)
+    insert_old_row(qa, task_id, None, s3_processed_file_url=raw_key)
+
+    report = qa.reconciler.run(repair=True)
+
+    assert report.healthy, report.unrepaired
+    assert (ObjectKind.RAW, Action.HEADERS_REWRITTEN) in {
+        (fix.object, fix.action) for fix in report.fixes
+    }
+    job = qa.registry.get(task_id)
+    for key, content_type, sha256 in (
+        (job.raw_key, "application/x-ndjson", job.raw_sha256),
+        (job.processed_key, "application/json", job.processed_sha256),
+    ):
+        assert key is not None
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert (head["ContentType"], head["Metadata"].get("sha256")) == (content_type, sha256)
+    assert body(s3, bucket, job.raw_key) == raw
+    assert job.raw_sha256 == hashlib.sha256(raw).hexdigest()
+    assert qa.reconciler.run(repair=True).fixes == []

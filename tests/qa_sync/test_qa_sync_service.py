@@ -1,6 +1,7 @@
 """`python -m qa_sync` as operators run it: the server process and the CLI commands, against
 moto and the fake provider over HTTP, sharing one SQLite registry."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -14,14 +15,17 @@ import pytest
 from devstack.fakes.fake_batch_api import FakeBatchApi
 from devstack.processes import ManagedProcess, free_port, python_module
 from llm_common.webhooks import signature_headers
+from qa_sync.cli import parser
 
-from tests.support.qa_sync import WEBHOOK_SECRET, pairs_file
+from tests.support.qa_sync import API_KEY, WEBHOOK_SECRET, pairs_file
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 pytestmark = pytest.mark.e2e
+
+AUTH = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture
@@ -36,6 +40,7 @@ def env(tmp_path: Path, bucket: str, provider_url: str, aws_env: str) -> dict[st
         "POLL_INTERVAL_SECONDS": "3600",
         "HOST": "127.0.0.1",
         "PORT": str(free_port()),
+        "QA_SYNC_API_KEYS": API_KEY,
     }
 
 
@@ -70,7 +75,14 @@ def test_webhook_to_fine_tuning_pairs_and_a_repair_from_the_command_line(
 ) -> None:
     output, _ = pairs_file(4)
     batch = provider.seed_batch(output)
-    registered = cli(env, "register", "--influencer-id", "12", "--batch-id", batch["id"])
+    registered = cli(
+        env,
+        "register",
+        "--influencer-id",
+        "8c1f2d4e-aaaa-4bbb-8ccc-0d0e0f101112",
+        "--batch-id",
+        batch["id"],
+    )
     assert registered.returncode == 0, registered.stderr
     task_id = json.loads(registered.stdout)["task_id"]
 
@@ -90,13 +102,18 @@ def test_webhook_to_fine_tuning_pairs_and_a_repair_from_the_command_line(
     )
     assert answer.status_code == 200
     wait_until(
-        lambda: httpx.get(f"{server}/jobs/{task_id}").json()["data"]["status"] == "completed",
+        lambda: (
+            httpx.get(f"{server}/jobs/{task_id}", headers=AUTH).json()["data"]["status"]
+            == "completed"
+        ),
         what="the webhook's sync",
     )
-    pairs = httpx.get(f"{server}/jobs/{task_id}/qa-pairs", params={"format": "chat-jsonl"})
+    pairs = httpx.get(
+        f"{server}/jobs/{task_id}/qa-pairs", params={"format": "chat-jsonl"}, headers=AUTH
+    )
     assert len(pairs.text.splitlines()) == 4
 
-    job = httpx.get(f"{server}/jobs/{task_id}").json()["data"]
+    job = httpx.get(f"{server}/jobs/{task_id}", headers=AUTH).json()["data"]
     s3.delete_object(Bucket=bucket, Key=job["processed_key"])
 
     verify = cli(env, "verify")
@@ -150,3 +167,35 @@ def test_the_service_refuses_to_start_without_its_bucket_setting(env: dict[str, 
     assert started.returncode == 1
     assert "invalid configuration" in started.stderr
     assert "qa_bucket" in started.stderr.lower()
+
+
+def test_every_command_line_flag_is_described() -> None:
+    undescribed = []
+    for name, command in subcommands(parser()).items():
+        for action in command._actions:
+            if action.help is None:
+                undescribed.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert undescribed == []
+
+
+def subcommands(root: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in root._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_register_adopts_a_batch_under_its_task_id(
+    env: dict[str, str], provider: FakeBatchApi
+) -> None:
+    batch = provider.seed_batch(pairs_file(1)[0])
+    task_id = "qa_8c1f2d4e-aaaa-4bbb-8ccc-0d0e0f101112_1749819600"
+    argv = ["register", "--influencer-id", "8c1f2d4e-aaaa-4bbb-8ccc-0d0e0f101112"]
+
+    adopted = cli(env, *argv, "--batch-id", batch["id"], "--task-id", task_id)
+    clash = cli(env, *argv, "--batch-id", batch["id"], "--task-id", "qa_other_1")
+
+    assert adopted.returncode == 0, adopted.stderr
+    assert json.loads(adopted.stdout)["task_id"] == task_id
+    assert clash.returncode == 1
+    assert f"registered as {task_id}" in clash.stderr

@@ -19,6 +19,7 @@ from tests.support.qa_sync import (
     jsonl,
     pair_line,
     pairs_file,
+    responses_line,
     result_line,
 )
 
@@ -37,7 +38,7 @@ def test_a_completed_batch_lands_under_the_standard_keys_with_checksums(
 ) -> None:
     output, ids = pairs_file(3)
     batch = provider.seed_batch(output)
-    job = qa.registry.register(42, batch["id"])
+    job = qa.registry.register("42", batch["id"])
 
     assert qa.syncer.sync(job).outcome == SyncOutcome.SYNCED
 
@@ -56,7 +57,7 @@ def test_a_completed_batch_lands_under_the_standard_keys_with_checksums(
     assert hashlib.sha256(processed).hexdigest() == job.processed_sha256
     assert processed_head["Metadata"]["sha256"] == job.processed_sha256
     document = json.loads(processed)
-    assert document["influencer_id"] == 42
+    assert document["influencer_id"] == "42"
     assert document["task_id"] == job.task_id
     assert document["total_qa_pairs"] == 3
     assert [pair["custom_id"] for pair in document["qa_pairs"]] == ids
@@ -65,7 +66,7 @@ def test_a_completed_batch_lands_under_the_standard_keys_with_checksums(
         "answer": "답변 req-0.",
         "custom_id": "req-0",
     }
-    assert (job.status, job.total_qa_pairs, job.generated_qa_pairs) == ("completed", 3, 3)
+    assert (job.status, job.request_count, job.total_qa_pairs) == ("completed", 3, 3)
     assert job.is_processed
     assert job.is_uploaded_to_s3
     assert job.processed_size_bytes == len(processed)
@@ -76,7 +77,7 @@ def test_pairs_are_matched_by_custom_id_not_by_line_order(
 ) -> None:
     lines = [pair_line(f"req-{n}", f"question {n}", f"answer {n}") for n in range(20)]
     random.Random(7).shuffle(lines)
-    job = qa.registry.register(1, provider.seed_batch(jsonl(lines))["id"])
+    job = qa.registry.register("1", provider.seed_batch(jsonl(lines))["id"])
 
     qa.syncer.sync(job)
 
@@ -105,7 +106,7 @@ def test_every_kind_of_bad_line_is_counted_and_none_fails_the_job(
         ]
     )
     errors = jsonl([error_line("e1"), error_line("e2"), error_line("e3", "server_error")])
-    job = qa.registry.register(5, provider.seed_batch(output, errors)["id"])
+    job = qa.registry.register("5", provider.seed_batch(output, errors)["id"])
 
     assert qa.syncer.sync(job).outcome == SyncOutcome.SYNCED
 
@@ -113,11 +114,10 @@ def test_every_kind_of_bad_line_is_counted_and_none_fails_the_job(
     expected_bad = {
         "null_response": 1,
         "null_content": 1,
-        "non_200": 2,
         "truncated": 1,
         "unparseable": 1,
         "malformed_line": 1,
-        "request_error": 3,
+        "request_error": 5,
     }
     assert job.line_stats == {
         "lines": 12,
@@ -138,19 +138,19 @@ def test_unfinished_batches_end_terminal_with_their_partial_output(
     status: str, qa: Components, provider: FakeBatchApi, s3: "S3Client", bucket: str
 ) -> None:
     output, _ = pairs_file(2)
-    job = qa.registry.register(9, provider.seed_batch(output, status=status, total=10)["id"])
+    job = qa.registry.register("9", provider.seed_batch(output, status=status, total=10)["id"])
 
     assert qa.syncer.sync(job).outcome == SyncOutcome.SYNCED
 
     job = qa.registry.get(job.task_id)
-    assert (job.status, job.total_qa_pairs, job.generated_qa_pairs) == (status, 10, 2)
+    assert (job.status, job.request_count, job.total_qa_pairs) == (status, 10, 2)
     assert len(json.loads(stored(s3, bucket, job.processed_key)[0])["qa_pairs"]) == 2
 
 
 def test_a_failed_batch_without_any_output_still_ends_terminal(
     qa: Components, provider: FakeBatchApi, s3: "S3Client", bucket: str
 ) -> None:
-    job = qa.registry.register(9, provider.seed_batch(None, status="failed", total=4)["id"])
+    job = qa.registry.register("9", provider.seed_batch(None, status="failed", total=4)["id"])
 
     qa.syncer.sync(job)
 
@@ -164,7 +164,7 @@ def test_syncing_the_same_job_twice_changes_nothing_the_second_time(
 ) -> None:
     output, _ = pairs_file(4)
     batch = provider.seed_batch(output)
-    job = qa.registry.register(3, batch["id"])
+    job = qa.registry.register("3", batch["id"])
     qa.syncer.sync(job)
     first = qa.registry.get(job.task_id)
     heads = {
@@ -191,7 +191,7 @@ def test_a_running_batch_stays_pending_until_it_finishes(
 ) -> None:
     output, _ = pairs_file(2)
     batch = provider.seed_batch(output, status="in_progress")
-    job = qa.registry.register(4, batch["id"])
+    job = qa.registry.register("4", batch["id"])
 
     assert qa.syncer.sync(job).outcome == SyncOutcome.WAITING
     waiting = qa.registry.get(job.task_id)
@@ -210,7 +210,7 @@ def test_an_unreachable_provider_leaves_the_job_pending_for_a_later_retry(
     qa: Components, provider: FakeBatchApi, settings: QaSyncSettings
 ) -> None:
     output, _ = pairs_file(2)
-    job = qa.registry.register(6, provider.seed_batch(output)["id"])
+    job = qa.registry.register("6", provider.seed_batch(output)["id"])
     nowhere = settings.model_copy(update={"openai_base_url": f"http://127.0.0.1:{free_port()}/v1"})
     cut_off = build_components(nowhere)
     try:
@@ -234,7 +234,7 @@ def test_a_provider_failing_mid_download_leaves_nothing_half_done(
     qa: Components, provider: FakeBatchApi, s3: "S3Client", bucket: str
 ) -> None:
     output, _ = pairs_file(2)
-    job = qa.registry.register(6, provider.seed_batch(output)["id"])
+    job = qa.registry.register("6", provider.seed_batch(output)["id"])
     provider.fail(times=1, status=503, path="/v1/files/")
 
     assert qa.syncer.sync(job).outcome == SyncOutcome.PROVIDER_UNAVAILABLE
@@ -250,7 +250,7 @@ def test_s3_puts_that_fail_a_few_times_are_retried_until_they_succeed(
     failures: int, qa: Components, provider: FakeBatchApi, s3: "S3Client", bucket: str
 ) -> None:
     output, _ = pairs_file(3)
-    job = qa.registry.register(8, provider.seed_batch(output)["id"])
+    job = qa.registry.register("8", provider.seed_batch(output)["id"])
     puts = InjectedS3Failures(failures)
     qa.storage.client.meta.events.register("before-send.s3.PutObject", puts)
 
@@ -267,7 +267,7 @@ def test_s3_down_for_longer_than_the_retries_leaves_the_job_pending(
     qa = build_components(settings.model_copy(update={"s3_max_attempts": 2}))
     try:
         output, _ = pairs_file(1)
-        job = qa.registry.register(8, provider.seed_batch(output)["id"])
+        job = qa.registry.register("8", provider.seed_batch(output)["id"])
         puts = InjectedS3Failures(1000)
         qa.storage.client.meta.events.register("before-send.s3.PutObject", puts)
 
@@ -289,7 +289,7 @@ def test_a_large_output_goes_up_in_parts_with_its_checksum(
     answer = "긴 답변입니다. " * 200
     output = jsonl([pair_line(f"req-{n}", f"질문 {n}", answer) for n in range(2_000)])
     assert len(output) > 6 * MIB
-    job = qa.registry.register(11, provider.seed_batch(output)["id"])
+    job = qa.registry.register("11", provider.seed_batch(output)["id"])
 
     assert qa.syncer.sync(job).outcome == SyncOutcome.SYNCED
 
@@ -298,3 +298,23 @@ def test_a_large_output_goes_up_in_parts_with_its_checksum(
     assert "-" in head["ETag"]  # a multipart upload's ETag ends in -<parts>
     assert raw == output
     assert hashlib.sha256(raw).hexdigest() == job.raw_sha256 == head["Metadata"]["sha256"]
+
+
+def test_a_responses_batch_gives_its_pairs_and_counts_its_truncated_lines(
+    qa: Components, provider: FakeBatchApi, s3: "S3Client", bucket: str
+) -> None:
+    lines = [
+        responses_line("r-0", '{"q": "질문 0?", "a": "답변 0."}'),
+        responses_line("r-1", "Q: 질문 1? A: 답변 1."),
+        responses_line("r-2", "Q: 질문 2? A: 답", status="incomplete", reason="max_output_tokens"),
+    ]
+    job = qa.registry.register("1", provider.seed_batch(jsonl(lines))["id"])
+
+    qa.syncer.sync(job)
+
+    job = qa.registry.get(job.task_id)
+    assert job.generated_qa_pairs == 2
+    assert job.line_stats is not None
+    assert job.line_stats["bad"] == {"truncated": 1}
+    document = json.loads(stored(s3, bucket, job.processed_key)[0])
+    assert [pair["custom_id"] for pair in document["qa_pairs"]] == ["r-0", "r-1"]

@@ -22,9 +22,9 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.testclient import TestClient
 from feedback_ingest.app import create_app
-from feedback_ingest.auth import matches_any
 from feedback_ingest.settings import IngestSettings
 from feedback_worker.settings import WorkerSettings
+from llm_common.api_keys import matches_any
 from llm_common.webhooks import signature_headers, verify_signature
 from pydantic import SecretStr, ValidationError
 from qa_sync.app import create_app as create_qa_sync_app
@@ -272,7 +272,7 @@ def test_qa_sync_webhook_checks_signature_and_replay_window_and_takes_an_id_once
     http, api, qa, secret = qa_sync
     line = {"custom_id": "c1", "response": {"status_code": 200, "body": {}}, "error": None}
     batch = api.seed_batch(json.dumps(line).encode() + b"\n")
-    qa.registry.register(42, batch["id"])
+    qa.registry.register("42", batch["id"])
     body = _event(batch["id"])
 
     def post(headers: dict[str, str]) -> httpx.Response:

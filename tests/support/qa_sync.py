@@ -3,6 +3,8 @@
 import json
 from typing import Any
 
+API_KEY = "qa-sync-test-key"
+"""The key the tests' qa-sync accepts on its job APIs (QA_SYNC_API_KEYS)."""
 WEBHOOK_SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXFhLXN5bmMtd2ViaG9va3M="
 
 
@@ -35,6 +37,31 @@ def result_line(
         "id": f"batch_req_{custom_id}",
         "custom_id": custom_id,
         "response": {"status_code": status_code, "request_id": f"req_{custom_id}", "body": body},
+        "error": None,
+    }
+    return json.dumps(record, ensure_ascii=False).encode()
+
+
+def responses_line(
+    custom_id: str, text: str | None, *, status: str = "completed", reason: str | None = None
+) -> bytes:
+    """One output line of a /v1/responses batch whose output text is `text`."""
+    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
+    body = {
+        "id": f"resp_{custom_id}",
+        "object": "response",
+        "status": status,
+        "incomplete_details": {"reason": reason} if reason else None,
+        "model": "gpt-4o-mini",
+        "output": [
+            {"type": "reasoning", "id": f"rs_{custom_id}", "summary": []},
+            {"type": "message", "role": "assistant", "content": content},
+        ],
+    }
+    record = {
+        "id": f"batch_req_{custom_id}",
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": f"req_{custom_id}", "body": body},
         "error": None,
     }
     return json.dumps(record, ensure_ascii=False).encode()
@@ -92,7 +119,7 @@ class _Raw:
         yield self._body
 
 
-def legacy_processed_document(influencer_id: int, task_id: str, pairs: int) -> bytes:
+def legacy_processed_document(influencer_id: str, task_id: str, pairs: int) -> bytes:
     """A processed JSON as the old system wrote it (indented, no provenance)."""
     document = {
         "influencer_id": influencer_id,

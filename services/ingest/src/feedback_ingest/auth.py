@@ -1,12 +1,10 @@
 """API keys: `X-API-Key: <key>` or `Authorization: Bearer <key>`, when any are configured."""
 
-import hmac
-from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
+from llm_common.api_keys import matches_any
 
 from feedback_ingest.deps import SettingsDep
 from feedback_ingest.errors import NotAuthenticated
@@ -31,13 +29,3 @@ async def require_api_key(
 
 def _bearer_token(authorization: HTTPAuthorizationCredentials | None) -> str | None:
     return authorization.credentials if authorization is not None else None
-
-
-def matches_any(presented: str, keys: Iterable[SecretStr]) -> bool:
-    """Compares with every key, in constant time, without stopping at a match: how long it
-    takes says nothing about which key, or how much of one, was right."""
-    candidate = presented.encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(candidate, key.get_secret_value().encode())
-    return matched

@@ -6,26 +6,19 @@ parses `{status, message, data}` and nothing else.
 
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from llm_common.envelope import FieldError, field_path, install_envelope_handlers
 from llm_common.telemetry import metrics
 from llm_common.telemetry.names import RejectReason
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException
 
 from feedback_ingest.queue import MessageTooLarge, QueueUnavailable
 from feedback_ingest.responses import envelope_response
 
 logger = logging.getLogger(__name__)
-
-
-class FieldError(TypedDict):
-    field: str
-    """Where the problem is: `groupChallenges[0].submissions[1].submittedAt`, a header name,
-    or `body` for the body as a whole."""
-    message: str
 
 
 class ApiError(Exception):
@@ -82,17 +75,6 @@ class PayloadTooLarge(ApiError):
         super().__init__(data={"maxBytes": max_bytes})
 
 
-def field_path(loc: Sequence[int | str]) -> str:
-    """`("groupChallenges", 0, "submissions")` → `groupChallenges[0].submissions`."""
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
-    return path or "body"
-
-
 def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
@@ -116,16 +98,7 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
             headers={"Retry-After": str(retry_after_seconds)},
         )
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        # Starlette's 404 for unknown paths and 405 (with its Allow header) for wrong methods.
-        return envelope_response(error.status_code, error.detail, headers=error.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        # Only a bug gets here: bad input is answered above. The details stay in the log.
-        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-        return envelope_response(500, "internal error")
+    install_envelope_handlers(app)
 
 
 def _count_rejection(reason: RejectReason) -> None:

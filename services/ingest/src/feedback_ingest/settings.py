@@ -2,6 +2,7 @@
 
 from typing import Annotated, Any
 
+from llm_common.api_keys import split_keys
 from llm_common.settings import ServiceSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -27,8 +28,4 @@ class IngestSettings(ServiceSettings):
     @field_validator("ingest_api_keys", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: Any) -> Any:
-        # An env var is one string; the keys in it are separated by commas (blanks ignored, so
-        # "a, b," is two keys and "" is none).
-        if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
-        return value
+        return split_keys(value)

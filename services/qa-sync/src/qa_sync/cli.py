@@ -2,7 +2,8 @@
 
 serve                         webhook, fetch API, health, poller and reconciler in one process
 migrate                       bring the registry's schema up to date
-register --influencer-id N --batch-id B   a pending job for an OpenAI batch (prints it)
+register --influencer-id I --batch-id B [--task-id T]   a pending job for an OpenAI batch
+                              (with --task-id: adopt a batch the registry lacks under its task id)
 sync [--task-id T]            sync pending jobs (or one) now instead of waiting for the poller
 reconcile [--once]            verify and repair every terminal job (prints the report as JSON)
 verify                        the same checks, changing nothing; exit 1 if anything is wrong
@@ -23,9 +24,16 @@ from pydantic import ValidationError
 
 from qa_sync.app import create_app
 from qa_sync.components import Components, build_components
-from qa_sync.fetch import JobBusy, JobNotReady, PairFormat, PairsUnavailable
+from qa_sync.fetch import (
+    FetchedPairs,
+    JobBusy,
+    JobNotReady,
+    JobPending,
+    PairFormat,
+    PairsUnavailable,
+)
 from qa_sync.registry.database import create_registry_engine, migrate
-from qa_sync.registry.jobs import JobNotFound
+from qa_sync.registry.jobs import JobNotFound, TaskIdTaken
 from qa_sync.settings import QaSyncSettings
 from qa_sync.storage import StorageError
 from qa_sync.views import JobView
@@ -36,19 +44,41 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the service (the default)")
     commands.add_parser("migrate", help="bring the registry's schema up to date")
-    register = commands.add_parser("register", help="register a job for an OpenAI batch")
-    register.add_argument("--influencer-id", type=int, required=True)
-    register.add_argument("--batch-id", required=True)
-    register.add_argument("--batch-key")
+    register = commands.add_parser(
+        "register",
+        help="register a job for an OpenAI batch (or adopt one with --task-id)",
+        description="Register a pending job for an OpenAI batch; the poller (or its webhook) "
+        "syncs it once the batch has finished. Prints the job as JSON.",
+    )
+    register.add_argument(
+        "--influencer-id", required=True, help="the influencer the QA pairs are for (a UUID)"
+    )
+    register.add_argument(
+        "--batch-id", required=True, help="the OpenAI batch id (batch_...); registered once"
+    )
+    register.add_argument(
+        "--batch-key", help="the old system's batch_key column, kept for its readers"
+    )
+    register.add_argument(
+        "--task-id",
+        help="adopt the batch under this existing task id (qa_{influencer_id}_{ts}) instead of "
+        "a new one: its S3 objects are found and written under that task's keys",
+    )
     sync = commands.add_parser("sync", help="sync pending jobs now")
-    sync.add_argument("--task-id")
+    sync.add_argument("--task-id", help="only this job (default: every pending job)")
     reconcile = commands.add_parser("reconcile", help="verify and repair terminal jobs")
-    reconcile.add_argument("--once", action="store_true", help="one run, then exit")
+    reconcile.add_argument(
+        "--once", action="store_true", help="one run, then exit (default: every interval)"
+    )
     commands.add_parser("verify", help="check terminal jobs, change nothing")
     fetch = commands.add_parser("fetch", help="a job's QA pairs")
-    fetch.add_argument("task_id")
+    fetch.add_argument("task_id", help="the job's task id")
     fetch.add_argument(
-        "--format", type=PairFormat, default=PairFormat.JSON, choices=list(PairFormat)
+        "--format",
+        type=PairFormat,
+        default=PairFormat.JSON,
+        choices=list(PairFormat),
+        help="json: the processed document; chat-jsonl: one fine-tuning chat per line",
     )
     fetch.add_argument("--output", type=Path, help="file to write (default: stdout)")
     return root
@@ -90,7 +120,13 @@ def _serve(components: Components, _: argparse.Namespace) -> int:
 
 
 def _register(components: Components, args: argparse.Namespace) -> int:
-    job = components.registry.register(args.influencer_id, args.batch_id, args.batch_key)
+    try:
+        job = components.registry.register(
+            args.influencer_id, args.batch_id, args.batch_key, args.task_id
+        )
+    except TaskIdTaken as error:
+        print(f"cannot register {args.batch_id}: {error}", file=sys.stderr)
+        return 1
     print(JobView.of(job).model_dump_json())
     return 0
 
@@ -126,14 +162,23 @@ def _verify(components: Components, _: argparse.Namespace) -> int:
 
 def _fetch(components: Components, args: argparse.Namespace) -> int:
     try:
-        fetched = components.fetcher.fetch(args.task_id)
-    except (JobNotFound, JobNotReady, JobBusy, PairsUnavailable, StorageError) as error:
+        fetched = _fetch_synced(components, args.task_id)
+    except (JobNotFound, JobNotReady, JobPending, JobBusy, PairsUnavailable, StorageError) as error:
         print(f"cannot fetch {args.task_id}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     with fetched:
         _write(args.output, fetched.body(args.format, components.settings.finetune_system_prompt))
     print(f"{args.task_id}: pairs from {fetched.source}", file=sys.stderr)
     return 0
+
+
+def _fetch_synced(components: Components, task_id: str) -> FetchedPairs:
+    """The pairs; a job still pending is synced first (the operator waits for it here)."""
+    try:
+        return components.fetcher.fetch(task_id)
+    except JobPending:
+        components.syncer.sync(components.registry.get(task_id))
+    return components.fetcher.fetch(task_id)
 
 
 def _write(path: Path | None, chunks: Iterable[bytes]) -> None:

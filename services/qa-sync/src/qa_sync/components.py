@@ -7,14 +7,14 @@ import openai
 from llm_common.aws import aws_client
 from sqlalchemy import Engine
 
-from qa_sync.checks import Inspector
 from qa_sync.fetch import Fetcher
 from qa_sync.objects import JobObjects
 from qa_sync.provider import Provider, openai_client
-from qa_sync.reconcile import Reconciler
+from qa_sync.reconcile.checks import Inspector
+from qa_sync.reconcile.repair import JobReconciler
+from qa_sync.reconcile.run import Reconciler
 from qa_sync.registry.database import create_registry_engine, migrate, session_factory
 from qa_sync.registry.jobs import Registry
-from qa_sync.repair import JobReconciler
 from qa_sync.settings import QaSyncSettings
 from qa_sync.storage import RetryPolicy, Storage, Transfer
 from qa_sync.sync import Syncer
@@ -73,6 +73,6 @@ def build_components(
         storage=storage,
         syncer=syncer,
         reconciler=Reconciler(registry, jobs),
-        fetcher=Fetcher(registry, syncer, inspector, jobs),
+        fetcher=Fetcher(registry, inspector, jobs),
         webhooks=WebhookReceiver(client, secret.get_secret_value() if secret else None, registry),
     )

@@ -9,18 +9,27 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Self
 
-from qa_sync.checks import Inspector
 from qa_sync.processed import chat_line, read_pairs
+from qa_sync.reconcile.checks import Inspector
+from qa_sync.reconcile.repair import JobReconciler
 from qa_sync.registry.jobs import Registry
 from qa_sync.registry.models import BatchJob, JobStatus
-from qa_sync.repair import JobReconciler
 from qa_sync.report import Action, ObjectKind
 from qa_sync.spool import Spool
-from qa_sync.sync import Syncer
 
 
 class JobNotReady(Exception):
     """The job's batch has not finished at the provider yet."""
+
+
+class JobPending(Exception):
+    """The registry has not seen the job's batch finish: a sync should look (in the background,
+    never in the caller's request thread: a sync streams up to 200 MB)."""
+
+    def __init__(self, task_id: str, batch_id: str | None) -> None:
+        super().__init__(f"{task_id} is pending")
+        self.task_id = task_id
+        self.batch_id = batch_id
 
 
 class JobBusy(Exception):
@@ -66,11 +75,8 @@ class FetchedPairs:
 
 
 class Fetcher:
-    def __init__(
-        self, registry: Registry, syncer: Syncer, inspector: Inspector, jobs: JobReconciler
-    ) -> None:
+    def __init__(self, registry: Registry, inspector: Inspector, jobs: JobReconciler) -> None:
         self._registry = registry
-        self._syncer = syncer
         self._inspector = inspector
         self._jobs = jobs
 
@@ -85,9 +91,7 @@ class Fetcher:
     def _ready_job(self, task_id: str) -> BatchJob:
         job = self._registry.get(task_id)
         if job.status == JobStatus.PENDING:
-            # The webhook may have been missed and the poller not come round yet: look now.
-            self._syncer.sync(job)
-            job = self._registry.get(task_id)
+            raise JobPending(task_id, job.openai_batch_id)
         if not job.is_terminal:
             raise JobNotReady(f"{task_id} is {job.status}")
         return job

@@ -27,14 +27,14 @@ _LEGACY_RAW = re.compile(r"/raw_results_(\d{8}_\d{6})\.jsonl$")
 
 @dataclass(frozen=True)
 class JobLayout:
-    influencer_id: int
+    influencer_id: str
     task_id: str
     timestamp: int
     """The unix timestamp in the processed key: the end of `task_id` (or, for an old task id
     without one, the job's creation time)."""
 
     @classmethod
-    def of(cls, influencer_id: int, task_id: str, created_unix: int) -> "JobLayout":
+    def of(cls, influencer_id: str, task_id: str, created_unix: int) -> "JobLayout":
         match = _TASK_TIMESTAMP.search(task_id)
         timestamp = int(match.group(1)) if match else created_unix
         return cls(influencer_id, task_id, timestamp)

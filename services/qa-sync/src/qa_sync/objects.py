@@ -7,6 +7,7 @@ processed = the pairs parsed from raw (see processed.py)
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from openai.types import Batch
 
@@ -67,3 +68,26 @@ class JobObjects:
 
     def store_processed(self, job: BatchJob, processed: Spool) -> StoredObject:
         return self.storage.put(layout_of(job).processed_key, processed, PROCESSED_CONTENT_TYPE)
+
+
+def raw_values(raw: StoredObject) -> dict[str, Any]:
+    """The registry columns that say where the raw results are and what they hash to."""
+    return {"raw_key": raw.key, "raw_sha256": raw.sha256, "raw_size_bytes": raw.size}
+
+
+def processed_values(
+    processed: StoredObject, pairs: int, stats: LineStats | None = None
+) -> dict[str, Any]:
+    """The same for the processed JSON, with its pair count (and line stats when rebuilt)."""
+    values: dict[str, Any] = {
+        "processed_key": processed.key,
+        "processed_sha256": processed.sha256,
+        "processed_size_bytes": processed.size,
+        "total_qa_pairs": pairs,
+        "generated_qa_pairs": pairs,
+        "is_processed": True,
+        "is_uploaded_to_s3": True,
+    }
+    if stats is not None:
+        values["line_stats"] = stats.model_dump()
+    return values

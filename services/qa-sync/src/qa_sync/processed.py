@@ -26,7 +26,7 @@ class ProcessedUnreadable(ValueError):
 
 @dataclass(frozen=True)
 class ProcessedHeader:
-    influencer_id: int
+    influencer_id: str
     task_id: str
     generated_at: datetime
     openai_batch_id: str | None

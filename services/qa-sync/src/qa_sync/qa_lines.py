@@ -1,7 +1,9 @@
 """One line of a batch's output or error file → a QA pair, or the kind of bad line it is.
 
 Output lines: {"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}.
-The assistant's content is JSON {"q": ..., "a": ...} or the older text "Q: ... A: ...".
+The body is a chat completion (`choices[0].message.content`) or, for a /v1/responses batch, a
+response (`output[].content[].text` of its `message` items). The assistant's content is JSON
+{"q": ..., "a": ...} or the older text "Q: ... A: ...".
 A bad line is counted by kind and skipped: one line never fails a job.
 """
 
@@ -23,12 +25,15 @@ class BadLine(StrEnum):
     MALFORMED_LINE = "malformed_line"
     """The line itself is not a JSON object."""
     REQUEST_ERROR = "request_error"
-    """The request failed at the provider (`error` set; what the error file holds)."""
+    """A request the provider reports as failed: an `error` object, or a response whose
+    status_code is not 200. Error files hold both shapes (OpenAI's own lines are the second:
+    `response.status_code` 500, `error: null`), so both are one kind, their codes counted."""
     NULL_RESPONSE = "null_response"
-    NON_200 = "non_200"
+    """Neither an error nor a response."""
     NULL_CONTENT = "null_content"
     TRUNCATED = "truncated"
-    """The content was cut off (finish_reason "length", or a JSON object that never closes)."""
+    """The content was cut off: finish_reason "length" (a response: status "incomplete" for
+    max_output_tokens), whatever the text looks like, or a JSON object that never closes."""
     UNPARSEABLE = "unparseable"
 
 
@@ -77,33 +82,54 @@ def read_line(line: bytes) -> QaPair:
         raise BadLineFound(BadLine.NULL_RESPONSE)
     body = response.get("body")
     if response.get("status_code") != 200:
-        raise BadLineFound(BadLine.NON_200, _error_code(_get(body, "error")))
-    choice = _get(_get(body, "choices"), 0)
-    content = _get(_get(choice, "message"), "content")
+        raise BadLineFound(BadLine.REQUEST_ERROR, _error_code(_get(body, "error")))
+    content, cut_off = _assistant_text(body)
     if not isinstance(content, str) or not content.strip():
         raise BadLineFound(BadLine.NULL_CONTENT)
-    question, answer = parse_content(content, truncated=_get(choice, "finish_reason") == "length")
+    if cut_off:
+        # Cut by max_tokens: even text that still parses lost the end of its answer, and a
+        # fine-tuning set must not learn answers that stop mid-sentence.
+        raise BadLineFound(BadLine.TRUNCATED)
+    question, answer = parse_content(content)
     return QaPair(question=question, answer=answer, custom_id=_str_or_none(custom_id))
 
 
-def parse_content(content: str, *, truncated: bool = False) -> tuple[str, str]:
+def _assistant_text(body: Any) -> tuple[Any, bool]:
+    """(the assistant's text, whether it was cut off by the token limit), from the body of a
+    /v1/chat/completions or a /v1/responses request: the Batch API runs both."""
+    if _get(body, "object") == "response":
+        texts = [
+            _get(part, "text")
+            for item in _list(_get(body, "output"))
+            if _get(item, "type") == "message"
+            for part in _list(_get(item, "content"))
+            if _get(part, "type") == "output_text"
+        ]
+        text = "".join(t for t in texts if isinstance(t, str)) if texts else None
+        reason = _get(_get(body, "incomplete_details"), "reason")
+        return text, _get(body, "status") == "incomplete" and reason == "max_output_tokens"
+    choice = _get(_get(body, "choices"), 0)
+    return _get(_get(choice, "message"), "content"), _get(choice, "finish_reason") == "length"
+
+
+def parse_content(content: str) -> tuple[str, str]:
     """(question, answer) from JSON {"q","a"} or "Q: ... A: ..." text."""
     text = content.strip()
     if fenced := _CODE_FENCE.match(text):
         text = fenced.group("body").strip()
     if text.startswith("{"):
-        return _json_pair(text, truncated)
+        return _json_pair(text)
     if match := _TEXT_PAIR.match(text):
         return match.group("q"), match.group("a")
-    raise BadLineFound(BadLine.TRUNCATED if truncated else BadLine.UNPARSEABLE)
+    raise BadLineFound(BadLine.UNPARSEABLE)
 
 
-def _json_pair(text: str, truncated: bool) -> tuple[str, str]:
+def _json_pair(text: str) -> tuple[str, str]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
         # An object that never closes was cut off; one that closes but does not parse is junk.
-        cut_off = truncated or not text.endswith("}")
+        cut_off = not text.endswith("}")
         raise BadLineFound(BadLine.TRUNCATED if cut_off else BadLine.UNPARSEABLE) from None
     question, answer = _get(value, "q"), _get(value, "a")
     if (
@@ -131,6 +157,10 @@ def _get(container: Any, key: str | int) -> Any:
     if isinstance(key, int):
         return container[key] if isinstance(container, list) and len(container) > key else None
     return container.get(key) if isinstance(container, dict) else None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _error_code(error: Any) -> str | None:

@@ -22,6 +22,9 @@ class Problem(StrEnum):
     LEGACY_KEY = "legacy_key"
     UNRECORDED = "unrecorded"
     """The object is fine, but the registry lacks its exact key, checksum or pair count."""
+    INCOMPLETE_HEADERS = "incomplete_headers"
+    """The bytes are fine, but S3 holds the object without its content type or its sha256
+    metadata (an old system's upload): it is written again with both."""
 
 
 # Problems with the bytes themselves: the object has to be rebuilt or fetched again.
@@ -35,6 +38,7 @@ class Action(StrEnum):
     REBUILT_FROM_RAW = "rebuilt_from_raw"
     REFETCHED_FROM_PROVIDER = "refetched_from_provider"
     RECORDED = "recorded"
+    HEADERS_REWRITTEN = "headers_rewritten"
 
 
 class Finding(BaseModel):

@@ -1,7 +1,11 @@
 """qa-sync's configuration: environment variables only, validated once at start-up."""
 
+from typing import Annotated, Any
+
+from llm_common.api_keys import split_keys
 from llm_common.settings import ServiceSettings
 from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 MIB = 1024 * 1024
 # S3 refuses multipart parts smaller than 5 MiB (all but the last), so neither the threshold nor
@@ -26,6 +30,15 @@ class QaSyncSettings(ServiceSettings):
     """`OPENAI_WEBHOOK_SECRET`: `whsec_...`; without it the webhook answers 503 and polling alone
     notices completed batches."""
 
+    webhook_max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    """`WEBHOOK_MAX_BODY_BYTES`: a larger webhook body is refused (413) while it streams, before
+    it is read whole. OpenAI's batch events name only the batch: about 300 bytes."""
+
+    qa_sync_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """`QA_SYNC_API_KEYS`: comma-separated keys the job and QA-pair APIs accept (`X-API-Key` or
+    `Authorization: Bearer`); two at once while a key is rotated. Without any, those APIs
+    answer 503: they return an influencer's data and are never open."""
+
     openai_max_retries: int = Field(default=2, ge=0)
     openai_timeout_seconds: float = Field(default=120.0, gt=0)
 
@@ -49,6 +62,11 @@ class QaSyncSettings(ServiceSettings):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8090, ge=1, le=65_535)
+
+    @field_validator("qa_sync_api_keys", mode="before")
+    @classmethod
+    def _split_comma_separated(cls, value: Any) -> Any:
+        return split_keys(value)
 
     @field_validator("openai_webhook_secret")
     @classmethod

@@ -8,10 +8,19 @@ import hashlib
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Self
 
 COPY_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredHeaders:
+    """What S3 says about an object besides its bytes: a reconcile makes both right."""
+
+    content_type: str | None
+    sha256_metadata: str | None
 
 
 class Spool:
@@ -24,6 +33,8 @@ class Spool:
         self.size = 0
         self.ends_with_newline = True
         """Whether what was written so far ends a line (or nothing was written)."""
+        self.stored_as: StoredHeaders | None = None
+        """How S3 holds the object this spool was downloaded from (None: not downloaded)."""
 
     def write(self, data: bytes) -> None:
         if not data:

@@ -27,7 +27,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from qa_sync.spool import COPY_CHUNK_BYTES, Spool
+from qa_sync.spool import COPY_CHUNK_BYTES, Spool, StoredHeaders
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -45,6 +45,17 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 class StorageError(Exception):
     """S3 refused, or kept failing after every retry."""
+
+
+class BucketMissing(StorageError):
+    """QA_BUCKET does not exist: qa-sync never creates it (it needs its lifecycle rule, see
+    k8s/cluster); `make run` creates it locally."""
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(
+            f"bucket {bucket!r} (QA_BUCKET) does not exist: create it, with the lifecycle rule "
+            "in k8s/cluster, before starting qa-sync"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,7 +119,14 @@ class Storage:
         )
 
     def check_bucket(self) -> None:
-        self._retrying("head bucket", partial(self.client.head_bucket, Bucket=self.bucket))
+        """Raises `BucketMissing` when the bucket does not exist, `StorageError` when S3 fails."""
+        try:
+            self._retrying("head bucket", partial(self.client.head_bucket, Bucket=self.bucket))
+        except StorageError as error:
+            cause = error.__cause__
+            if isinstance(cause, ClientError) and _error_code(cause) in _MISSING_CODES:
+                raise BucketMissing(self.bucket) from cause
+            raise
 
     def _put_single(self, key: str, body: Spool, content_type: str) -> None:
         self.client.put_object(
@@ -185,6 +203,10 @@ class Storage:
                 return None
             raise
         spool = Spool(self._transfer.spool_memory_bytes)
+        spool.stored_as = StoredHeaders(
+            content_type=response.get("ContentType"),
+            sha256_metadata=response.get("Metadata", {}).get(SHA256_METADATA),
+        )
         try:
             spool.write_all(response["Body"].iter_chunks(COPY_CHUNK_BYTES))
         except BaseException:

@@ -14,12 +14,11 @@ from typing import Any
 from llm_common.telemetry import names
 from openai.types import Batch
 
-from qa_sync.objects import FileIds, JobObjects
+from qa_sync.objects import FileIds, JobObjects, processed_values, raw_values
 from qa_sync.provider import TERMINAL_BATCH_STATUSES, ProviderRefused, ProviderUnavailable
-from qa_sync.qa_lines import LineStats
-from qa_sync.registry.jobs import Registry
+from qa_sync.registry.jobs import Attempt, Registry
 from qa_sync.registry.models import BatchJob, JobStatus, from_unix, utcnow
-from qa_sync.storage import StorageError, StoredObject
+from qa_sync.storage import StorageError
 from qa_sync.telemetry import job_span
 
 log = logging.getLogger(__name__)
@@ -72,14 +71,12 @@ class Syncer:
         try:
             batch = self._objects.provider.retrieve_batch(job.openai_batch_id)
         except ProviderUnavailable as error:
-            return self._attempt_failed(
-                job, "poll_attempts", SyncOutcome.PROVIDER_UNAVAILABLE, error
-            )
+            return self._attempt_failed(job, Attempt.POLL, SyncOutcome.PROVIDER_UNAVAILABLE, error)
         except ProviderRefused as error:
-            return self._attempt_failed(job, "poll_attempts", SyncOutcome.PROVIDER_REFUSED, error)
+            return self._attempt_failed(job, Attempt.POLL, SyncOutcome.PROVIDER_REFUSED, error)
         if batch.status not in TERMINAL_BATCH_STATUSES:
-            self._registry.increment(
-                job.batch_key_id, "poll_attempts", provider_status=batch.status, last_error=None
+            self._registry.update(
+                job.batch_key_id, Attempt.POLL, provider_status=batch.status, last_error=None
             )
             return SyncResult(job.task_id, SyncOutcome.WAITING, batch.status)
         return self._store_results(job, batch)
@@ -94,16 +91,14 @@ class Syncer:
                     raw_object = self._objects.store_raw(job, raw)
                     processed_object = self._objects.store_processed(job, processed)
         except ProviderUnavailable as error:
-            return self._attempt_failed(
-                job, "sync_attempts", SyncOutcome.PROVIDER_UNAVAILABLE, error
-            )
+            return self._attempt_failed(job, Attempt.SYNC, SyncOutcome.PROVIDER_UNAVAILABLE, error)
         except ProviderRefused as error:
-            return self._attempt_failed(job, "sync_attempts", SyncOutcome.PROVIDER_REFUSED, error)
+            return self._attempt_failed(job, Attempt.SYNC, SyncOutcome.PROVIDER_REFUSED, error)
         except StorageError as error:
-            return self._attempt_failed(job, "sync_attempts", SyncOutcome.STORAGE_FAILED, error)
-        self._registry.increment(
+            return self._attempt_failed(job, Attempt.SYNC, SyncOutcome.STORAGE_FAILED, error)
+        self._registry.update(
             job.batch_key_id,
-            "sync_attempts",
+            Attempt.SYNC,
             **terminal_values(batch, generated_at),
             **raw_values(raw_object),
             **processed_values(processed_object, stats.pairs, stats),
@@ -111,10 +106,10 @@ class Syncer:
         return SyncResult(job.task_id, SyncOutcome.SYNCED, f"{stats.pairs} pairs")
 
     def _attempt_failed(
-        self, job: BatchJob, counter: str, outcome: SyncOutcome, error: Exception
+        self, job: BatchJob, attempt: Attempt, outcome: SyncOutcome, error: Exception
     ) -> SyncResult:
         # The job stays pending: the next poll tries again.
-        self._registry.increment(job.batch_key_id, counter, last_error=str(error))
+        self._registry.update(job.batch_key_id, attempt, last_error=str(error))
         return SyncResult(job.task_id, outcome, str(error))
 
 
@@ -134,30 +129,8 @@ def terminal_values(batch: Batch, generated_at: datetime) -> dict[str, Any]:
         "input_file_id": batch.input_file_id,
         "output_file_id": batch.output_file_id,
         "error_file_id": batch.error_file_id,
-        "total_qa_pairs": counts.total if counts else None,
+        "request_count": counts.total if counts else None,
         "error_message": "; ".join(f"{e.code}: {e.message}" for e in errors) or None,
         "completed_at": generated_at,
         "last_error": None,
     }
-
-
-def raw_values(raw: StoredObject) -> dict[str, Any]:
-    """The registry columns that say where the raw results are and what they hash to."""
-    return {"raw_key": raw.key, "raw_sha256": raw.sha256, "raw_size_bytes": raw.size}
-
-
-def processed_values(
-    processed: StoredObject, pairs: int, stats: LineStats | None = None
-) -> dict[str, Any]:
-    """The same for the processed JSON, with its pair count (and line stats when rebuilt)."""
-    values: dict[str, Any] = {
-        "processed_key": processed.key,
-        "processed_sha256": processed.sha256,
-        "processed_size_bytes": processed.size,
-        "generated_qa_pairs": pairs,
-        "is_processed": True,
-        "is_uploaded_to_s3": True,
-    }
-    if stats is not None:
-        values["line_stats"] = stats.model_dump()
-    return values

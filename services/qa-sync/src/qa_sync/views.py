@@ -12,10 +12,11 @@ class JobView(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     task_id: str
-    influencer_id: int
+    influencer_id: str
     openai_batch_id: str | None
     status: str
     provider_status: str | None
+    request_count: int | None
     total_qa_pairs: int | None
     generated_qa_pairs: int | None
     processed_key: str | None

@@ -17,6 +17,9 @@ from openai.types.webhooks import (
 
 from qa_sync.registry.jobs import Registry
 
+SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+"""The Standard Webhooks headers; a request without them is refused before its body is read."""
+
 BATCH_EVENTS = (
     BatchCompletedWebhookEvent,
     BatchFailedWebhookEvent,
@@ -51,9 +54,12 @@ class WebhookReceiver:
         self._secret = secret
         self._registry = registry
 
-    def receive(self, body: bytes, headers: Mapping[str, str]) -> WebhookReceipt:
+    def check_configured(self) -> None:
         if self._secret is None:
             raise WebhookNotConfigured("OPENAI_WEBHOOK_SECRET is not set")
+
+    def receive(self, body: bytes, headers: Mapping[str, str]) -> WebhookReceipt:
+        self.check_configured()
         lowered = {name.lower(): value for name, value in headers.items()}
         try:
             # unwrap verifies first, with OpenAI's (and Standard Webhooks') 5-minute tolerance.

@@ -44,14 +44,16 @@ def run_qa_demo(
     print(f"\nqa-sync: a completed batch {batch['id']} with 3 output lines (one truncated)")
     job = _register(batch["id"], qa_sync_env)
     print(f"registered {job['task_id']}; waiting for qa-sync's poller ...", flush=True)
-    synced = _wait_until_terminal(qa_sync_url, job["task_id"])
+    synced = _wait_until_terminal(qa_sync_url, job["task_id"], _auth(qa_sync_env))
     if synced is None:
         print("qa-sync did not finish the job within 60s; see .run/logs/qa-sync.log")
         return 1
     print(f"  status {synced['status']}, {synced['generated_qa_pairs']} pairs")
     print(f"  processed  s3://{bucket}/{synced['processed_key']}")
     print(f"  raw        s3://{bucket}/{synced['raw_key']}")
-    pairs = httpx.get(f"{qa_sync_url}/jobs/{job['task_id']}/qa-pairs", timeout=10).json()
+    pairs = httpx.get(
+        f"{qa_sync_url}/jobs/{job['task_id']}/qa-pairs", headers=_auth(qa_sync_env), timeout=10
+    ).json()
     print(json.dumps(pairs["qa_pairs"], ensure_ascii=False, indent=2))
     return 0
 
@@ -65,10 +67,16 @@ def _register(batch_id: str, env: dict[str, str]) -> dict[str, Any]:
     return job
 
 
-def _wait_until_terminal(qa_sync_url: str, task_id: str) -> dict[str, Any] | None:
+def _auth(env: dict[str, str]) -> dict[str, str]:
+    return {"X-API-Key": env["QA_SYNC_API_KEYS"].split(",")[0]}
+
+
+def _wait_until_terminal(
+    qa_sync_url: str, task_id: str, headers: dict[str, str]
+) -> dict[str, Any] | None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        answer = httpx.get(f"{qa_sync_url}/jobs/{task_id}", timeout=5).json()
+        answer = httpx.get(f"{qa_sync_url}/jobs/{task_id}", headers=headers, timeout=5).json()
         job: dict[str, Any] = answer["data"]
         if job["status"] != "pending":
             return job

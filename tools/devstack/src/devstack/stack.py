@@ -66,6 +66,8 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.callback_secret = new_webhook_secret()
+        self.qa_sync_api_key = secrets.token_urlsafe(24)
+        """A fresh key for qa-sync's job APIs, per run (QA_SYNC_API_KEYS)."""
         self.processes: dict[str, ManagedProcess] = {}
         self.queues: FeedbackQueues | None = None
 
@@ -223,6 +225,7 @@ class Stack:
             # No OpenAI account locally: the fake Batch API plays the provider.
             "OPENAI_BASE_URL": f"{self.batch_api_url}/v1",
             "POLL_INTERVAL_SECONDS": "2",
+            "QA_SYNC_API_KEYS": self.qa_sync_api_key,
         }
 
     def _start_qa_sync(self) -> None:

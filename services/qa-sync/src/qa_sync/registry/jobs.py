@@ -1,16 +1,23 @@
 """The queries and updates the sync, the reconciler and the API make on the registry.
 
-A job that is being synced or repaired is leased to one process (`lease_owner`, `lease_until`):
-the lease is taken with one conditional UPDATE, so two replicas, or the webhook and the poller
-of one replica, never download and upload the same batch at the same time.
+A job that is being synced or repaired is leased to one holder (`lease_owner`, `lease_until`):
+the lease is taken with one conditional UPDATE that only succeeds on a free or expired lease, so
+two replicas, or two threads of one replica (the fetch API's pool and the reconciler), never
+download and upload the same batch at the same time. Each claim writes its own token into
+`lease_owner`; only that token renews or releases it. While the work runs, a thread renews the
+lease every third of its duration, so a 200 MB output that takes longer than `lease_seconds` to
+stream keeps its lease, and a crashed holder's lease runs out within `lease_seconds`.
 """
 
+import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, func, or_, select, update
@@ -26,9 +33,33 @@ from qa_sync.registry.models import (
     utcnow,
 )
 
+log = logging.getLogger(__name__)
+
 
 class JobNotFound(LookupError):
     """No job with that task id (or batch id) is registered."""
+
+
+class Attempt(StrEnum):
+    """What a job's attempt counters count."""
+
+    POLL = "poll"
+    """Asking the provider whether the batch has finished."""
+    SYNC = "sync"
+    """Storing a finished batch's results."""
+    REPAIR = "repair"
+    """Repairing its objects."""
+
+
+_ATTEMPT_COUNTERS = {
+    Attempt.POLL: BatchJob.poll_attempts,
+    Attempt.SYNC: BatchJob.sync_attempts,
+    Attempt.REPAIR: BatchJob.repair_attempts,
+}
+
+
+class TaskIdTaken(Exception):
+    """Another job holds that task id (or the batch is registered under another one)."""
 
 
 def new_lease_owner() -> str:
@@ -86,54 +117,84 @@ class Registry:
     # --- registering ---
 
     def register(
-        self, influencer_id: int, openai_batch_id: str, batch_key: str | None = None
+        self,
+        influencer_id: str,
+        openai_batch_id: str,
+        batch_key: str | None = None,
+        task_id: str | None = None,
     ) -> BatchJob:
-        """A pending job for the batch; the existing one when the batch is registered already."""
+        """A pending job for the batch; the existing one when the batch is registered already.
+
+        `task_id` adopts a batch that exists at the provider (and perhaps in the bucket) under
+        that task id but not in the registry: the job takes that id instead of a new one, so
+        its objects land under, and are found at, that task's keys.
+        """
         existing = self.find_by_batch(openai_batch_id)
         if existing is not None:
+            if task_id is not None and existing.task_id != task_id:
+                raise TaskIdTaken(f"batch {openai_batch_id} is registered as {existing.task_id}")
             return existing
+        if task_id is not None:
+            return self._insert(influencer_id, openai_batch_id, batch_key, task_id)
         timestamp = to_unix(utcnow())
         # task_id is `qa_{influencer}_{unix ts}` and unique: two jobs in the same second for
         # one influencer take the next free second.
         while True:
-            job = BatchJob(
-                influencer_id=influencer_id,
-                openai_batch_id=openai_batch_id,
-                batch_key=batch_key,
-                task_id=f"qa_{influencer_id}_{timestamp}",
-                status=JobStatus.PENDING.value,
-            )
             try:
-                with self._sessions.begin() as session:
-                    session.add(job)
-                return job
-            except IntegrityError:
+                return self._insert(
+                    influencer_id, openai_batch_id, batch_key, f"qa_{influencer_id}_{timestamp}"
+                )
+            except TaskIdTaken:
                 if (raced := self.find_by_batch(openai_batch_id)) is not None:
                     return raced
                 timestamp += 1
+
+    def _insert(
+        self, influencer_id: str, openai_batch_id: str, batch_key: str | None, task_id: str
+    ) -> BatchJob:
+        job = BatchJob(
+            influencer_id=influencer_id,
+            openai_batch_id=openai_batch_id,
+            batch_key=batch_key,
+            task_id=task_id,
+            status=JobStatus.PENDING.value,
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.add(job)
+        except IntegrityError as error:
+            if (raced := self.find_by_batch(openai_batch_id)) is not None and (
+                raced.task_id == task_id
+            ):
+                return raced
+            raise TaskIdTaken(f"task id {task_id} is taken") from error
+        return job
 
     # --- leases ---
 
     @contextmanager
     def leased(self, job_id: int, *, pending_only: bool = False) -> Iterator[BatchJob | None]:
-        """The job, fresh from the database, while this process holds it; None if another does
-        (or, with `pending_only`, if it is no longer pending)."""
-        job = self._claim(job_id, pending_only)
+        """The job, fresh from the database, while this holder has its lease; None if anyone
+        else (another process or another thread of this one) holds it, or, with
+        `pending_only`, if it is no longer pending."""
+        token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
+        job = self._claim(job_id, token, pending_only)
+        if job is None:
+            yield None
+            return
+        renewal = _Renewal(self, job_id, token)
+        renewal.start()
         try:
             yield job
         finally:
-            if job is not None:
-                self._release(job_id)
+            renewal.stop()
+            self._release(job_id, token)
 
-    def _claim(self, job_id: int, pending_only: bool) -> BatchJob | None:
+    def _claim(self, job_id: int, token: str, pending_only: bool) -> BatchJob | None:
         now = utcnow()
         conditions = [
             BatchJob.batch_key_id == job_id,
-            or_(
-                BatchJob.lease_until.is_(None),
-                BatchJob.lease_until < now,
-                BatchJob.lease_owner == self.owner,
-            ),
+            or_(BatchJob.lease_until.is_(None), BatchJob.lease_until < now),
         ]
         if pending_only:
             conditions.append(BatchJob.status == JobStatus.PENDING)
@@ -141,38 +202,48 @@ class Registry:
             claimed = session.execute(
                 update(BatchJob)
                 .where(*conditions)
-                .values(lease_owner=self.owner, lease_until=now + self._lease)
+                .values(lease_owner=token, lease_until=now + self._lease)
                 .execution_options(synchronize_session=False)
             )
             if cast(CursorResult[Any], claimed).rowcount != 1:
                 return None
             return session.get(BatchJob, job_id)
 
-    def _release(self, job_id: int) -> None:
+    def renew(self, job_id: int, token: str) -> bool:
+        """Push the lease's end out again; False once `token` no longer holds it."""
+        with self._sessions.begin() as session:
+            renewed = session.execute(
+                update(BatchJob)
+                .where(BatchJob.batch_key_id == job_id, BatchJob.lease_owner == token)
+                .values(lease_until=utcnow() + self._lease)
+                .execution_options(synchronize_session=False)
+            )
+            return cast(CursorResult[Any], renewed).rowcount == 1
+
+    def _release(self, job_id: int, token: str) -> None:
         with self._sessions.begin() as session:
             session.execute(
                 update(BatchJob)
-                .where(BatchJob.batch_key_id == job_id, BatchJob.lease_owner == self.owner)
+                .where(BatchJob.batch_key_id == job_id, BatchJob.lease_owner == token)
                 .values(lease_owner=None, lease_until=None)
                 .execution_options(synchronize_session=False)
             )
 
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease.total_seconds()
+
     # --- writing ---
 
-    def update(self, job_id: int, **values: Any) -> None:
-        """Set `values` on the job in one transaction (one UPDATE statement)."""
+    def update(self, job_id: int, attempt: Attempt | None = None, **values: Any) -> None:
+        """Set `values` (BatchJob's attributes) on the job and, with `attempt`, add one to that
+        attempt counter: one UPDATE statement, so the count and the outcome land together."""
+        statement = update(BatchJob).where(BatchJob.batch_key_id == job_id).values(**values)
+        if attempt is not None:
+            counter = _ATTEMPT_COUNTERS[attempt]
+            statement = statement.values({counter: counter + 1})
         with self._sessions.begin() as session:
-            session.execute(
-                update(BatchJob)
-                .where(BatchJob.batch_key_id == job_id)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-
-    def increment(self, job_id: int, counter: str, **values: Any) -> None:
-        """Add one to an attempt counter and set `values`, atomically."""
-        column = getattr(BatchJob, counter)
-        self.update(job_id, **{counter: column + 1}, **values)
+            session.execute(statement.execution_options(synchronize_session=False))
 
     def record_webhook(self, webhook_id: str, event_type: str, openai_batch_id: str | None) -> bool:
         """True the first time this webhook id is seen, False for a redelivery."""
@@ -192,3 +263,28 @@ class Registry:
     def ping(self) -> None:
         with self._sessions() as session:
             session.execute(select(1))
+
+
+class _Renewal(threading.Thread):
+    """Renews one lease every third of its duration until stopped: two renewals may fail (a
+    database hiccup) before the lease can run out under the work."""
+
+    def __init__(self, registry: Registry, job_id: int, token: str) -> None:
+        super().__init__(name=f"lease-{job_id}", daemon=True)
+        self._registry = registry
+        self._job_id = job_id
+        self._token = token
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = self._registry.lease_seconds / 3
+        while not self._stopped.wait(interval):
+            try:
+                if not self._registry.renew(self._job_id, self._token):
+                    return  # taken over after all: nothing left to renew
+            except Exception:
+                log.warning("could not renew the lease of job %s", self._job_id, exc_info=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()

@@ -64,15 +64,17 @@ class BatchJob(Base):
 
     # --- the old table's columns ---
     batch_key_id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
-    influencer_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    influencer_id: Mapped[str] = mapped_column(String(255), index=True)
+    """A string: the real system's influencer ids are UUIDs (migration 0003 converts integers)."""
     batch_key: Mapped[str | None] = mapped_column(String(255))
     task_id: Mapped[str] = mapped_column(String(255), unique=True)
     openai_batch_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     status: Mapped[str] = mapped_column(String(32), index=True)
     total_qa_pairs: Mapped[int | None] = mapped_column(Integer)
-    """Requests in the batch (one QA pair asked for per request)."""
+    """Pairs in the processed JSON: the same number as the JSON's own `total_qa_pairs` (it held
+    the batch's request count before migration 0004, which moved that to `request_count`)."""
     generated_qa_pairs: Mapped[int | None] = mapped_column(Integer)
-    """Pairs in the processed JSON."""
+    """Pairs in the processed JSON (the old system's name for it; kept for its readers)."""
     input_file_id: Mapped[str | None] = mapped_column(String(255))
     output_file_id: Mapped[str | None] = mapped_column(String(255))
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -93,6 +95,8 @@ class BatchJob(Base):
 
     # --- what the sync adds ---
     error_file_id: Mapped[str | None] = mapped_column(String(255))
+    request_count: Mapped[int | None] = mapped_column(Integer)
+    """Requests in the batch (one QA pair asked for per request), as the provider counts them."""
     provider_status: Mapped[str | None] = mapped_column(String(32))
     processed_sha256: Mapped[str | None] = mapped_column(String(64))
     processed_size_bytes: Mapped[int | None] = mapped_column(BigInteger)

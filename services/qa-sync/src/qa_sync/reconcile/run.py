@@ -2,9 +2,9 @@
 
 import logging
 
+from qa_sync.reconcile.repair import JobReconciler
 from qa_sync.registry.jobs import Registry
 from qa_sync.registry.models import BatchJob, utcnow
-from qa_sync.repair import JobReconciler
 from qa_sync.report import JobReport, ReconcileReport, Unrepaired
 
 log = logging.getLogger(__name__)

@@ -5,13 +5,20 @@ as the registry says."""
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from qa_sync.layout import JobLayout, key_from_recorded
+from qa_sync.layout import (
+    PROCESSED_CONTENT_TYPE,
+    RAW_CONTENT_TYPE,
+    JobLayout,
+    key_from_recorded,
+)
 from qa_sync.objects import layout_of
 from qa_sync.processed import ProcessedUnreadable, count_pairs
 from qa_sync.registry.models import BatchJob
 from qa_sync.report import CONTENT_PROBLEMS, Finding, ObjectKind, Problem
 from qa_sync.spool import Spool
 from qa_sync.storage import Storage
+
+CONTENT_TYPES = {ObjectKind.PROCESSED: PROCESSED_CONTENT_TYPE, ObjectKind.RAW: RAW_CONTENT_TYPE}
 
 
 @dataclass
@@ -28,6 +35,10 @@ class ObjectCheck:
     @property
     def content_ok(self) -> bool:
         return self.body is not None and not CONTENT_PROBLEMS & self.problems.keys()
+
+    @property
+    def headers_incomplete(self) -> bool:
+        return Problem.INCOMPLETE_HEADERS in self.problems
 
     @property
     def at_legacy_key(self) -> bool:
@@ -71,6 +82,7 @@ class Inspector:
         )
         if check.body is not None:
             _compare(check, job.raw_sha256, job.raw_key)
+            _compare_headers(check)
         return check
 
     def check_processed(self, job: BatchJob) -> ObjectCheck:
@@ -96,6 +108,7 @@ class Inspector:
             )
         elif expected is None and not check.problems:
             check.problems[Problem.UNRECORDED] = "no pair count in the registry"
+        _compare_headers(check)
         return check
 
     def _recorded(self, value: str | None) -> str | None:
@@ -144,6 +157,20 @@ def _compare(check: ObjectCheck, recorded_sha256: str | None, recorded_key: str 
         )
     elif not check.at_legacy_key and (recorded_sha256 is None or recorded_key != check.key):
         check.problems[Problem.UNRECORDED] = "registry lacks the exact key or checksum"
+
+
+def _compare_headers(check: ObjectCheck) -> None:
+    """Only for good bytes at the standard key: anything else is written anew anyway."""
+    if not check.content_ok or check.at_legacy_key:
+        return
+    assert check.body is not None
+    stored = check.body.stored_as
+    expected = (CONTENT_TYPES[check.kind], check.body.sha256)
+    if stored is None or (stored.content_type, stored.sha256_metadata) != expected:
+        check.problems[Problem.INCOMPLETE_HEADERS] = (
+            f"content type {stored and stored.content_type}, "
+            f"sha256 metadata {stored and stored.sha256_metadata}"
+        )
 
 
 def _unique(keys: Iterable[str | None]) -> list[str]:

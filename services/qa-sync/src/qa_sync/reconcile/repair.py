@@ -4,7 +4,8 @@ raw        missing or corrupt        → fetched again from the provider
            at a legacy key           → moved to the standard key
 processed  missing, corrupt, broken  → rebuilt from raw
            at a legacy key           → moved to the standard key
-either     fine but not recorded     → its exact key, checksum and count recorded
+either     without content type or sha256 metadata → written again with both
+           fine but not recorded     → its exact key, checksum and count recorded
 
 Everything learnt is written in one transaction; legacy objects are deleted only after the
 registry points at their copies, so a crash leaves a duplicate, never a loss.
@@ -19,15 +20,14 @@ from typing import Any
 
 from llm_common.telemetry import names
 
-from qa_sync.checks import Inspector, ObjectCheck
-from qa_sync.objects import FileIds, JobObjects
+from qa_sync.objects import FileIds, JobObjects, processed_values, raw_values
 from qa_sync.provider import ProviderRefused, ProviderUnavailable
-from qa_sync.registry.jobs import Registry
+from qa_sync.reconcile.checks import Inspector, ObjectCheck
+from qa_sync.registry.jobs import Attempt, Registry
 from qa_sync.registry.models import BatchJob, utcnow
 from qa_sync.report import Action, Finding, Fix, JobReport, Problem, Unrepaired
 from qa_sync.spool import Spool
 from qa_sync.storage import StorageError, StoredObject
-from qa_sync.sync import processed_values, raw_values
 from qa_sync.telemetry import count_findings, count_repairs, job_span
 
 log = logging.getLogger(__name__)
@@ -81,16 +81,21 @@ class JobReconciler:
         with job_span(names.QA_SYNC_REPAIR_SPAN, job.task_id, job.openai_batch_id):
             repairs.run(result.raw, result.processed)
         count_repairs(report)
-        self._record(
-            job, report, {**repairs.values, "repair_attempts": BatchJob.repair_attempts + 1}
-        )
+        self._record(job, report, repairs.values, Attempt.REPAIR)
         repairs.delete_moved()
         return result
 
-    def _record(self, job: BatchJob, report: JobReport, values: dict[str, Any]) -> None:
+    def _record(
+        self,
+        job: BatchJob,
+        report: JobReport,
+        values: dict[str, Any],
+        attempt: Attempt | None = None,
+    ) -> None:
         problems = report.unrepaired or ([] if report.fixes else report.findings)
         self._registry.update(
             job.batch_key_id,
+            attempt,
             **values,
             last_verified_at=utcnow(),
             last_verification=report.verification.value,
@@ -139,6 +144,8 @@ class _JobRepair:
             )
         elif raw.at_legacy_key:
             self._move(raw, self._objects.store_raw)
+        elif raw.headers_incomplete:
+            self._rewrite(raw, self._objects.store_raw)
         else:
             self._fixed(raw, Action.RECORDED)
         self.values |= raw_values(self._stored(raw))
@@ -156,6 +163,8 @@ class _JobRepair:
             assert processed.pairs is not None
             if processed.at_legacy_key:
                 self._move(processed, self._objects.store_processed)
+            elif processed.headers_incomplete:
+                self._rewrite(processed, self._objects.store_processed)
             else:
                 self._fixed(processed, Action.RECORDED)
             self.values |= processed_values(self._stored(processed), processed.pairs)
@@ -178,6 +187,15 @@ class _JobRepair:
         check.replace_body(check.body, stored.key)
         self._moved.append(legacy_key)
         self._fixed(check, Action.MOVED_FROM_LEGACY_KEY, from_key=legacy_key)
+
+    def _rewrite(
+        self, check: ObjectCheck, store: Callable[[BatchJob, Spool], StoredObject]
+    ) -> None:
+        """The same bytes at the same (standard) key, now with content type and sha256."""
+        assert check.body is not None
+        store(self._job, check.body)
+        check.problems.pop(Problem.INCOMPLETE_HEADERS)
+        self._fixed(check, Action.HEADERS_REWRITTEN)
 
     def _replaced(
         self, check: ObjectCheck, body: Spool, stored: StoredObject, action: Action
