@@ -17,10 +17,9 @@ from llm_common.telemetry import debug_text, log_context, names
 from opentelemetry import trace
 
 from feedback_worker.delivery import Channel
-from feedback_worker.errors import DeadLetter, LlmUnavailable, RetryLater
+from feedback_worker.errors import DeadLetter, RetryLater
 from feedback_worker.jobs import Job, read_job
 from feedback_worker.llm import FeedbackWriter
-from feedback_worker.llm_gate import LlmGate
 from feedback_worker.prompt import PromptTemplate
 from feedback_worker.slots import Place
 from feedback_worker.source import QueueMessage
@@ -34,14 +33,12 @@ class FeedbackHandler:
         writer: FeedbackWriter,
         prompt: PromptTemplate,
         channels: list[Channel],
-        gate: LlmGate | None = None,
         store: RequestStore | None = None,
     ) -> None:
         self._store = store
         self._writer = writer
         self._prompt = prompt
         self._channels = channels
-        self._gate = gate
 
     @property
     def channel_names(self) -> list[str]:
@@ -126,13 +123,7 @@ class FeedbackHandler:
             message.message_id,
             message.receive_count,
         )
-        try:
-            content = await self._writer.write(self._prompt.render(job.request))
-        except LlmUnavailable as failure:
-            # The LLM cannot take calls now: no other message should try it until it answers.
-            if self._gate is not None and failure.gate_reason is not None:
-                self._gate.close(failure.gate_reason, str(failure))
-            raise
+        content = await self._writer.write(self._prompt.render(job.request))
         await place.finish_work()
         debug_text(log, "generated", content)
         return content

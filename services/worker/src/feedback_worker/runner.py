@@ -16,11 +16,6 @@ failed, say) is recognised by its message id, and only its newest receipt handle
 then on. On SIGTERM (`stop`) no more receives start; messages still waiting for a work slot go
 back to the queue at once; the rest may finish within the drain grace, then are made visible.
 
-A `Gate` (for feedback: the LLM gate, `llm_gate.py`) may hold the receives: while it is
-closed nothing is received, what a receive brings anyway goes straight back, and
-`hand_back_waiting()` returns at once what waits for a work slot; while it is open, receives
-keep the messages held before work within the work limit it moves.
-
 `run(burst=True)` returns once the source has nothing visible and nothing is held, as arq's
 burst mode does: tests run a queue to its end without sleeps.
 """
@@ -50,7 +45,7 @@ from feedback_worker.batching import MAX_BATCH
 from feedback_worker.errors import DeadLetter, RetryLater
 from feedback_worker.heartbeat import Heartbeat
 from feedback_worker.settings import MAX_VISIBILITY_SECONDS
-from feedback_worker.slots import AdaptiveLimit, Bounds, Place, Stage
+from feedback_worker.slots import Bounds, Place, Stage
 from feedback_worker.source import MessageSource, QueueMessage, SourceError
 
 log = logging.getLogger(__name__)
@@ -62,15 +57,6 @@ T = TypeVar("T")
 RECEIVE_RETRY_BASE_SECONDS = 1.0
 RECEIVE_RETRY_MAX_SECONDS = 30.0
 MAX_RECEIVE_LOOPS = 8
-
-
-class Gate(Protocol):
-    """Whether work can be done now (see the module docstring)."""
-
-    @property
-    def is_open(self) -> bool: ...
-
-    async def wait_open(self) -> None: ...
 
 
 class Handler(Protocol):
@@ -116,20 +102,11 @@ class _Held:
 
 
 class Runner:
-    def __init__(
-        self,
-        source: MessageSource,
-        handler: Handler,
-        config: RunnerConfig,
-        work: AdaptiveLimit | None = None,
-        gate: Gate | None = None,
-    ) -> None:
+    def __init__(self, source: MessageSource, handler: Handler, config: RunnerConfig) -> None:
         self._source = source
         self._handler = handler
         self._config = config
-        self._bounds = Bounds(config.concurrency, config.prefetch, work)
-        self._gate = gate
-        self._handing_back: set[asyncio.Task[None]] = set()
+        self._bounds = Bounds(config.concurrency, config.prefetch)
         self._heartbeat = Heartbeat(source, config.visibility_timeout)
         self._held: dict[str, _Held] = {}
         """Message id → the message held under it."""
@@ -158,10 +135,7 @@ class Runner:
         wait_seconds = 0 if burst else self._config.wait_seconds
         failed_receives = 0
         while not self._stopping.is_set():
-            room = await self._unless_stopped(self._room())
-            if room is None:
-                return
-            reserved = await self._unless_stopped(self._bounds.received.reserve(room))
+            reserved = await self._unless_stopped(self._bounds.received.reserve(MAX_BATCH))
             if reserved is None:
                 return
             try:
@@ -178,11 +152,6 @@ class Runner:
                 return
             failed_receives = 0
             self._bounds.received.release(reserved - len(messages))
-            if messages and self._gate is not None and not self._gate.is_open:
-                # A receive that began before the gate closed: not one of them is started.
-                self._bounds.received.release(len(messages))
-                await self._make_visible(messages)
-                continue
             for message in messages:
                 self._hold(message)
             if burst and not messages:
@@ -190,24 +159,6 @@ class Runner:
                     return
                 self._left.clear()
                 await self._unless_stopped(self._left.wait())
-
-    async def _room(self) -> int:
-        """How many messages the next receive may ask for: none while the gate is closed (no
-        receive may burn a message's receive count when the work cannot be done), and no more
-        than the work limit leaves room for."""
-        if self._gate is None:
-            return MAX_BATCH
-        while True:
-            await self._gate.wait_open()
-            room = await self._bounds.work.room()
-            if self._gate.is_open:
-                return min(MAX_BATCH, room)
-
-    def hand_back_waiting(self, why: str) -> None:
-        """Give back at once every message not yet at work (the gate closed)."""
-        task = asyncio.create_task(self._release_unstarted(why))
-        self._handing_back.add(task)
-        task.add_done_callback(self._handing_back.discard)
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, T]) -> T | None:
         """`work`'s result, or None (and `work` cancelled) if a stop comes first."""
@@ -357,9 +308,7 @@ class Runner:
                 return True
 
     async def _drain(self) -> None:
-        if self._handing_back:
-            await asyncio.wait(self._handing_back)
-        await self._release_unstarted("the worker is stopping")
+        await self._release_unstarted()
         unfinished: set[asyncio.Task[None]] = set()
         tasks = {held.task for held in self._held.values() if held.task is not None}
         if tasks:
@@ -377,12 +326,10 @@ class Runner:
             log.warning("grace over: %d unfinished message(s) made visible again", len(leftover))
             await self._make_visible(leftover)
 
-    async def _release_unstarted(self, why: str) -> None:
-        """Give back at once what is still waiting for a work slot (the pod is going away, or
-        the gate closed): another worker can start those messages now instead of after the
-        grace period or the outage."""
-        unstarted = (Stage.RECEIVED, Stage.WAITING)
-        waiting = [held for held in self._held.values() if held.place.stage in unstarted]
+    async def _release_unstarted(self) -> None:
+        """Give back at once what is still waiting for a work slot: the pod is going away, and
+        another worker can start those messages now instead of after the grace period."""
+        waiting = [held for held in self._held.values() if held.place.stage is Stage.WAITING]
         if not waiting:
             return
         messages = [held.message for held in waiting]
@@ -390,7 +337,7 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks)
-        log.info("%d message(s) not yet at work made visible again: %s", len(messages), why)
+        log.info("%d message(s) not yet at work made visible again", len(messages))
         await self._make_visible(messages)
 
     async def _make_visible(self, messages: list[QueueMessage]) -> None:

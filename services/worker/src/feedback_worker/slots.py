@@ -4,9 +4,7 @@ A message passes three stages: received and waiting for a work slot, at work (th
 for feedback, the LLM), and finishing (delivery and the settle on the queue). Each stage has a
 bound of its own:
 
-- at work: the concurrency, what keeps vLLM's batch full; an `AdaptiveLimit`, which the LLM
-  gate (`llm_gate.py`) moves below it, and then receives keep the messages held before work
-  below that limit plus its share received ahead;
+- at work: the concurrency, what keeps vLLM's batch full;
 - received but not yet past work: concurrency + prefetch, so a call that ends hands its slot to
   a message already here instead of waiting for a receive;
 - finishing: the concurrency, so the work slot is free as soon as the work is done and the next
@@ -19,9 +17,6 @@ idle while a wave was received again.
 """
 
 import asyncio
-import math
-from collections import deque
-from collections.abc import Callable
 from enum import Enum
 
 
@@ -49,81 +44,6 @@ class Slots:
             self._semaphore.release()
 
 
-class AdaptiveLimit:
-    """A semaphore whose size moves between 1 and `ceiling` (`set_limit`), and the count of
-    messages held before work is done (received, waiting, or at work), which receives keep
-    below the limit plus its share received ahead (`room`)."""
-
-    def __init__(
-        self,
-        ceiling: int,
-        start: int,
-        ahead_ratio: float,
-        on_change: Callable[[int], None] = lambda _: None,
-    ) -> None:
-        self.ceiling = ceiling
-        self._limit = max(1, min(ceiling, start))
-        self._ahead_ratio = ahead_ratio
-        self._on_change = on_change
-        self.in_flight = 0
-        self.held = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._changed = asyncio.Event()
-        self._on_change(self._limit)
-
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    def set_limit(self, limit: int) -> None:
-        self._limit = max(1, min(self.ceiling, limit))
-        self._on_change(self._limit)
-        self._wake()
-
-    async def acquire(self) -> None:
-        if self.in_flight < self._limit and not self._waiters:
-            self.in_flight += 1
-            return
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(granted)
-        try:
-            await granted
-        except asyncio.CancelledError:
-            if granted.done() and not granted.cancelled():
-                self.release()  # granted just as it was cancelled: give the slot on
-            else:
-                self._waiters.remove(granted)
-            raise
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        self._wake()
-
-    def hold(self) -> None:
-        self.held += 1
-
-    def unhold(self) -> None:
-        self.held -= 1
-        self._wake()
-
-    async def room(self) -> int:
-        """Wait until another message may be received; how many may."""
-        while True:
-            room = self._limit + math.ceil(self._limit * self._ahead_ratio) - self.held
-            if room > 0:
-                return room
-            self._changed.clear()
-            await self._changed.wait()
-
-    def _wake(self) -> None:
-        while self._waiters and self.in_flight < self._limit:
-            granted = self._waiters.popleft()
-            if not granted.done():
-                self.in_flight += 1
-                granted.set_result(None)
-        self._changed.set()
-
-
 class Stage(Enum):
     RECEIVED = "received"
     WAITING = "waiting for a work slot"
@@ -135,16 +55,14 @@ class Stage(Enum):
 class Bounds:
     """The three bounds of one runner (see the module's docstring)."""
 
-    def __init__(self, concurrency: int, prefetch: int, work: AdaptiveLimit | None = None) -> None:
+    def __init__(self, concurrency: int, prefetch: int) -> None:
         self.received = Slots(concurrency + prefetch)
         """What receives reserve: messages held before they finish."""
-        self.work = work or AdaptiveLimit(concurrency, concurrency, prefetch / concurrency)
-        """Messages at work: fixed at `concurrency` unless a gate moves the limit."""
+        self.work = asyncio.BoundedSemaphore(concurrency)
         self.finishing = asyncio.BoundedSemaphore(concurrency)
 
     def place(self) -> "Place":
         """The place of a message just received into one of `received`'s slots."""
-        self.work.hold()
         return Place(self)
 
 
@@ -183,5 +101,4 @@ class Place:
     def _free_before_finishing(self) -> None:
         if self.stage is Stage.WORKING:
             self._bounds.work.release()
-        self._bounds.work.unhold()
         self._bounds.received.release()

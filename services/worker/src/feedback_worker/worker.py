@@ -1,30 +1,23 @@
 """One worker process: the runner over the request queue, the feedback handler, and every
 client they share, built from the settings, checked, and closed when the run ends."""
 
-import asyncio
-import contextlib
 import logging
 
 import httpx
 from llm_common.requests_store import RequestStore
-from llm_common.telemetry import metrics
 
 from feedback_worker.delivery import channels_from_settings
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.handler import FeedbackHandler
-from feedback_worker.llm import NO_API_KEY, FeedbackWriter
-from feedback_worker.llm_gate import LlmGate
+from feedback_worker.llm import FeedbackWriter
 from feedback_worker.prompt import InvalidTemplate, PromptTemplate
 from feedback_worker.runner import Runner, RunnerConfig
 from feedback_worker.settings import WorkerSettings
-from feedback_worker.slots import AdaptiveLimit
 from feedback_worker.source import MessageSource
 from feedback_worker.sqs import Sqs
 from feedback_worker.startup import check_model, open_request_queue
 
 log = logging.getLogger(__name__)
-
-PROBE_TIMEOUT_SECONDS = 5.0
 
 
 def runner_config(settings: WorkerSettings) -> RunnerConfig:
@@ -49,53 +42,21 @@ def callback_http(settings: WorkerSettings) -> httpx.AsyncClient:
     )
 
 
-def probe_http(settings: WorkerSettings) -> httpx.AsyncClient:
-    """The LLM gate's own client: /health and /metrics answer while every call is busy."""
-    key = settings.llm_api_key.get_secret_value() or NO_API_KEY
-    return httpx.AsyncClient(
-        timeout=PROBE_TIMEOUT_SECONDS, headers={"authorization": f"Bearer {key}"}
-    )
-
-
 class Worker:
     def __init__(
         self,
         settings: WorkerSettings,
         source: MessageSource,
+        handler: FeedbackHandler,
         writer: FeedbackWriter,
-        prompt: PromptTemplate,
         http: httpx.AsyncClient,
-        sqs: Sqs,
-        store: RequestStore | None = None,
     ) -> None:
         self.settings = settings
         self._source = source
+        self._handler = handler
         self._writer = writer
         self._http = http
-        self._probes = probe_http(settings)
-        gated = settings.llm_gate_enabled
-        concurrency = settings.worker_concurrency
-        work = AdaptiveLimit(
-            concurrency,
-            settings.llm_start_limit if gated else concurrency,
-            settings.prefetch / concurrency,
-            on_change=metrics.WORKER_LLM_LIMIT.set,
-        )
-        self.gate = (
-            LlmGate(
-                work,
-                self._probes,
-                settings.llm_server_url,
-                settings.llm_capacity_poll_seconds,
-                settings.llm_target_waiting,
-                on_close=lambda why: self.runner.hand_back_waiting(why),
-            )
-            if gated
-            else None
-        )
-        channels = channels_from_settings(settings, sqs, http)
-        self._handler = FeedbackHandler(writer, prompt, channels, self.gate, store)
-        self.runner = Runner(source, self._handler, runner_config(settings), work, self.gate)
+        self.runner = Runner(source, handler, runner_config(settings))
 
     @classmethod
     async def create(cls, settings: WorkerSettings) -> "Worker":
@@ -116,12 +77,16 @@ class Worker:
             await writer.close()
             sqs.close()
             raise
+        http = callback_http(settings)
         store = (
             RequestStore(settings.request_table_name, settings.aws_region)
             if settings.request_table_name
             else None
         )
-        return cls(settings, source, writer, prompt, callback_http(settings), sqs, store)
+        handler = FeedbackHandler(
+            writer, prompt, channels_from_settings(settings, sqs, http), store
+        )
+        return cls(settings, source, handler, writer, http)
 
     def stop(self) -> None:
         """Stop receiving and drain (SIGTERM, SIGINT). Safe to call more than once."""
@@ -138,21 +103,10 @@ class Worker:
             self.settings.llm_model,
             " and ".join(self._handler.channel_names),
         )
-        capacity = None
-        if self.gate is not None:
-            self.gate.start()
-            capacity = asyncio.create_task(self.gate.follow_capacity(), name="llm capacity")
         try:
             await self.runner.run()
         finally:
-            if capacity is not None:
-                capacity.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await capacity
-            if self.gate is not None:
-                await self.gate.stop()
             await self._writer.close()
             await self._http.aclose()
-            await self._probes.aclose()
             await self._source.close()
         log.info("worker stopped")
