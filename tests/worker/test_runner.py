@@ -144,6 +144,26 @@ async def test_work_is_bounded_by_the_concurrency_and_held_messages_by_the_prefe
     assert len(source.deleted) == 20
 
 
+async def test_receives_wait_for_a_batch_of_free_slots_instead_of_one_each(
+    source: InMemorySource,
+) -> None:
+    for n in range(200):
+        source.send({"n": n}, group_id=str(n))
+
+    async def work(message: QueueMessage) -> None:
+        # Answers end one by one, as a loaded LLM's do, each freeing a single slot.
+        await asyncio.sleep(0.001 * (int(message.message_id.removeprefix("m-")) % 7))
+
+    runner_config = config(concurrency=32, prefetch=8)
+    await Runner(source, Scripted(work), runner_config).run(burst=True)
+
+    assert len(source.deleted) == 200
+    # Each receive but the first few waits for `receive_batch` (8) free slots: one receive for
+    # every freed slot would take over a hundred calls of SQS's API for these 200 messages.
+    assert runner_config.receive_batch == 8
+    assert source.receives <= 200 // 8 + runner_config.receive_loops
+
+
 async def test_a_copy_received_while_held_is_not_worked_twice_and_the_newest_handle_settles(
     source: InMemorySource,
 ) -> None:

@@ -136,7 +136,7 @@ async def test_in_flight_work_is_bounded_by_the_concurrency_and_fills_it(
 async def test_a_slow_callback_does_not_hold_the_next_llm_calls_back(
     run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
 ) -> None:
-    receiver.script(delay_s=2.0, times=4)
+    receiver.script(delay_s=1.0, times=4)
     for member in range(120, 128):
         source.send(weekly_record(member, f"req-{member}"), group_id=str(member))
     running = asyncio.create_task(run_feedback(source, WORKER_CONCURRENCY="2", WORKER_PREFETCH="0"))

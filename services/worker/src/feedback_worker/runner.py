@@ -91,6 +91,17 @@ class RunnerConfig:
         the ideal throughput at 64 in flight)."""
         return min(MAX_RECEIVE_LOOPS, math.ceil((self.concurrency + self.prefetch) / MAX_BATCH))
 
+    @property
+    def receive_batch(self) -> int:
+        """How many free slots a receive waits for: the prefetch, up to a full batch of ten.
+
+        A receive for each slot as it frees made most receives bring one message, and a receive
+        costs SQS (and moto, which rescans the queue) as much for one message as for ten:
+        measured with `make bench` at 64 in flight, 692 receives for 1,024 messages. Waiting for
+        no more than the prefetch never starves the LLM: while every message received ahead has
+        started, at least `prefetch` slots are free."""
+        return max(1, min(MAX_BATCH, self.prefetch))
+
 
 @dataclass
 class _Held:
@@ -135,7 +146,9 @@ class Runner:
         wait_seconds = 0 if burst else self._config.wait_seconds
         failed_receives = 0
         while not self._stopping.is_set():
-            reserved = await self._unless_stopped(self._bounds.received.reserve(MAX_BATCH))
+            reserved = await self._unless_stopped(
+                self._bounds.received.reserve(MAX_BATCH, self._config.receive_batch)
+            )
             if reserved is None:
                 return
             try:

@@ -21,27 +21,34 @@ from enum import Enum
 
 
 class Slots:
-    """A bounded semaphore that can reserve several free slots at once.
+    """A bounded count of free slots, several of which can be reserved at once.
 
     A received message keeps its visibility timeout running even while it waits, so the runner
     never receives more messages than it has free slots.
     """
 
     def __init__(self, size: int) -> None:
-        self._semaphore = asyncio.BoundedSemaphore(size)
+        self._size = size
+        self._free = size
+        self._released = asyncio.Event()
 
-    async def reserve(self, most: int) -> int:
-        """Wait for one free slot, then take every other free one, up to `most` in all."""
-        await self._semaphore.acquire()
-        reserved = 1
-        while reserved < most and not self._semaphore.locked():
-            await self._semaphore.acquire()  # a free slot: returns at once
-            reserved += 1
+    async def reserve(self, most: int, least: int = 1) -> int:
+        """Wait until `least` slots are free, then take every free one, up to `most` in all.
+
+        Taken in one step, so receive loops waiting side by side never split the free slots
+        between them and all wait for more."""
+        while self._free < least:
+            self._released.clear()
+            await self._released.wait()
+        reserved = min(most, self._free)
+        self._free -= reserved
         return reserved
 
     def release(self, count: int = 1) -> None:
-        for _ in range(count):
-            self._semaphore.release()
+        if self._free + count > self._size:
+            raise ValueError(f"released more slots than were reserved ({self._size} in all)")
+        self._free += count
+        self._released.set()
 
 
 class Stage(Enum):
