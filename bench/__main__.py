@@ -1,28 +1,81 @@
-"""`python -m bench` (`make bench`): every measurement, then the table, JSON and plot."""
+"""`python -m bench` (`make bench`): every measurement, then the table, JSON and plot.
 
+`python -m bench burst` (or any list of sections) runs only those; the figures of the others
+are kept from the last run's bench/results/latest.json.
+"""
+
+import argparse
+import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from bench import added_latency, ingest_load, qa_sync_memory, report, worker_throughput
+from bench import added_latency, burst, ingest_load, qa_sync_memory, report, worker_throughput
 from bench.machine import machine_info
 
 
-def main() -> int:
+def sections(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
+    options = burst.BurstOptions(
+        requests=args.burst_requests, time_scale=args.burst_time_scale, smallest=args.burst_smallest
+    )
+    return {
+        "worker_throughput": worker_throughput.run,
+        "added_latency": added_latency.run,
+        "ingest": ingest_load.run,
+        "qa_sync": qa_sync_memory.run,
+        "burst": lambda: burst.run(options),
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    parse = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parse.add_argument(
+        "sections",
+        nargs="*",
+        metavar="SECTION",
+        help="worker_throughput, added_latency, ingest, qa_sync, burst (default: all)",
+    )
+    parse.add_argument(
+        "--burst-requests",
+        type=int,
+        default=burst.REQUESTS,
+        help=f"requests in the weekly burst (default {burst.REQUESTS})",
+    )
+    parse.add_argument(
+        "--burst-time-scale",
+        type=float,
+        default=burst.TIME_SCALE,
+        help=f"simulated GPU seconds per real second (default {burst.TIME_SCALE})",
+    )
+    parse.add_argument(
+        "--burst-smallest",
+        action="store_true",
+        help="only 1 vLLM replica x 1 worker (and its restart scenario)",
+    )
+    return parse
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    available = sections(args)
+    chosen = args.sections or list(available)
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        parser().error(f"unknown section(s): {', '.join(unknown)}")
     logging.basicConfig(level=logging.WARNING)
     started = time.monotonic()
-    results: dict[str, Any] = {"machine": machine_info()}
-    for name, measure in (
-        ("worker_throughput", worker_throughput.run),
-        ("added_latency", added_latency.run),
-        ("ingest", ingest_load.run),
-        ("qa_sync", qa_sync_memory.run),
-    ):
+    previous = report.RESULTS / "latest.json"
+    results: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
+    results["machine"] = machine_info()
+    for name in chosen:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         section_started = time.monotonic()
-        results[name] = asdict(measure())
+        results[name] = asdict(available[name]())
         print(
             f"bench: {name} done in {time.monotonic() - section_started:.0f} s",
             file=sys.stderr,

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display: the plot goes to a file
 import matplotlib.pyplot as plt
 
+from bench import burst
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -27,12 +29,18 @@ def tables(r: dict[str, Any]) -> str:
     parts = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
         f"{m['os']}; commit {m['commit']}; load average at start {m['load_average']}; "
-        f"run took {r['duration_s']:.0f} s.\n",
-        worker_table(r["worker_throughput"]),
-        latency_table(r["added_latency"]),
-        ingest_table(r["ingest"]),
-        qa_sync_table(r["qa_sync"]),
+        f"run took {r['duration_s']:.0f} s.\n"
     ]
+    # A section never run yet (e.g. only `python -m bench burst` so far) has no table.
+    for key, render in (
+        ("worker_throughput", worker_table),
+        ("added_latency", latency_table),
+        ("ingest", ingest_table),
+        ("qa_sync", qa_sync_table),
+        ("burst", burst.table),
+    ):
+        if key in r:
+            parts.append(render(r[key]))
     return "\n".join(parts)
 
 
@@ -134,6 +142,8 @@ def qa_sync_table(q: dict[str, Any]) -> str:
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
+    if not all(key in r for key in ("worker_throughput", "added_latency", "ingest", "qa_sync")):
+        return
     figure, ((top_left, top_right), (bottom_left, bottom_right)) = plt.subplots(
         2, 2, figsize=(12, 9)
     )

@@ -44,6 +44,7 @@ SECRET_VARIABLES = frozenset(
         "OPENAI_WEBHOOK_SECRET",
         "QA_SYNC_API_KEYS",
         "HF_TOKEN",
+        "VLLM_API_KEY",
         "OTEL_EXPORTER_OTLP_HEADERS",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",

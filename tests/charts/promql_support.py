@@ -25,9 +25,6 @@ RELEASE = "feedback-platform"
 JOBS = {component: f"{RELEASE}-{component}" for component in ("ingest", "worker", "qa-sync")}
 DASHBOARD = CHART / "files" / "dashboards" / "feedback-platform.json"
 
-# The LLM gate's gauge is added to the worker by another change (issue 15's report): the rule and
-# the panel are written against its name. Remove it from here once metrics.py defines it.
-PENDING_METRICS = frozenset({"feedback_worker_llm_gate_open"})
 # Prometheus' own series about each target.
 PROMETHEUS_METRICS = frozenset({"up"})
 
@@ -116,4 +113,4 @@ def known_metric_names() -> frozenset[str]:
             exposed |= {f"{family.name}_{suffix}" for suffix in ("bucket", "count", "sum")}
         elif family.type == "gauge":
             exposed.add(family.name)
-    return frozenset(exposed | PROMETHEUS_METRICS | PENDING_METRICS)
+    return frozenset(exposed | PROMETHEUS_METRICS)

@@ -23,7 +23,6 @@ from devstack.prometheus import prometheus_binary
 from devstack.stack import Ports, Stack, StackConfig
 from llm_common.contracts.example import example_weekly_record
 from promql_support import (
-    PENDING_METRICS,
     alert_rules,
     dashboard_exprs,
     rendered_rules,
@@ -98,12 +97,7 @@ def _eventually(check: Callable[[], list[str]], timeout: float, what: str) -> No
 def _selectors() -> set[str]:
     """Every `metric{matchers}` the rules and the dashboard select, as Prometheus gets it."""
     exprs = [*dashboard_exprs()]
-    return {
-        f"{name}{{{matchers}}}"
-        for expr in exprs
-        for name, matchers in SELECTOR.findall(expr)
-        if name not in PENDING_METRICS
-    }
+    return {f"{name}{{{matchers}}}" for expr in exprs for name, matchers in SELECTOR.findall(expr)}
 
 
 def _send_traffic(stack: Stack) -> None:
@@ -147,7 +141,6 @@ def test_rules_and_dashboard_see_real_series_and_the_dlq_alert_fires(
         f"{name}{{{matchers}}}"
         for alert in alert_rules(rules)
         for name, matchers in SELECTOR.findall(alert["expr"])
-        if name not in PENDING_METRICS
     }
     expected = {s for s in selectors if s.split("{")[0] not in FIRST_EVENT_ONLY}
     _eventually(lambda: sorted(s for s in expected if not _query(stack, s)), 60, "no series for")

@@ -157,7 +157,7 @@ def test_ingest_scales_on_cpu_and_keeps_replicas_through_disruptions(
 def test_ingress_off_leaves_a_fixed_ingest(render_scenario: Render) -> None:
     manifests = render_scenario("ingress-off")
     assert not [m for m in manifests if m["kind"] in ("Ingress", "HorizontalPodAutoscaler")]
-    assert not objects(manifests, "PodDisruptionBudget")
+    assert not [p for p in objects(manifests, "PodDisruptionBudget") if component_of(p) == "ingest"]
     assert one(manifests, "Deployment", "ingest")["spec"]["replicas"] == 2
 
 
@@ -172,8 +172,7 @@ def test_worker_scales_with_keda_on_the_request_queue(render_scenario: Render) -
     assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
     assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert scaled["spec"]["minReplicaCount"] == 0
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "aws-sqs-queue"
+    trigger = _trigger(scaled, "aws-sqs-queue")
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     config = config_of(manifests, "worker")
     assert trigger["metadata"] == {
@@ -197,7 +196,7 @@ def test_scale_to_zero_against_an_emulator_with_secret_credentials(render_scenar
     manifests = render_scenario("min-replicas-0")
     scaled = one(manifests, "ScaledObject", "worker")
     assert scaled["spec"]["minReplicaCount"] == 0
-    (trigger,) = scaled["spec"]["triggers"]
+    trigger = _trigger(scaled, "aws-sqs-queue")
     assert trigger["metadata"]["awsEndpoint"] == "http://moto.feedback-dev.svc.cluster.local:5000"
     assert trigger["metadata"]["queueLength"] == "8"
     assert trigger["metadata"]["activationQueueLength"] == "1"
@@ -206,6 +205,60 @@ def test_scale_to_zero_against_an_emulator_with_secret_credentials(render_scenar
         "awsAccessKeyID": "AWS_ACCESS_KEY_ID",
         "awsSecretAccessKey": "AWS_SECRET_ACCESS_KEY",
     }
+
+
+def _trigger(scaled: Manifest, kind: str) -> Manifest:
+    (trigger,) = [t for t in scaled["spec"]["triggers"] if t["type"] == kind]
+    return trigger
+
+
+def test_workers_are_capped_by_the_ready_vllm_replicas(render_scenario: Render) -> None:
+    manifests = render_scenario("defaults")
+    scaled = one(manifests, "ScaledObject", "worker")
+    queue_length = int(config_of(manifests, "worker")["WORKER_CONCURRENCY"])
+    modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
+    # 256 running sequences per vLLM replica / 32 calls per pod = 8 pods per replica, each
+    # counted at its queue length: pods = min(queue / 32, ready * 8).
+    assert modifiers["formula"] == f"min(queue, llm_ready * {8 * queue_length})"
+    assert modifiers["target"] == str(queue_length)
+    assert _trigger(scaled, "aws-sqs-queue")["name"] == "queue"
+    ready = _trigger(scaled, "prometheus")
+    assert ready["name"] == "llm_ready"
+    vllm = one(manifests, "Deployment", "vllm")["metadata"]["name"]
+    assert f'deployment="{vllm}"' in ready["metadata"]["query"]
+    assert "kube_deployment_status_replicas_ready" in ready["metadata"]["query"]
+    assert ready["metadata"]["serverAddress"].startswith("http://")
+
+
+def test_workers_per_vllm_replica_follow_its_batch_and_their_concurrency(helm: Helm) -> None:
+    manifests = helm.template(
+        MINIMAL_VALUES, sets={"vllm.maxNumSeqs": "128", "worker.concurrency": "48"}
+    )
+    modifiers = one(manifests, "ScaledObject", "worker")["spec"]["advanced"]["scalingModifiers"]
+    assert modifiers["formula"] == f"min(queue, llm_ready * {3 * 48})"  # ceil(128 / 48) = 3
+
+
+def test_an_external_llm_leaves_workers_on_the_queue_alone(render_scenario: Render) -> None:
+    scaled = one(render_scenario("external-llm"), "ScaledObject", "worker")
+    assert [t["type"] for t in scaled["spec"]["triggers"]] == ["aws-sqs-queue"]
+    assert "scalingModifiers" not in scaled["spec"]["advanced"]
+
+
+def test_worker_fallback_and_hpa_behaviour_come_from_values(helm: Helm) -> None:
+    manifests = helm.template(
+        MINIMAL_VALUES,
+        sets={
+            "worker.autoscaling.fallback.replicas": "5",
+            "worker.autoscaling.behavior.scaleDown.stabilizationWindowSeconds": "600",
+        },
+    )
+    spec = one(manifests, "ScaledObject", "worker")["spec"]
+    assert spec["fallback"] == {"failureThreshold": 3, "replicas": 5}
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
+    assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 4, "periodSeconds": 30}]
+    no_fallback = helm.template(MINIMAL_VALUES, sets={"worker.autoscaling.fallback": "null"})
+    assert "fallback" not in one(no_fallback, "ScaledObject", "worker")["spec"]
 
 
 def test_workload_identity_for_keda(render_scenario: Render) -> None:
@@ -225,7 +278,9 @@ def test_worker_grace_period_outlasts_llm_calls_and_drain(
 ) -> None:
     manifests = render_scenario(scenario)
     config = config_of(manifests, "worker")
-    attempts = int(config["LLM_MAX_RETRIES"]) + 1
+    # With the LLM gate the client does not retry: one attempt per call.
+    gated = config["LLM_GATE_ENABLED"] == "true"
+    attempts = 1 if gated else int(config["LLM_MAX_RETRIES"]) + 1
     budget = float(config["LLM_TIMEOUT_SECONDS"]) * attempts + float(config["DRAIN_GRACE_SECONDS"])
     grace = one(manifests, "Deployment", "worker")["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"
@@ -234,14 +289,24 @@ def test_worker_grace_period_outlasts_llm_calls_and_drain(
 
 
 def test_grace_period_follows_the_llm_timeout(helm: Helm) -> None:
-    def grace(timeout: str) -> int:
-        manifests = helm.template(MINIMAL_VALUES, sets={"worker.llm.timeoutSeconds": timeout})
+    def grace(timeout: str, gate: str = "true") -> int:
+        sets = {"worker.llm.timeoutSeconds": timeout, "worker.llm.gate.enabled": gate}
+        manifests = helm.template(MINIMAL_VALUES, sets=sets)
         spec = one(manifests, "Deployment", "worker")["spec"]["template"]["spec"]
         value: int = spec["terminationGracePeriodSeconds"]
         return value
 
-    # 3 attempts (maxRetries 2) of each extra second.
-    assert grace("120") - grace("60") == 180
+    # One attempt with the LLM gate; 3 (maxRetries 2) of each extra second without it.
+    assert grace("120") - grace("60") == 60
+    assert grace("120", "false") - grace("60", "false") == 180
+
+
+def test_the_llm_gate_is_configured_from_values(helm: Helm) -> None:
+    by_default = config_of(helm.template(MINIMAL_VALUES), "worker")
+    assert by_default["LLM_GATE_ENABLED"] == "true"
+    assert by_default["LLM_TARGET_WAITING"] == "16"
+    off = helm.template(MINIMAL_VALUES, sets={"worker.llm.gate.enabled": "false"})
+    assert config_of(off, "worker")["LLM_GATE_ENABLED"] == "false"
 
 
 def test_prompt_template_is_mounted_and_named(render_scenario: Render) -> None:
@@ -322,6 +387,94 @@ def test_vllm_has_shared_memory_a_model_cache_and_a_long_startup(render_scenario
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 15 * 60
     assert env_of(container)["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_vllm_pool_empties_between_bursts_and_wakes_on_the_queue(render_scenario: Render) -> None:
+    manifests = render_scenario("defaults")
+    deployment = one(manifests, "Deployment", "vllm")
+    scaled = one(manifests, "ScaledObject", "vllm")
+    spec = scaled["spec"]
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+    assert spec["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert (spec["idleReplicaCount"], spec["minReplicaCount"]) == (0, 1)
+    queue = _trigger(scaled, "aws-sqs-queue")
+    assert queue["metadata"]["queueURL"] == config_of(manifests, "worker")["FEEDBACK_QUEUE_URL"]
+    auth = one(manifests, "TriggerAuthentication", "worker")
+    assert queue["authenticationRef"]["name"] == auth["metadata"]["name"]
+    waiting = _trigger(scaled, "prometheus")["metadata"]
+    assert waiting["query"].startswith("sum(vllm:num_requests_waiting{")
+    assert 'model_name="feedback-llm"' in waiting["query"]
+    # A lull inside a burst (the workers' longest retry delay, 600 s) never gives a GPU back.
+    scale_down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    retry_max = int(config_of(manifests, "worker").get("RETRY_MAX_DELAY_SECONDS", "600"))
+    assert scale_down["stabilizationWindowSeconds"] > retry_max
+    assert spec["cooldownPeriod"] > retry_max
+
+
+def test_vllm_keeps_replicas_through_voluntary_disruptions(render_scenario: Render) -> None:
+    manifests = render_scenario("defaults")
+    pdb = one(manifests, "PodDisruptionBudget", "vllm")
+    selector = one(manifests, "Deployment", "vllm")["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_a_per_pod_model_cache_rolls_without_an_outage(helm: Helm) -> None:
+    manifests = helm.template(
+        MINIMAL_VALUES,
+        sets={
+            "vllm.modelCache.type": "ephemeral",
+            "vllm.modelCache.storageClassName": "gp3",
+            "vllm.autoscaling.maxReplicas": "2",
+        },
+    )
+    deployment = one(manifests, "Deployment", "vllm")
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    (cache,) = [
+        v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "model-cache"
+    ]
+    claim = cache["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["storageClassName"] == "gp3"
+    assert claim["resources"]["requests"]["storage"] == "50Gi"
+    assert not objects(manifests, "PersistentVolumeClaim")
+    assert one(manifests, "ScaledObject", "vllm")["spec"]["maxReplicaCount"] == 2
+
+
+def test_vllm_pins_its_revision_names_its_user_and_its_runtime(helm: Helm) -> None:
+    revision = "a09a35458c702b33eeacc393d103063234e8bc28"
+    manifests = helm.template(
+        MINIMAL_VALUES, sets={"vllm.revision": revision, "vllm.runtimeClassName": "nvidia"}
+    )
+    deployment = one(manifests, "Deployment", "vllm")
+    container = _container(deployment)
+    args = container["args"]
+    assert args[args.index("--revision") + 1] == revision
+    assert args[args.index("--max-num-seqs") + 1] == "256"
+    assert deployment["spec"]["template"]["spec"]["runtimeClassName"] == "nvidia"
+    assert env_of(container)["USER"]["value"] == "vllm"
+    unpinned = _container(one(helm.template(MINIMAL_VALUES), "Deployment", "vllm"))
+    assert "--revision" not in unpinned["args"]
+
+
+def test_vllm_and_the_worker_share_one_api_key_secret(render_scenario: Render) -> None:
+    manifests = render_scenario("defaults")
+    served = env_of(_container(one(manifests, "Deployment", "vllm")))["VLLM_API_KEY"]
+    sent = env_of(_container(one(manifests, "Deployment", "worker")))["LLM_API_KEY"]
+    assert served["valueFrom"] == sent["valueFrom"]
+    assert served["valueFrom"]["secretKeyRef"]["key"] == "VLLM_API_KEY"
+    assert "optional" not in served["valueFrom"]["secretKeyRef"]
+
+
+def test_without_a_vllm_key_the_worker_key_is_its_own_and_optional(helm: Helm) -> None:
+    manifests = helm.template(MINIMAL_VALUES, sets={"vllm.apiKey.enabled": "false"})
+    assert "VLLM_API_KEY" not in env_of(_container(one(manifests, "Deployment", "vllm")))
+    sent = env_of(_container(one(manifests, "Deployment", "worker")))["LLM_API_KEY"]
+    worker_secret = sent["valueFrom"]["secretKeyRef"]
+    assert worker_secret["key"] == "LLM_API_KEY"
+    assert worker_secret["optional"] is True
 
 
 def test_model_cache_can_be_an_empty_dir(helm: Helm) -> None:

@@ -57,6 +57,20 @@ def test_external_llm_needs_its_url(helm: Helm) -> None:
         helm.template(MINIMAL_VALUES, sets={"vllm.enabled": "false"})
 
 
-def test_several_vllm_replicas_cannot_share_one_read_write_once_cache(helm: Helm) -> None:
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {"vllm.autoscaling.maxReplicas": "2"},
+        {"vllm.autoscaling.enabled": "false", "vllm.replicaCount": "2"},
+    ],
+)
+def test_several_vllm_replicas_cannot_share_one_read_write_once_cache(
+    helm: Helm, sets: dict[str, str]
+) -> None:
     with pytest.raises(HelmError, match="ReadWriteMany"):
-        helm.template(MINIMAL_VALUES, sets={"vllm.replicaCount": "2"})
+        helm.template(MINIMAL_VALUES, sets=sets)
+
+
+def test_vllm_idle_replicas_must_be_below_its_minimum(helm: Helm) -> None:
+    with pytest.raises(HelmError, match="idleReplicas must be below minReplicas"):
+        helm.template(MINIMAL_VALUES, sets={"vllm.autoscaling.idleReplicas": "1"})

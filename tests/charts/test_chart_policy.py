@@ -99,7 +99,7 @@ def test_the_secrets_each_component_needs_are_wired(render_scenario: Render) -> 
         "ingest": {"INGEST_API_KEYS"},
         "worker": {"CALLBACK_SECRET", "LLM_API_KEY"},
         "qa-sync": {"DATABASE_URL", "OPENAI_API_KEY", "OPENAI_WEBHOOK_SECRET", "QA_SYNC_API_KEYS"},
-        "vllm": {"HF_TOKEN"},
+        "vllm": {"HF_TOKEN", "VLLM_API_KEY"},
     }
     for deployment in objects(render_scenario("all-on"), "Deployment"):
         component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]

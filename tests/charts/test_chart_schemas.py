@@ -10,6 +10,7 @@ from chart_support import (
     SUPPORTED_KUBERNETES,
     Manifest,
     has_crd_schema,
+    one,
     validate_builtin,
     validate_custom,
 )
@@ -55,7 +56,7 @@ def test_every_custom_kind_is_rendered_by_some_scenario(
 def test_the_crd_check_rejects_a_field_keda_does_not_know(
     render_scenario: Callable[[str], list[Manifest]],
 ) -> None:
-    (scaled_object,) = [m for m in render_scenario("defaults") if m["kind"] == "ScaledObject"]
+    scaled_object = one(render_scenario("defaults"), "ScaledObject", "worker")
     broken = {**scaled_object, "spec": {**scaled_object["spec"], "minReplicas": 0}}
     with pytest.raises(jsonschema.ValidationError, match="minReplicas"):
         validate_custom(broken)

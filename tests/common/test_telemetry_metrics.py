@@ -25,6 +25,10 @@ PROMISED = {
     "feedback_worker_deliveries": "counter",
     "feedback_worker_dlq_sends": "counter",
     "feedback_worker_drains": "counter",
+    # The LLM gate; an alert is written against feedback_worker_llm_gate_open == 0.
+    "feedback_worker_llm_gate_open": "gauge",
+    "feedback_worker_llm_limit": "gauge",
+    "feedback_worker_llm_gate_closed_seconds": "counter",
     "qa_sync_jobs": "gauge",
     "qa_sync_verification_failures": "counter",
     "qa_sync_repairs": "counter",

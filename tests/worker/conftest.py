@@ -88,7 +88,9 @@ async def run_feedback(
     clients: list[FeedbackWriter] = []
 
     async def run(source: InMemorySource, **overrides: str) -> Runner:
-        for name, value in {**base_env, "FEEDBACK_QUEUE_URL": "memory", **overrides}.items():
+        # A runner without the LLM gate: its client retries as the gate-less worker's does.
+        plain = {"FEEDBACK_QUEUE_URL": "memory", "LLM_GATE_ENABLED": "false"}
+        for name, value in {**base_env, **plain, **overrides}.items():
             monkeypatch.setenv(name, value)
         settings = WorkerSettings()
         writer = FeedbackWriter.from_settings(settings)

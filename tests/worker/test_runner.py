@@ -158,9 +158,8 @@ async def test_receives_wait_for_a_batch_of_free_slots_instead_of_one_each(
     await Runner(source, Scripted(work), runner_config).run(burst=True)
 
     assert len(source.deleted) == 200
-    # Each receive but the first few waits for `receive_batch` (8) free slots: one receive for
-    # every freed slot would take over a hundred calls of SQS's API for these 200 messages.
-    assert runner_config.receive_batch == 8
+    # Each receive but the first few waits for the prefetch's worth (8) of free slots: one
+    # receive per freed slot would take over a hundred calls of SQS's API for these messages.
     assert source.receives <= 200 // 8 + runner_config.receive_loops
 
 

@@ -104,7 +104,10 @@ async def test_messages_a_pending_poll_returns_after_shutdown_began_are_released
 ) -> None:
     llm.control(latency_s=3.0)
     enqueue(sqs, feedback_queues.requests, member_id=43, request_id="req-43")
-    worker = await start_worker(SQS_WAIT_SECONDS="20", VISIBILITY_TIMEOUT_SECONDS="60")
+    # Without the LLM gate, whose first call is a trial that leaves no slot for a second poll.
+    worker = await start_worker(
+        SQS_WAIT_SECONDS="20", VISIBILITY_TIMEOUT_SECONDS="60", LLM_GATE_ENABLED="false"
+    )
     await eventually(lambda: llm.stats()["in_flight"] == 1)
     await asyncio.sleep(0.5)  # with a free slot left, the next 20 s poll is open
 

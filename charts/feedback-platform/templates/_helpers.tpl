@@ -87,9 +87,10 @@ Call with (dict "root" $ "image" .Values.x.image "registry" "<prefix or empty>")
 {{- $reference }}
 {{- end }}
 
-{{/* One env entry read from a Secret key. (dict "secret" name "key" KEY "optional" bool) */}}
+{{/* One env entry read from a Secret key, named as the key unless "name" is given.
+(dict "secret" name "key" KEY "optional" bool ["name" VARIABLE]) */}}
 {{- define "feedback-platform.secretEnv" -}}
-- name: {{ .key }}
+- name: {{ .name | default .key }}
   valueFrom:
     secretKeyRef:
       name: {{ .secret }}
@@ -198,13 +199,25 @@ the final SQS delete. Kubernetes kills the pod at this deadline, so it must be a
 */}}
 {{- define "feedback-platform.worker.terminationGracePeriodSeconds" -}}
 {{- $worker := .Values.worker }}
-{{- $llmBudget := mul (int $worker.llm.timeoutSeconds) (add1 (int $worker.llm.maxRetries)) }}
+{{- /* With the LLM gate the client never retries: one attempt per call. */}}
+{{- $attempts := ternary 1 (add1 (int $worker.llm.maxRetries)) $worker.llm.gate.enabled }}
+{{- $llmBudget := mul (int $worker.llm.timeoutSeconds) $attempts }}
 {{- add $llmBudget (int $worker.drainGraceSeconds) (int $worker.terminationMarginSeconds) }}
 {{- end }}
 
 {{/* KEDA's target queue length per pod: worker.concurrency unless set. */}}
 {{- define "feedback-platform.worker.queueLength" -}}
 {{- .Values.worker.autoscaling.queueLength | default .Values.worker.concurrency | int }}
+{{- end }}
+
+{{/*
+Worker pods one ready vLLM replica can keep busy: its running batch (vllm.maxNumSeqs) over the
+calls one pod holds (worker.concurrency), unless worker.autoscaling.llmCap.podsPerLlmReplica
+is set. More would only queue inside vLLM.
+*/}}
+{{- define "feedback-platform.worker.podsPerLlmReplica" -}}
+{{- $set := int .Values.worker.autoscaling.llmCap.podsPerLlmReplica }}
+{{- if $set }}{{ $set }}{{ else }}{{ div (add (int .Values.vllm.maxNumSeqs) (sub (int .Values.worker.concurrency) 1)) (int .Values.worker.concurrency) }}{{ end }}
 {{- end }}
 
 {{/* NetworkPolicy "from" peers of the ingress controller (a YAML list, or nothing). */}}

@@ -1,6 +1,11 @@
 """How a message can fail. The runner turns each kind into one queue action."""
 
+from typing import TYPE_CHECKING
+
 from llm_common.telemetry.names import DeadLetterReason, RetryOperation
+
+if TYPE_CHECKING:
+    from feedback_worker.llm_gate import GateReason
 
 
 class RetryLater(Exception):
@@ -33,9 +38,16 @@ class InvalidMessage(DeadLetter):
 
 
 class LlmUnavailable(RetryLater):
-    """The LLM failed after the client's own retries (connection, timeout, 429, 5xx, ...)."""
+    """The LLM failed (connection, timeout, 429, 5xx, ...), after the client's own retries when
+    the LLM gate is off; `gate_reason` says whether the failure closes the gate."""
 
     operation = RetryOperation.LLM
+
+    def __init__(
+        self, reason: str, retry_after: float | None = None, gate_reason: "GateReason | None" = None
+    ) -> None:
+        super().__init__(reason, retry_after)
+        self.gate_reason = gate_reason
 
 
 class EmptyCompletion(RetryLater):

@@ -14,9 +14,10 @@ from llm_common.telemetry import debug_text, log_context, names
 from opentelemetry import trace
 
 from feedback_worker.delivery import Channel
-from feedback_worker.errors import DeadLetter
+from feedback_worker.errors import DeadLetter, LlmUnavailable
 from feedback_worker.jobs import Job, read_job
 from feedback_worker.llm import FeedbackWriter
+from feedback_worker.llm_gate import LlmGate
 from feedback_worker.prompt import PromptTemplate
 from feedback_worker.slots import Place
 from feedback_worker.source import QueueMessage
@@ -26,11 +27,16 @@ log = logging.getLogger(__name__)
 
 class FeedbackHandler:
     def __init__(
-        self, writer: FeedbackWriter, prompt: PromptTemplate, channels: list[Channel]
+        self,
+        writer: FeedbackWriter,
+        prompt: PromptTemplate,
+        channels: list[Channel],
+        gate: LlmGate | None = None,
     ) -> None:
         self._writer = writer
         self._prompt = prompt
         self._channels = channels
+        self._gate = gate
 
     @property
     def channel_names(self) -> list[str]:
@@ -62,7 +68,15 @@ class FeedbackHandler:
             message.message_id,
             message.receive_count,
         )
-        content = await self._writer.write(self._prompt.render(job.request))
+        try:
+            content = await self._writer.write(self._prompt.render(job.request))
+        except LlmUnavailable as failure:
+            # The gate decides whether other messages may try the LLM before it answers again.
+            if self._gate is not None:
+                self._gate.call_failed(failure)
+            raise
+        if self._gate is not None:
+            self._gate.call_answered()
         await place.finish_work()
         debug_text(log, "generated", content)
         return content

@@ -10,6 +10,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
 from feedback_worker.errors import EmptyCompletion, LlmUnavailable
+from feedback_worker.llm_gate import GateReason
 from feedback_worker.prompt import Prompt
 from feedback_worker.settings import WorkerSettings
 
@@ -22,8 +23,9 @@ NO_API_KEY = "EMPTY"
 class FeedbackWriter:
     """Writes one feedback text per prompt.
 
-    Transient errors (connection, timeout, 408/409/429/5xx) are retried by the client itself,
-    `max_retries` times with exponential backoff and jitter, honouring `Retry-After`.
+    With the LLM gate off, transient errors (connection, timeout, 408/409/429/5xx) are retried
+    by the client itself, `max_retries` times with exponential backoff and jitter, honouring
+    `Retry-After`; with it on, `max_retries` is 0 and the failure says whether it closes the gate.
     """
 
     def __init__(
@@ -40,7 +42,7 @@ class FeedbackWriter:
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key.get_secret_value() or NO_API_KEY,
             timeout=settings.llm_timeout_seconds,
-            max_retries=settings.llm_max_retries,
+            max_retries=settings.client_retries,
         )
         return cls(client, settings.llm_model, settings.llm_temperature, settings.llm_max_tokens)
 
@@ -51,7 +53,9 @@ class FeedbackWriter:
         except openai.APIError as error:
             # Every API error is transient for the message: a 4xx here means the server or its
             # configuration is wrong (model name, key), which a fix repairs for every message.
-            raise LlmUnavailable(f"LLM call failed: {_describe(error)}") from error
+            raise LlmUnavailable(
+                f"LLM call failed: {_describe(error)}", gate_reason=gate_reason(error)
+            ) from error
         choice = completion.choices[0] if completion.choices else None
         content = (choice.message.content or "").strip() if choice else ""
         if not content:
@@ -110,6 +114,21 @@ class FeedbackWriter:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def gate_reason(error: openai.APIError) -> GateReason | None:
+    """Why this failure says the LLM cannot take calls now; None for one that says nothing
+    about it (a 400 for this prompt, a 401 from a wrong key: retrying elsewhere is no help)."""
+    if isinstance(error, openai.APITimeoutError):
+        return GateReason.TIMEOUT
+    if isinstance(error, openai.APIConnectionError):
+        return GateReason.UNREACHABLE
+    if isinstance(error, openai.APIStatusError) and error.status_code in OVERLOAD_STATUSES:
+        return GateReason.OVERLOADED
+    return None
 
 
 def _describe(error: openai.APIError) -> str:

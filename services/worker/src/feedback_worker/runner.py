@@ -16,6 +16,10 @@ failed, say) is recognised by its message id, and only its newest receipt handle
 then on. On SIGTERM (`stop`) no more receives start; messages still waiting for a work slot go
 back to the queue at once; the rest may finish within the drain grace, then are made visible.
 
+A `Gate` (for feedback: the LLM gate, `llm_gate.py`) may hold the receives: while it says no
+nothing is received, what a receive brings anyway goes straight back, and `hand_back_waiting()`
+returns at once what waits for a work slot; the gate also moves the work limit (`Bounds`).
+
 `run(burst=True)` returns once the source has nothing visible and nothing is held, as arq's
 burst mode does: tests run a queue to its end without sleeps.
 """
@@ -59,6 +63,15 @@ RECEIVE_RETRY_MAX_SECONDS = 30.0
 MAX_RECEIVE_LOOPS = 8
 
 
+class Gate(Protocol):
+    """Whether messages may be received now (see the module docstring)."""
+
+    @property
+    def receiving(self) -> bool: ...
+
+    async def wait_receiving(self) -> None: ...
+
+
 class Handler(Protocol):
     async def handle(self, message: QueueMessage, place: Place) -> None:
         """Do the message's work; raise RetryLater or DeadLetter (feedback_worker.errors).
@@ -91,17 +104,6 @@ class RunnerConfig:
         the ideal throughput at 64 in flight)."""
         return min(MAX_RECEIVE_LOOPS, math.ceil((self.concurrency + self.prefetch) / MAX_BATCH))
 
-    @property
-    def receive_batch(self) -> int:
-        """How many free slots a receive waits for: the prefetch, up to a full batch of ten.
-
-        A receive for each slot as it frees made most receives bring one message, and a receive
-        costs SQS (and moto, which rescans the queue) as much for one message as for ten:
-        measured with `make bench` at 64 in flight, 692 receives for 1,024 messages. Waiting for
-        no more than the prefetch never starves the LLM: while every message received ahead has
-        started, at least `prefetch` slots are free."""
-        return max(1, min(MAX_BATCH, self.prefetch))
-
 
 @dataclass
 class _Held:
@@ -113,11 +115,20 @@ class _Held:
 
 
 class Runner:
-    def __init__(self, source: MessageSource, handler: Handler, config: RunnerConfig) -> None:
+    def __init__(
+        self,
+        source: MessageSource,
+        handler: Handler,
+        config: RunnerConfig,
+        bounds: Bounds | None = None,
+        gate: Gate | None = None,
+    ) -> None:
         self._source = source
         self._handler = handler
         self._config = config
-        self._bounds = Bounds(config.concurrency, config.prefetch)
+        self._bounds = bounds or Bounds(config.concurrency, config.prefetch)
+        self._gate = gate
+        self._handing_back: set[asyncio.Task[None]] = set()
         self._heartbeat = Heartbeat(source, config.visibility_timeout)
         self._held: dict[str, _Held] = {}
         """Message id → the message held under it."""
@@ -146,11 +157,16 @@ class Runner:
         wait_seconds = 0 if burst else self._config.wait_seconds
         failed_receives = 0
         while not self._stopping.is_set():
-            reserved = await self._unless_stopped(
-                self._bounds.received.reserve(MAX_BATCH, self._config.receive_batch)
-            )
+            if self._gate is not None and not self._gate.receiving:
+                # No receive may burn a message's receive count while the work cannot be done.
+                await self._unless_stopped(self._gate.wait_receiving())
+                continue
+            reserved = await self._unless_stopped(self._bounds.received.reserve(MAX_BATCH))
             if reserved is None:
                 return
+            if self._gate is not None and not self._gate.receiving:
+                self._bounds.received.release(reserved)  # it closed while this loop waited
+                continue
             try:
                 messages = await self._unless_stopped(
                     self._source.receive(reserved, wait_seconds, self._config.visibility_timeout)
@@ -165,6 +181,11 @@ class Runner:
                 return
             failed_receives = 0
             self._bounds.received.release(reserved - len(messages))
+            if messages and self._gate is not None and not self._gate.receiving:
+                # A receive that began before the gate closed: not one of them is started.
+                self._bounds.received.release(len(messages))
+                await self._make_visible(messages)
+                continue
             for message in messages:
                 self._hold(message)
             if burst and not messages:
@@ -172,6 +193,12 @@ class Runner:
                     return
                 self._left.clear()
                 await self._unless_stopped(self._left.wait())
+
+    def hand_back_waiting(self, why: str) -> None:
+        """Give back at once every message not yet at work (the gate closed)."""
+        task = asyncio.create_task(self._release_unstarted(why))
+        self._handing_back.add(task)
+        task.add_done_callback(self._handing_back.discard)
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, T]) -> T | None:
         """`work`'s result, or None (and `work` cancelled) if a stop comes first."""
@@ -321,7 +348,9 @@ class Runner:
                 return True
 
     async def _drain(self) -> None:
-        await self._release_unstarted()
+        if self._handing_back:
+            await asyncio.wait(self._handing_back)
+        await self._release_unstarted("the worker is stopping")
         unfinished: set[asyncio.Task[None]] = set()
         tasks = {held.task for held in self._held.values() if held.task is not None}
         if tasks:
@@ -339,10 +368,12 @@ class Runner:
             log.warning("grace over: %d unfinished message(s) made visible again", len(leftover))
             await self._make_visible(leftover)
 
-    async def _release_unstarted(self) -> None:
-        """Give back at once what is still waiting for a work slot: the pod is going away, and
-        another worker can start those messages now instead of after the grace period."""
-        waiting = [held for held in self._held.values() if held.place.stage is Stage.WAITING]
+    async def _release_unstarted(self, why: str) -> None:
+        """Give back at once what is still waiting for a work slot (the pod is going away, or
+        the gate closed): another worker can start those messages now instead of after the
+        grace period or the outage."""
+        unstarted = (Stage.RECEIVED, Stage.WAITING)
+        waiting = [held for held in self._held.values() if held.place.stage in unstarted]
         if not waiting:
             return
         messages = [held.message for held in waiting]
@@ -350,7 +381,7 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks)
-        log.info("%d message(s) not yet at work made visible again", len(messages))
+        log.info("%d message(s) not yet at work made visible again: %s", len(messages), why)
         await self._make_visible(messages)
 
     async def _make_visible(self, messages: list[QueueMessage]) -> None:

@@ -32,7 +32,8 @@ class WorkerSettings(ServiceSettings):
     visibility_timeout_seconds: int = Field(60, ge=2, le=MAX_VISIBILITY_SECONDS)
     """Set on every receive; the heartbeat renews it every third of it while a message is worked."""
     worker_concurrency: int = Field(32, ge=1, le=1_000)
-    """LLM calls at once: vLLM batches concurrent requests, so this keeps the GPU busy."""
+    """LLM calls at once at most: vLLM batches concurrent requests, so this keeps the GPU busy.
+    With the LLM gate on, the ceiling of the adaptive limit (feedback_worker/llm_gate.py)."""
     worker_prefetch: int | None = Field(None, ge=0, le=1_000)
     """Messages received ahead of a free LLM slot, so a call that ends is followed at once by
     the next; unset: a quarter of WORKER_CONCURRENCY. 0 receives only into free LLM slots.
@@ -49,6 +50,18 @@ class WorkerSettings(ServiceSettings):
     llm_api_key: SecretStr = SecretStr("")
     llm_timeout_seconds: float = Field(60.0, gt=0)
     llm_max_retries: int = Field(3, ge=0)
+    """The openai client's own retries, only with LLM_GATE_ENABLED=false: with the gate a
+    failed call closes it and the message's SQS retry is the one retry, never stacked."""
+    llm_gate_enabled: bool = True
+    """Stop receiving while the LLM is down, adapt the calls in flight to what it can take."""
+    llm_capacity_poll_seconds: float = Field(1.0, gt=0)
+    """How often the gate reads vllm:num_requests_waiting from the LLM's /metrics."""
+    llm_target_waiting: int = Field(16, ge=0)
+    """Requests allowed to wait inside vLLM (all workers together): enough to refill the slots
+    freed between two polls (at the 3,300 tokens/s plateau ~15 feedbacks end per second), few
+    enough that none waits long."""
+    llm_start_limit: int = Field(8, ge=1)
+    """Calls in flight before the first capacity reading; doubles per poll until vLLM waits."""
     llm_temperature: float = Field(0.7, ge=0, le=2)
     llm_max_tokens: int = Field(400, ge=1)
     """5-6 Korean sentences are about 150-300 tokens; the cap stops a rambling model early."""
@@ -79,6 +92,17 @@ class WorkerSettings(ServiceSettings):
     def most_held(self) -> int:
         """Messages one worker may hold: at the LLM, received ahead, and being delivered."""
         return self.worker_concurrency + self.prefetch + self.worker_concurrency
+
+    @property
+    def llm_server_url(self) -> str:
+        """The LLM server's root, where vLLM serves /health and /metrics (LLM_BASE_URL minus
+        its /v1)."""
+        base = self.llm_base_url.rstrip("/")
+        return base.removesuffix("/v1")
+
+    @property
+    def client_retries(self) -> int:
+        return 0 if self.llm_gate_enabled else self.llm_max_retries
 
     @property
     def callback_endpoint(self) -> str | None:

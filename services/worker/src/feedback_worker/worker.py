@@ -1,22 +1,29 @@
 """One worker process: the runner over the request queue, the feedback handler, and every
 client they share, built from the settings, checked, and closed when the run ends."""
 
+import asyncio
+import contextlib
 import logging
 
 import httpx
+from llm_common.telemetry import metrics
 
 from feedback_worker.delivery import channels_from_settings
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.handler import FeedbackHandler
-from feedback_worker.llm import FeedbackWriter
+from feedback_worker.llm import NO_API_KEY, FeedbackWriter
+from feedback_worker.llm_gate import LlmGate
 from feedback_worker.prompt import InvalidTemplate, PromptTemplate
 from feedback_worker.runner import Runner, RunnerConfig
 from feedback_worker.settings import WorkerSettings
+from feedback_worker.slots import Bounds
 from feedback_worker.source import MessageSource
 from feedback_worker.sqs import Sqs
 from feedback_worker.startup import check_model, open_request_queue
 
 log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_SECONDS = 5.0
 
 
 def runner_config(settings: WorkerSettings) -> RunnerConfig:
@@ -41,21 +48,47 @@ def callback_http(settings: WorkerSettings) -> httpx.AsyncClient:
     )
 
 
+def probe_http(settings: WorkerSettings) -> httpx.AsyncClient:
+    """The LLM gate's own client: /health and /metrics answer while every call is busy."""
+    key = settings.llm_api_key.get_secret_value() or NO_API_KEY
+    return httpx.AsyncClient(
+        timeout=PROBE_TIMEOUT_SECONDS, headers={"authorization": f"Bearer {key}"}
+    )
+
+
 class Worker:
     def __init__(
         self,
         settings: WorkerSettings,
         source: MessageSource,
-        handler: FeedbackHandler,
         writer: FeedbackWriter,
+        prompt: PromptTemplate,
         http: httpx.AsyncClient,
+        sqs: Sqs,
     ) -> None:
         self.settings = settings
         self._source = source
-        self._handler = handler
         self._writer = writer
         self._http = http
-        self.runner = Runner(source, handler, runner_config(settings))
+        self._probes = probe_http(settings)
+        config = runner_config(settings)
+        bounds = Bounds(config.concurrency, config.prefetch, on_limit=metrics.WORKER_LLM_LIMIT.set)
+        self.gate = (
+            LlmGate(
+                bounds,
+                self._probes,
+                settings.llm_server_url,
+                settings.llm_capacity_poll_seconds,
+                settings.llm_target_waiting,
+                settings.llm_start_limit,
+                on_close=lambda why: self.runner.hand_back_waiting(why),
+            )
+            if settings.llm_gate_enabled
+            else None
+        )
+        channels = channels_from_settings(settings, sqs, http)
+        self._handler = FeedbackHandler(writer, prompt, channels, self.gate)
+        self.runner = Runner(source, self._handler, config, bounds, self.gate)
 
     @classmethod
     async def create(cls, settings: WorkerSettings) -> "Worker":
@@ -76,9 +109,7 @@ class Worker:
             await writer.close()
             sqs.close()
             raise
-        http = callback_http(settings)
-        handler = FeedbackHandler(writer, prompt, channels_from_settings(settings, sqs, http))
-        return cls(settings, source, handler, writer, http)
+        return cls(settings, source, writer, prompt, callback_http(settings), sqs)
 
     def stop(self) -> None:
         """Stop receiving and drain (SIGTERM, SIGINT). Safe to call more than once."""
@@ -95,10 +126,21 @@ class Worker:
             self.settings.llm_model,
             " and ".join(self._handler.channel_names),
         )
+        capacity = None
+        if self.gate is not None:
+            await self.gate.learn_metrics()
+            capacity = asyncio.create_task(self.gate.follow_capacity(), name="llm capacity")
         try:
             await self.runner.run()
         finally:
+            if capacity is not None:
+                capacity.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await capacity
+            if self.gate is not None:
+                await self.gate.stop()
             await self._writer.close()
             await self._http.aclose()
+            await self._probes.aclose()
             await self._source.close()
         log.info("worker stopped")

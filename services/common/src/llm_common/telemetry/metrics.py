@@ -149,6 +149,22 @@ WORKER_DLQ_SENDS = _with_series(
     ),
     DeadLetterReason,
 )
+WORKER_LLM_GATE_OPEN = Gauge(
+    "feedback_worker_llm_gate_open",
+    "1 while the worker sends to the LLM, 0 while its gate is closed (LLM down or refusing).",
+    registry=REGISTRY,
+)
+WORKER_LLM_GATE_OPEN.set(1)
+WORKER_LLM_LIMIT = Gauge(
+    "feedback_worker_llm_limit",
+    "LLM calls this worker may have in flight now (adaptive, at most WORKER_CONCURRENCY).",
+    registry=REGISTRY,
+)
+WORKER_LLM_GATE_CLOSED_SECONDS = Counter(
+    "feedback_worker_llm_gate_closed_seconds",
+    "Seconds the LLM gate has been closed (no receives while the LLM is down).",
+    registry=REGISTRY,
+)
 WORKER_DRAINS = _with_series(
     Counter(
         "feedback_worker_drains",

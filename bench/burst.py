@@ -1,0 +1,437 @@
+"""5. The weekly burst: 20,000 requests at once against simulated vLLM replicas.
+
+At the week boundary the backend asks for every member's feedback within minutes. Here that
+many requests are accepted at the same instant and drained by real worker processes
+(`python -m feedback_worker`, moto's SQS over HTTP, the signed callback to devstack's receiver)
+against 1 or 2 vLLM-like simulators (devstack.fakes.vllm_sim: continuous batching, 256
+running at most, FIFO waiting, aborts on disconnect), calibrated on the published 7B/H100
+figures. Each configuration runs twice: with the worker's LLM gate (adaptive in-flight limit,
+stop receiving while the LLM is down) and with it off, today's fixed-concurrency worker, the
+same-run baseline.
+
+Time: the simulators run at `--burst-time-scale` (virtual seconds per real second) and every
+figure in seconds is virtual, i.e. what a real GPU would take. The client timeout
+(LLM_TIMEOUT_SECONDS, 60 s virtual) is scaled with them; SQS's own delays (visibility,
+retry delay) are not, which makes a retry cheaper here than on a real queue.
+
+Figures:
+- drain ÷ ideal: from the burst to the last delivery (real time x time scale, so a slow host
+  counts against the platform), over the simulators' capacity-bound ideal for the requests
+  that completed (every step a full batch; the restart adds its outage and load time);
+- batch fill: the mean running batch ÷ max_num_seqs, sampled while more requests remain than
+  the replicas can run at once;
+- waiting p50/max: requests waiting inside vLLM, sampled;
+- client timeouts: requests the workers gave up on (the simulator counts the disconnects);
+- wasted ÷ generated tokens: tokens generated for requests that were then aborted;
+- extra LLM calls: calls beyond one per delivered request (client and SQS retries together);
+- DLQ: messages in the dead-letter queue at the end;
+- accepted → delivered p50/p99: from the burst (every request accepted at once) to its
+  callback, real seconds x time scale.
+
+moto's receive rescans the whole queue for every message it returns, so the queue is kept
+topped up with what the workers can hold rather than filled with all 20,000 at once; to a
+worker the queue is never empty until the last request is sent, as with a real full queue.
+
+`--burst-requests` scales the count down (on a 2-core machine a 20,000 burst takes an hour
+over the whole matrix); `--burst-smallest` runs only 1 replica x 1 worker, with and without
+the gate, and its restart scenario.
+"""
+
+import asyncio
+import contextlib
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from devstack.fakes.vllm_sim import Calibration
+from devstack.processes import ManagedProcess, free_port
+
+from bench.common import (
+    Emulator,
+    Receiver,
+    callback_receiver,
+    emulator,
+    percentile,
+    process,
+    running,
+)
+from bench.worker_throughput import Backlog, fresh_queues
+from tests.support.waiting import wait_until
+
+REQUESTS = 20_000
+TIME_SCALE = 5.0
+REPLICAS = (1, 2)
+WORKERS = (1, 4, 8)
+WORKER_CONCURRENCY = 256
+"""Every pod's ceiling: one pod may fill a whole vLLM batch. With the gate off it is also
+every pod's fixed number of calls, as WORKER_CONCURRENCY is today."""
+CLIENT_TIMEOUT_S = 60.0
+OUTAGE_S = 300.0
+LOAD_S = 120.0
+MODEL = "sim-7b"
+SAMPLE_EVERY_S = 0.25
+CALIBRATION = Calibration.published()
+
+
+@dataclass(frozen=True)
+class BurstOptions:
+    requests: int = REQUESTS
+    time_scale: float = TIME_SCALE
+    smallest: bool = False
+
+
+@dataclass(frozen=True)
+class BurstRun:
+    replicas: int
+    workers: int
+    gate: bool
+    restart: bool
+    requests: int
+    delivered: int
+    complete: bool
+    drain_s: float
+    ideal_s: float
+    drain_ratio: float
+    batch_fill: float
+    waiting_p50: float
+    waiting_max: int
+    client_timeouts: int
+    wasted_ratio: float
+    extra_llm_calls: int
+    dlq: int
+    latency_p50_s: float
+    latency_p99_s: float
+
+
+@dataclass(frozen=True)
+class Burst:
+    requests: int
+    time_scale: float
+    max_num_seqs: int
+    worker_concurrency: int
+    runs: list[BurstRun]
+
+
+def run(options: BurstOptions | None = None) -> Burst:
+    options = options or BurstOptions()
+    configs = [(1, 1)] if options.smallest else [(r, w) for r in REPLICAS for w in WORKERS]
+    restart_configs = [configs[0]] if options.smallest else [(1, 4)]
+    runs = []
+    with emulator("moto-burst") as aws, callback_receiver() as callback:
+        for replicas, workers in configs:
+            for gate in (True, False):
+                runs.append(measure(aws, callback, options, replicas, workers, gate, False))
+        for replicas, workers in restart_configs:
+            for gate in (True, False):
+                runs.append(measure(aws, callback, options, replicas, workers, gate, True))
+    return Burst(
+        requests=options.requests,
+        time_scale=options.time_scale,
+        max_num_seqs=CALIBRATION.max_num_seqs,
+        worker_concurrency=WORKER_CONCURRENCY,
+        runs=runs,
+    )
+
+
+@dataclass
+class Simulators:
+    """The replicas, reached by the workers through one address (the Service)."""
+
+    controls: list[str]
+    url: str
+
+    def stats(self) -> list[dict[str, Any]]:
+        return [httpx.get(f"{c}/sim/stats", timeout=10).json() for c in self.controls]
+
+    def control(self, **change: Any) -> None:
+        for c in self.controls:
+            httpx.post(f"{c}/sim/control", json=change, timeout=30).raise_for_status()
+
+
+@contextmanager
+def simulators(replicas: int, time_scale: float) -> Iterator[Simulators]:
+    with ExitStack() as stack:
+        ports, controls = [], []
+        for number in range(replicas):
+            port, control = free_port(), free_port()
+            sim = process(
+                f"vllm-sim-{number}",
+                "devstack.fakes.vllm_sim",
+                *("--port", str(port), "--control-port", str(control)),
+                *("--time-scale", str(time_scale), "--seed", str(number), "--model", MODEL),
+                ready_path="/health",
+                port=port,
+            )
+            stack.enter_context(running(sim))
+            ports.append(port)
+            controls.append(f"http://127.0.0.1:{control}")
+        if replicas == 1:
+            yield Simulators(controls, f"http://127.0.0.1:{ports[0]}")
+            return
+        proxy = stack.enter_context(RoundRobinProxy(ports))
+        yield Simulators(controls, f"http://127.0.0.1:{proxy.port}")
+
+
+class RoundRobinProxy:
+    """kube-proxy's part: each new connection to the Service goes to the next replica."""
+
+    def __init__(self, backends: list[int]) -> None:
+        self._backends = backends
+        self._next = 0
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> "RoundRobinProxy":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    async def _serve(self) -> None:
+        await asyncio.start_server(self._connect, sock=self._socket)
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        port = self._backends[self._next % len(self._backends)]
+        self._next += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            writer.close()  # the replica is down: the client sees its connection dropped
+            return
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await reader.read(65_536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+def worker_env(
+    aws: Emulator, callback: Receiver, queues: Any, llm_url: str, gate: bool, scale: float
+) -> dict[str, str]:
+    return {
+        **aws.env(),
+        "FEEDBACK_QUEUE_URL": queues.requests,
+        "FEEDBACK_DLQ_URL": queues.dead_letters,
+        "CALLBACK_URL": callback.url,
+        "CALLBACK_SECRET": callback.secret,
+        "LLM_BASE_URL": f"{llm_url}/v1",
+        "LLM_MODEL": MODEL,
+        "LLM_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT_S / scale),
+        "WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+        "LLM_GATE_ENABLED": "true" if gate else "false",
+        "METRICS_PORT": "0",
+        # One line per request would cost the 2-core machine more than the work itself.
+        "LOG_LEVEL": "WARNING",
+        # One poll per real second of a GPU, whatever the time scale.
+        "LLM_CAPACITY_POLL_SECONDS": str(max(0.1, 1.0 / scale)),
+    }
+
+
+def measure(
+    aws: Emulator,
+    callback: Receiver,
+    options: BurstOptions,
+    replicas: int,
+    workers: int,
+    gate: bool,
+    restart: bool,
+) -> BurstRun:
+    scale, total = options.time_scale, options.requests
+    label = f"{replicas}r{workers}w{'-gate' if gate else ''}{'-restart' if restart else ''}"
+    sqs = aws.sqs()
+    queues = fresh_queues(sqs, label)
+    httpx.post(f"{callback.url}/reset").raise_for_status()
+    with simulators(replicas, scale) as sims, ExitStack() as stack:
+        env = worker_env(aws, callback, queues, sims.url, gate, scale)
+        procs: list[ManagedProcess] = [
+            process(f"burst-{label}-{n}", "feedback_worker", env=env) for n in range(workers)
+        ]
+        backlog = Backlog(sqs, queues.requests, total, ahead=workers * WORKER_CONCURRENCY * 2)
+        start = sims.stats()
+        started = time.time()  # every request counts as accepted now: the burst
+        backlog.top_up(0)
+        for proc in procs:
+            stack.enter_context(running(proc))
+        samples = Sampler(sims, total, replicas)
+        deadline_s = (
+            3 * CALIBRATION.ideal_seconds(total * 225, total * 450, replicas) / scale
+            + 120
+            + (OUTAGE_S + LOAD_S) / scale * restart
+        )
+        outage = Outage(sims, scale) if restart else None
+
+        def finished() -> bool:
+            delivered = delivered_count(callback)
+            samples.take(delivered)
+            if outage is not None:
+                outage.maybe(delivered, total)
+            backlog.top_up(delivered)
+            return delivered + dlq_count(sqs, queues.dead_letters) >= total
+
+        # Past the deadline the figures say what was delivered (`complete` false), no crash.
+        with contextlib.suppress(AssertionError):
+            wait_until(finished, deadline_s, f"the {label} burst", every=SAMPLE_EVERY_S)
+        end = sims.stats()
+    deliveries = httpx.get(f"{callback.url}/deliveries", timeout=60).json()
+    return figures(
+        label=(replicas, workers, gate, restart),
+        total=total,
+        scale=scale,
+        start=start,
+        end=end,
+        started=started,
+        deliveries=deliveries,
+        samples=samples,
+        dlq=dlq_count(sqs, queues.dead_letters),
+    )
+
+
+class Sampler:
+    """vLLM's running batch and waiting queue, every SAMPLE_EVERY_S, while a backlog lasts."""
+
+    def __init__(self, sims: Simulators, total: int, replicas: int) -> None:
+        self._sims, self._total, self._replicas = sims, total, replicas
+        self.fill: list[float] = []
+        self.waiting: list[int] = []
+
+    def take(self, delivered: int) -> None:
+        if self._total - delivered <= self._replicas * CALIBRATION.max_num_seqs:
+            return  # the tail: fewer left than one full batch per replica
+        stats = self._sims.stats()
+        if any(s["state"] != "serving" for s in stats):
+            return  # the restart's outage is not a batch to fill
+        running_now = sum(s["running"] for s in stats)
+        self.fill.append(running_now / (self._replicas * CALIBRATION.max_num_seqs))
+        self.waiting.append(sum(s["waiting"] for s in stats))
+
+
+class Outage:
+    """Half-way through the burst every replica stops for OUTAGE_S, then loads for LOAD_S."""
+
+    def __init__(self, sims: Simulators, scale: float) -> None:
+        self._sims, self._scale = sims, scale
+        self._stopped_at: float | None = None
+        self._restarted = False
+
+    def maybe(self, delivered: int, total: int) -> None:
+        if self._stopped_at is None and delivered >= total // 2:
+            self._sims.control(action="stop")
+            self._stopped_at = time.monotonic()
+        elif (
+            self._stopped_at is not None
+            and not self._restarted
+            and time.monotonic() - self._stopped_at >= OUTAGE_S / self._scale
+        ):
+            self._sims.control(action="start", load_s=LOAD_S)
+            self._restarted = True
+
+
+def delivered_count(callback: Receiver) -> int:
+    accepted: int = httpx.get(f"{callback.url}/stats", timeout=10).json()["accepted"]
+    return accepted
+
+
+def dlq_count(sqs: Any, url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def figures(
+    label: tuple[int, int, bool, bool],
+    total: int,
+    scale: float,
+    start: list[dict[str, Any]],
+    end: list[dict[str, Any]],
+    started: float,  # Unix seconds of the burst, the callbacks' `received_at` clock
+    deliveries: list[dict[str, Any]],
+    samples: Sampler,
+    dlq: int,
+) -> BurstRun:
+    replicas, workers, gate, restart = label
+
+    def delta(key: str) -> int:
+        return sum(e[key] - s[key] for s, e in zip(start, end, strict=True))
+
+    accepted = [d for d in deliveries if d["status"] == 200]
+    latencies = sorted((d["received_at"] - started) * scale for d in accepted)
+    completions = sum(
+        sum(e["success"].values()) - sum(s["success"].values())
+        for s, e in zip(start, end, strict=True)
+    )
+    calls = completions + delta("aborted") + delta("rejected")
+    ideal = (
+        CALIBRATION.ideal_seconds(
+            delta("useful_output_tokens"), delta("useful_prompt_tokens"), replicas
+        )
+        + (OUTAGE_S + LOAD_S) * restart
+    )
+    drain = latencies[-1] if latencies else math.nan
+    generated = delta("generation_tokens")
+    return BurstRun(
+        replicas=replicas,
+        workers=workers,
+        gate=gate,
+        restart=restart,
+        requests=total,
+        delivered=len(accepted),
+        complete=len(accepted) == total,
+        drain_s=round(drain, 1),
+        ideal_s=round(ideal, 1),
+        drain_ratio=round(drain / ideal, 3) if ideal else math.nan,
+        batch_fill=round(sum(samples.fill) / len(samples.fill), 3) if samples.fill else 0.0,
+        waiting_p50=percentile([float(w) for w in samples.waiting], 50) if samples.waiting else 0,
+        waiting_max=max(samples.waiting, default=0),
+        client_timeouts=delta("disconnected"),
+        wasted_ratio=round(delta("wasted_tokens") / generated, 4) if generated else 0.0,
+        extra_llm_calls=max(0, calls - len(accepted)),
+        dlq=dlq,
+        latency_p50_s=round(percentile(latencies, 50), 1) if latencies else math.nan,
+        latency_p99_s=round(percentile(latencies, 99), 1) if latencies else math.nan,
+    )
+
+
+def table(b: dict[str, Any]) -> str:
+    lines = [
+        f"### 5. Weekly burst ({b['requests']} requests at once, time scale {b['time_scale']}, "
+        f"max_num_seqs {b['max_num_seqs']}, WORKER_CONCURRENCY {b['worker_concurrency']})\n",
+        "| vLLM | workers | scenario | gate | delivered | drain s | ideal s | drain ÷ ideal "
+        "| batch fill | waiting p50 / max | client timeouts | wasted ÷ generated "
+        "| extra LLM calls | DLQ | accepted→delivered p50 / p99 s |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in b["runs"]:
+        lines.append(
+            f"| {r['replicas']} | {r['workers']} | {'restart' if r['restart'] else 'burst'} "
+            f"| {'on' if r['gate'] else 'off (baseline)'} | {r['delivered']}/{r['requests']} "
+            f"| {r['drain_s']:.0f} | {r['ideal_s']:.0f} | {r['drain_ratio']:.2f} "
+            f"| {r['batch_fill']:.2f} | {r['waiting_p50']:.0f} / {r['waiting_max']} "
+            f"| {r['client_timeouts']} | {100 * r['wasted_ratio']:.2f} % "
+            f"| {r['extra_llm_calls']} | {r['dlq']} "
+            f"| {r['latency_p50_s']:.0f} / {r['latency_p99_s']:.0f} |"
+        )
+    lines.append(
+        "\nTargets: drain ≤ 1.1 x ideal, batch fill ≥ 0.9, 0 client timeouts, 0 DLQ, wasted "
+        "< 1 %; restart: 0 DLQ, all delivered, drain ≤ ideal + outage + 10 %.\n"
+    )
+    return "\n".join(lines)

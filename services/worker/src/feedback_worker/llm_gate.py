@@ -1,0 +1,291 @@
+"""Dispatch only what the LLM can take: a health gate and an adaptive in-flight limit.
+
+The GPU is the platform's whole cost and its throughput saturates: past vLLM's running batch
+(`--max-num-seqs`, 256 by default) requests only wait inside vLLM, every one of them slower,
+until the client's timeout throws the GPU's work away. And while vLLM restarts (minutes to load
+a model) every call fails and every receive burns one of a message's maxReceiveCount.
+
+The gate has three states:
+
+    OPEN ──a call fails: unreachable, 429/502/503/504, timeout──▶ CLOSED
+    CLOSED ──the probe answers (/health; /v1/models where there is none)──▶ TRIAL
+    TRIAL ──the one trial call is answered──▶ OPEN
+    TRIAL ──the trial call fails──▶ CLOSED (the probe's backoff goes on where it was)
+
+CLOSED: nothing is received, and on the way from OPEN what is held ahead of the LLM is handed
+back once, at once; the probe runs with backoff (0.5 s doubling to 30 s). TRIAL: one message
+is received and called, nothing else: a server whose probe answers while its calls fail (a
+/v1/models that answers during a model load, an overloaded proxy) costs one receive per probe,
+not a receive of every held message each time the gate opens. A worker starts in TRIAL: the
+start-up check has just seen the LLM answer.
+
+The limit: how many calls this worker may have in flight, between 1 and WORKER_CONCURRENCY.
+It follows vLLM's own `vllm:num_requests_waiting`, read from the LLM's `/metrics` every
+LLM_CAPACITY_POLL_SECONDS (a poll the LLM does not answer closes the gate too, so an idle
+worker learns of an outage before it receives anything): while requests wait beyond a small
+target, every worker scales its limit by (running + target) / (running + waiting), so all pods
+together converge in one poll on what vLLM runs plus the target, whatever their number; while
+none wait and the limit binds, it doubles (slow start, until the first wait) and then grows by
+a tenth. A latency-based limiter (AIMD on latency, a gradient limiter) does not fit a batching
+GPU: a call's time grows with the batch even when nothing waits (a decode step costs
+a + b x running), so it would read a fuller batch as overload and keep the GPU below its
+plateau. A timeout or an overload answer halves the limit. An LLM without vLLM's metrics
+starts at WORKER_CONCURRENCY (today's worker) and is followed by those failures alone.
+
+Behind a Service with several replicas each poll reads one replica; the calls are spread evenly
+over them, so the target holds per replica.
+
+LLM_GATE_ENABLED=false is today's worker: a fixed WORKER_CONCURRENCY and the openai client's
+own retries (the burst bench's baseline).
+"""
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import httpx
+from llm_common.telemetry import metrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from feedback_worker.backoff import backoff_delay
+from feedback_worker.errors import LlmUnavailable
+from feedback_worker.slots import Bounds
+
+log = logging.getLogger(__name__)
+
+PROBE_BASE_SECONDS = 0.5
+PROBE_MAX_SECONDS = 30.0
+GROWTH_AFTER_SLOW_START = 0.1
+BINDING_FRACTION = 0.9
+"""The limit grows only while the worker uses this much of it: more would be a number only."""
+
+
+class GateState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    TRIAL = "trial"
+
+
+class GateReason(StrEnum):
+    """Why a failed call says the LLM cannot take calls now (also in the log line)."""
+
+    UNREACHABLE = "unreachable"
+    OVERLOADED = "overloaded"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What vLLM reports: sequences in its running batch and requests waiting behind them."""
+
+    running: float
+    waiting: float
+
+
+def next_limit(
+    limit: int, in_flight: int, capacity: Capacity, target_waiting: int, slow_start: bool
+) -> tuple[int, bool]:
+    """The control law (see the module docstring); returns (limit, still in slow start)."""
+    if capacity.waiting > target_waiting:
+        share = (capacity.running + target_waiting) / (capacity.running + capacity.waiting)
+        return max(1, math.floor(limit * share)), False
+    if in_flight >= BINDING_FRACTION * limit:
+        growth = limit if slow_start else max(1, math.ceil(limit * GROWTH_AFTER_SLOW_START))
+        return limit + growth, slow_start
+    return limit, slow_start
+
+
+def read_capacity(text: str) -> Capacity | None:
+    """vLLM's running and waiting gauges (summed over models), or None when it has none."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+            found[family.name] = sum(sample.value for sample in family.samples)
+    if len(found) < 2:
+        return None
+    return Capacity(found["vllm:num_requests_running"], found["vllm:num_requests_waiting"])
+
+
+class LlmGate:
+    """The gate's state and the limit it sets on the runner's `Bounds` (module docstring)."""
+
+    def __init__(
+        self,
+        bounds: Bounds,
+        http: httpx.AsyncClient,
+        server_url: str,
+        poll_seconds: float,
+        target_waiting: int,
+        start_limit: int,
+        on_close: Callable[[str], None],
+    ) -> None:
+        self._bounds = bounds
+        self._http = http
+        self._server_url = server_url.rstrip("/")
+        self._poll_seconds = poll_seconds
+        self._target_waiting = target_waiting
+        self._on_close = on_close
+        self._limit = max(1, min(bounds.ceiling, start_limit))
+        """The limit while open; TRIAL and CLOSED set the bounds to one call meanwhile."""
+        self._slow_start = True
+        self._has_metrics: bool | None = None
+        """Unknown until the first reading while open."""
+        self._failed_tries = 0
+        """Probes and trial calls that failed since the gate was last open: the backoff."""
+        self._receiving = asyncio.Event()
+        self._closed_since = time.monotonic()
+        self._probing: asyncio.Task[None] | None = None
+        self.state = GateState.CLOSED
+        self._enter(GateState.TRIAL)
+
+    @property
+    def receiving(self) -> bool:
+        """Whether messages may be received now (OPEN or TRIAL)."""
+        return self._receiving.is_set()
+
+    async def wait_receiving(self) -> None:
+        await self._receiving.wait()
+
+    def call_answered(self) -> None:
+        """An LLM call got an answer (any answer: the server is serving)."""
+        if self.state is GateState.TRIAL:
+            self._failed_tries = 0
+            self._enter(GateState.OPEN)
+
+    def call_failed(self, failure: LlmUnavailable) -> None:
+        """An LLM call failed; one that says the LLM cannot take calls now closes the gate."""
+        reason = failure.gate_reason
+        if reason is None:
+            self.call_answered()  # a 4xx for this call: the server answered
+            return
+        if reason is not GateReason.UNREACHABLE and self.state is GateState.OPEN:
+            self._limit = max(1, self._limit // 2)
+        if self.state is GateState.CLOSED:
+            return
+        if self.state is GateState.TRIAL:
+            self._failed_tries += 1
+        log.warning(
+            "LLM gate closed (%s: %s): no receives until %s answers; limit %d",
+            reason,
+            failure,
+            self._server_url,
+            self._limit,
+        )
+        self._enter(GateState.CLOSED)
+
+    async def follow_capacity(self) -> None:
+        """Every LLM_CAPACITY_POLL_SECONDS, `poll` (runs until cancelled)."""
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            await self.poll()
+
+    async def poll(self) -> None:
+        """One reading of vLLM's waiting queue: the limit follows it while open; an LLM that
+        does not answer closes the gate (an idle worker learns of an outage before it receives
+        anything)."""
+        if self.state is GateState.CLOSED:
+            return
+        try:
+            reading = await self._capacity()
+        except httpx.TransportError as error:
+            self.call_failed(
+                LlmUnavailable(
+                    f"{type(error).__name__} on /metrics", gate_reason=GateReason.UNREACHABLE
+                )
+            )
+            return
+        self._note_metrics(reading)
+        if self.state is not GateState.OPEN:
+            return  # a trial decides the limit's next step, or the gate closed meanwhile
+        # Without metrics: as if nothing waited (timeouts and overloads bring the limit down).
+        capacity = reading or Capacity(self._bounds.work.in_use, 0)
+        self._limit, self._slow_start = next_limit(
+            self._limit,
+            self._bounds.work.in_use,
+            capacity,
+            self._target_waiting,
+            self._slow_start,
+        )
+        self._bounds.set_limit(self._limit)
+
+    async def learn_metrics(self) -> None:
+        """Before the first receive: whether the LLM serves vLLM's metrics (an LLM without
+        them starts at WORKER_CONCURRENCY); an LLM that does not answer is learnt later."""
+        with contextlib.suppress(httpx.TransportError):
+            self._note_metrics(await self._capacity())
+
+    def _note_metrics(self, reading: Capacity | None) -> None:
+        if self._has_metrics is not None:
+            return
+        self._has_metrics = reading is not None
+        if reading is None:
+            log.info(
+                "no vLLM metrics at %s/metrics: the limit starts at WORKER_CONCURRENCY and "
+                "timeouts and overloads alone move it",
+                self._server_url,
+            )
+            self._limit, self._slow_start = self._bounds.ceiling, False
+
+    async def stop(self) -> None:
+        if self._probing is not None:
+            self._probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probing
+
+    def _enter(self, state: GateState) -> None:
+        was, self.state = self.state, state
+        metrics.WORKER_LLM_GATE_OPEN.set(0 if state is GateState.CLOSED else 1)
+        if state is GateState.OPEN:
+            self._bounds.set_limit(self._limit)
+            self._receiving.set()
+            closed_for = time.monotonic() - self._closed_since
+            metrics.WORKER_LLM_GATE_CLOSED_SECONDS.inc(closed_for)
+            log.info("LLM gate open: %s answers; limit %d", self._server_url, self._limit)
+        elif state is GateState.TRIAL:
+            self._bounds.set_limit(1, ahead=False)
+            self._receiving.set()
+        else:
+            self._receiving.clear()
+            self._bounds.set_limit(1, ahead=False)
+            if was is GateState.OPEN:
+                self._closed_since = time.monotonic()
+                # Only on the way from OPEN is anything held ahead of the LLM.
+                self._on_close("the LLM gate closed")
+            self._probing = asyncio.get_running_loop().create_task(
+                self._probe_until_up(), name="llm probe"
+            )
+
+    async def _probe_until_up(self) -> None:
+        while True:
+            await asyncio.sleep(
+                backoff_delay(self._failed_tries + 1, PROBE_BASE_SECONDS, PROBE_MAX_SECONDS)
+            )
+            if await self._answers():
+                break
+            self._failed_tries += 1
+        log.info("LLM probe answered: one trial call before the gate opens")
+        self._enter(GateState.TRIAL)
+
+    async def _answers(self) -> bool:
+        """vLLM's /health is 200 once the engine is up; without one, /v1/models must answer."""
+        for path in ("/health", "/v1/models"):
+            try:
+                response = await self._http.get(f"{self._server_url}{path}")
+            except httpx.HTTPError:
+                return False
+            if response.status_code != 404:
+                return response.status_code == 200
+        return False
+
+    async def _capacity(self) -> Capacity | None:
+        """vLLM's reading; None without one; raises httpx.TransportError when unreachable."""
+        response = await self._http.get(f"{self._server_url}/metrics")
+        try:
+            return read_capacity(response.text) if response.status_code == 200 else None
+        except ValueError:
+            return None
