@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from llm_common.envelope import FieldError, field_path, install_envelope_handlers
+from llm_common.requests_store import RequestIdTaken, StoreUnavailable
 from llm_common.telemetry import metrics
 from llm_common.telemetry.names import RejectReason
 from pydantic import ValidationError
@@ -96,6 +97,27 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
             503,
             "queue unavailable, retry later",
             headers={"Retry-After": str(retry_after_seconds)},
+        )
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, error: StoreUnavailable) -> JSONResponse:
+        # Nothing was queued: the store is written first (routes/feedback.py), so a retry with
+        # the same request id is safe and is the right answer to this 503.
+        logger.warning("request store unavailable, answering 503: %s", error)
+        _count_rejection(RejectReason.STORE_UNAVAILABLE)
+        return envelope_response(
+            503,
+            "request store unavailable, retry later",
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
+
+    @app.exception_handler(RequestIdTaken)
+    async def request_id_taken(_: Request, error: RequestIdTaken) -> JSONResponse:
+        _count_rejection(RejectReason.REQUEST_ID_TAKEN)
+        return envelope_response(
+            409,
+            "requestId is already used by another member; send a request id of your own",
+            {"requestId": error.request_id},
         )
 
     install_envelope_handlers(app)

@@ -22,6 +22,17 @@ class IngestSettings(ServiceSettings):
     """`QUEUE_DEPTH_INTERVAL_SECONDS`: how often the request queue's and its DLQ's depth is read
     for `/metrics` (queue_depth.py); 0 turns it off."""
 
+    request_table_name: str = ""
+    """`REQUEST_TABLE_NAME`: the request store's DynamoDB table (llm_common/requests_store.py).
+    Empty: no store, so no status lookup and idempotency only within SQS's 5-minute window."""
+
+    request_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    """`REQUEST_TTL_SECONDS`: a request's deadline when it carries none (a week: weekly feedback
+    is worthless after the next one)."""
+
+    request_store_ttl_seconds: int = Field(default=35 * 24 * 3600, gt=0)
+    """`REQUEST_STORE_TTL_SECONDS`: how long DynamoDB keeps a record (its TTL attribute)."""
+
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65_535)
 

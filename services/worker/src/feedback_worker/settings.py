@@ -55,6 +55,9 @@ class WorkerSettings(ServiceSettings):
     prompt_template_file: Path | None = None
 
     # Delivery: the result queue and/or the signed callback; an empty URL switches one off.
+    request_table_name: str = ""
+    """`REQUEST_TABLE_NAME`: the request store (llm_common/requests_store.py); empty: none."""
+
     result_queue_url: str = ""
     callback_url: str = ""
     callback_path: str = ""

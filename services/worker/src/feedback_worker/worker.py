@@ -4,6 +4,7 @@ client they share, built from the settings, checked, and closed when the run end
 import logging
 
 import httpx
+from llm_common.requests_store import RequestStore
 
 from feedback_worker.delivery import channels_from_settings
 from feedback_worker.errors import ConfigurationError
@@ -77,7 +78,14 @@ class Worker:
             sqs.close()
             raise
         http = callback_http(settings)
-        handler = FeedbackHandler(writer, prompt, channels_from_settings(settings, sqs, http))
+        store = (
+            RequestStore(settings.request_table_name, settings.aws_region)
+            if settings.request_table_name
+            else None
+        )
+        handler = FeedbackHandler(
+            writer, prompt, channels_from_settings(settings, sqs, http), store
+        )
         return cls(settings, source, handler, writer, http)
 
     def stop(self) -> None:

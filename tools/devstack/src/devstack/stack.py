@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from llm_common.requests_store import create_request_table
 
 from devstack.local_llm import MODEL_ALIAS, llama_server
 from devstack.processes import ManagedProcess, ProcessFailedToStart, python_module
@@ -18,6 +19,8 @@ from devstack.queues import FeedbackQueues, create_feedback_queues
 
 AWS_REGION = "us-east-1"
 # moto accepts any credentials; these only keep boto3 from looking for real ones.
+REQUEST_TABLE = "feedback-requests"
+"""The request store's DynamoDB table (k8s/cluster/request-store.yaml creates it in a cluster)."""
 EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
@@ -165,6 +168,9 @@ class Stack:
         sqs = session.client("sqs", endpoint_url=self.aws_endpoint)
         s3 = session.client("s3", endpoint_url=self.aws_endpoint)
         s3.create_bucket(Bucket=self.config.qa_bucket)
+        create_request_table(
+            session.client("dynamodb", endpoint_url=self.aws_endpoint), REQUEST_TABLE
+        )
         return create_feedback_queues(sqs)
 
     def _start_llm(self) -> None:
@@ -191,6 +197,7 @@ class Stack:
             **self.aws_env(),
             **_http(port),
             "FEEDBACK_QUEUE_URL": queues.requests,
+            "REQUEST_TABLE_NAME": REQUEST_TABLE,
             **self.config.ingest_env,
         }
         self._launch("ingest", python_module("feedback_ingest"), env, "/readyz", port)
@@ -210,6 +217,7 @@ class Stack:
             **self.aws_env(),
             "FEEDBACK_QUEUE_URL": queues.requests,
             "RESULT_QUEUE_URL": queues.results,
+            "REQUEST_TABLE_NAME": REQUEST_TABLE,
             "CALLBACK_URL": self.callback_url,
             "CALLBACK_SECRET": self.callback_secret,
             "LLM_BASE_URL": self.llm_base_url,

@@ -33,6 +33,8 @@ class RejectReason(StrEnum):
     UNAUTHORIZED = "unauthorized"  # 401
     TOO_LARGE = "too_large"  # 413
     QUEUE_UNAVAILABLE = "queue_unavailable"  # 503
+    STORE_UNAVAILABLE = "store_unavailable"  # 503
+    REQUEST_ID_TAKEN = "request_id_taken"  # 409
 
 
 class DeliveryTarget(StrEnum):

@@ -1,0 +1,83 @@
+"""The request store against moto's DynamoDB over HTTP: conditional writes decide every race."""
+
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from llm_common.requests_store import (
+    RequestIdTaken,
+    RequestState,
+    RequestStore,
+    StateConflict,
+    StoreUnavailable,
+)
+
+DEADLINE = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(request_table: str) -> RequestStore:
+    return RequestStore(request_table, "us-east-1")
+
+
+def test_a_new_request_id_is_accepted_once_and_a_retry_finds_its_record(
+    store: RequestStore,
+) -> None:
+    assert store.accept("weekly-1", 1001, DEADLINE) is None
+    retry = store.accept("weekly-1", 1001, DEADLINE)
+    assert retry is not None
+    assert retry.state is RequestState.ACCEPTED
+    assert retry.member_id == 1001
+
+
+def test_a_request_id_of_another_member_is_refused(store: RequestStore) -> None:
+    store.accept("weekly-1", 1001, DEADLINE)
+    with pytest.raises(RequestIdTaken) as taken:
+        store.accept("weekly-1", 2002, DEADLINE)
+    assert taken.value.owner == 1001
+
+
+def test_the_lifecycle_records_each_transition_and_the_result(store: RequestStore) -> None:
+    store.accept("r1", 7, DEADLINE)
+    store.mark_enqueued("r1")
+    assert store.start_processing("r1").attempts == 1
+    assert store.start_processing("r1").attempts == 2
+    store.store_result("r1", "잘했어요.")
+    record = store.mark_delivered("r1", ["callback"], "stored")
+    assert record.state is RequestState.DELIVERED
+    assert record.content == "잘했어요."
+    assert record.enqueued_at is not None
+    assert record.processing_at is not None
+    assert record.delivered_at is not None
+    assert record.as_view()["result"] == {
+        "content": "잘했어요.",
+        "channels": ["callback"],
+        "outcome": "stored",
+    }
+
+
+def test_an_ended_request_cannot_start_again(store: RequestStore) -> None:
+    store.accept("r2", 7, DEADLINE)
+    store.mark_expired("r2", "deadline passed")
+    with pytest.raises(StateConflict) as conflict:
+        store.start_processing("r2")
+    assert conflict.value.current is not None
+    assert conflict.value.current.state is RequestState.EXPIRED
+    assert conflict.value.current.failure_reason == "deadline passed"
+
+
+def test_the_record_carries_a_ttl_of_the_configured_life(request_table: str) -> None:
+    store = RequestStore(request_table, "us-east-1", ttl_seconds=3600)
+    store.accept("r3", 7, DEADLINE)
+    item = boto3.client("dynamodb", region_name="us-east-1").get_item(
+        TableName=request_table, Key={"requestId": {"S": "r3"}}
+    )["Item"]
+    expires = datetime.fromtimestamp(int(item["expiresAt"]["N"]), UTC)
+    assert timedelta(minutes=59) < expires - datetime.now(UTC) <= timedelta(hours=1)
+
+
+def test_a_missing_table_is_reported_as_unavailable(aws_env: str) -> None:
+    store = RequestStore("no-such-table", "us-east-1")
+    assert not store.is_reachable()
+    with pytest.raises(StoreUnavailable):
+        store.accept("r4", 7, DEADLINE)

@@ -1,0 +1,74 @@
+"""Ingest with its request store: moto's SQS and DynamoDB over HTTP."""
+
+from typing import Any
+
+import httpx
+import pytest
+from devstack.queues import FeedbackQueues
+from feedback_ingest.settings import IngestSettings
+
+from tests.support.ingest import JSON, RequestQueue, Serve, assert_envelope
+
+
+@pytest.fixture
+def settings(feedback_queues: FeedbackQueues, request_table: str) -> IngestSettings:
+    return IngestSettings(
+        feedback_queue_url=feedback_queues.requests, request_table_name=request_table
+    )
+
+
+async def test_a_retry_after_the_message_was_consumed_makes_no_second_job(
+    client: httpx.AsyncClient, record: dict[str, Any], request_queue: RequestQueue
+) -> None:
+    body = {**record, "requestId": "weekly-2025-06-16"}
+    first = await client.post("/ai/feedback", json=body, headers=JSON)
+    assert assert_envelope(first, 202) == {"requestId": "weekly-2025-06-16"}
+    # A worker takes the message and deletes it: SQS's deduplication no longer has it to compare.
+    message = request_queue.sqs.receive_message(QueueUrl=request_queue.url)["Messages"][0]
+    request_queue.sqs.delete_message(
+        QueueUrl=request_queue.url, ReceiptHandle=message["ReceiptHandle"]
+    )
+    retry = await client.post("/ai/feedback", json=body, headers=JSON)
+    assert assert_envelope(retry, 202) == {"requestId": "weekly-2025-06-16"}
+    assert request_queue.count() == 0
+
+
+async def test_a_request_id_used_by_another_member_is_a_409_and_not_queued(
+    client: httpx.AsyncClient, record: dict[str, Any], request_queue: RequestQueue
+) -> None:
+    first = {**record, "memberId": 1001, "requestId": "weekly-2025-06-16"}
+    second = {**record, "memberId": 2002, "requestId": "weekly-2025-06-16"}
+    assert_envelope(await client.post("/ai/feedback", json=first, headers=JSON), 202)
+    conflict = await client.post("/ai/feedback", json=second, headers=JSON)
+    assert assert_envelope(conflict, 409) == {"requestId": "weekly-2025-06-16"}
+    assert request_queue.receive_one().body["memberId"] == 1001
+
+
+async def test_the_store_unreachable_is_a_503_and_nothing_is_queued(
+    serve: Serve,
+    feedback_queues: FeedbackQueues,
+    record: dict[str, Any],
+    request_queue: RequestQueue,
+) -> None:
+    settings = IngestSettings(
+        feedback_queue_url=feedback_queues.requests, request_table_name="no-such-table"
+    )
+    async with serve(settings) as client:
+        response = await client.post("/ai/feedback", json=record, headers=JSON)
+    assert_envelope(response, 503)
+    assert response.headers["Retry-After"] == "5"
+    assert request_queue.count() == 0
+
+
+async def test_get_shows_an_accepted_request_and_404_for_an_unknown_one(
+    client: httpx.AsyncClient, record: dict[str, Any]
+) -> None:
+    body = {**record, "requestId": "r-1", "deadline": [2030, 1, 1, 0, 0]}
+    assert_envelope(await client.post("/ai/feedback", json=body, headers=JSON), 202)
+    status = assert_envelope(await client.get("/ai/feedback/r-1"), 200)
+    assert status["state"] == "accepted"
+    assert status["memberId"] == record["memberId"]
+    assert status["deadline"] == "2030-01-01T00:00:00+00:00"
+    assert set(status["times"]) == {"acceptedAt", "enqueuedAt"}
+    assert "result" not in status
+    assert_envelope(await client.get("/ai/feedback/unknown"), 404)
