@@ -10,6 +10,7 @@ from llm_common.requests_store import (
     RequestStore,
     StateConflict,
     StoreUnavailable,
+    TableUnusable,
 )
 
 DEADLINE = datetime(2030, 1, 1, tzinfo=UTC)
@@ -56,19 +57,46 @@ def test_the_lifecycle_records_each_transition_and_the_result(store: RequestStor
     }
 
 
-def test_an_ended_request_cannot_start_again(store: RequestStore) -> None:
+def test_a_delivered_or_expired_request_cannot_start_again(store: RequestStore) -> None:
     store.accept("r2", 7, DEADLINE)
-    store.mark_expired("r2", "deadline passed")
+    store.end("r2", RequestState.EXPIRED, "deadline passed")
     with pytest.raises(StateConflict) as conflict:
         store.start_processing("r2")
     assert conflict.value.current is not None
     assert conflict.value.current.state is RequestState.EXPIRED
-    assert conflict.value.current.failure_reason == "deadline passed"
+    assert conflict.value.current.as_view()["failureReason"] == "deadline passed"
+    store.accept("r5", 7, DEADLINE)
+    store.start_processing("r5")
+    store.mark_delivered("r5", ["callback"], "delivered")
+    with pytest.raises(StateConflict):
+        store.start_processing("r5")
+
+
+def test_a_failed_request_starts_again_when_its_message_comes_back(store: RequestStore) -> None:
+    # An operator's redrive brings a failed request's message back: it is worked again, and
+    # the result it stored is what goes out.
+    store.accept("r6", 7, DEADLINE)
+    store.start_processing("r6")
+    store.store_result("r6", "잘했어요.")
+    store.end("r6", RequestState.FAILED, "callback rejected the result: HTTP 404")
+    again = store.start_processing("r6")
+    assert (again.state, again.attempts, again.content) == (RequestState.PROCESSING, 2, "잘했어요.")
+    assert "failureReason" not in again.as_view()
+
+
+def test_a_record_lives_at_least_until_its_deadline(request_table: str) -> None:
+    store = RequestStore(request_table, "us-east-1", ttl_seconds=3600)
+    deadline = datetime.now(UTC) + timedelta(days=60)
+    store.accept("r7", 7, deadline)
+    item = boto3.client("dynamodb", region_name="us-east-1").get_item(
+        TableName=request_table, Key={"requestId": {"S": "r7"}}
+    )["Item"]
+    assert int(item["expiresAt"]["N"]) == int(deadline.timestamp())
 
 
 def test_the_record_carries_a_ttl_of_the_configured_life(request_table: str) -> None:
     store = RequestStore(request_table, "us-east-1", ttl_seconds=3600)
-    store.accept("r3", 7, DEADLINE)
+    store.accept("r3", 7, datetime.now(UTC) + timedelta(minutes=10))
     item = boto3.client("dynamodb", region_name="us-east-1").get_item(
         TableName=request_table, Key={"requestId": {"S": "r3"}}
     )["Item"]
@@ -79,5 +107,7 @@ def test_the_record_carries_a_ttl_of_the_configured_life(request_table: str) -> 
 def test_a_missing_table_is_reported_as_unavailable(aws_env: str) -> None:
     store = RequestStore("no-such-table", "us-east-1")
     assert not store.is_reachable()
+    with pytest.raises(TableUnusable):
+        store.check_table()
     with pytest.raises(StoreUnavailable):
         store.accept("r4", 7, DEADLINE)

@@ -48,15 +48,18 @@ class RequestState(StrEnum):
     ACCEPTED = "accepted"
     """Ingest holds the request; its message is on the feedback queue once `enqueuedAt` is set."""
     PROCESSING = "processing"
-    """A worker has received it (`attempts` counts the receives)."""
+    """A worker has received it (`attempts` counts the receives that reached a worker)."""
     DELIVERED = "delivered"
     FAILED = "failed"
+    """Given up: a permanent refusal, unfit content, the delivery budget or the receives spent.
+    A message of a failed request that comes back (`admin redrive`) starts it again."""
     EXPIRED = "expired"
     """Its deadline passed before it reached the LLM."""
 
 
-TERMINAL_STATES = frozenset({RequestState.DELIVERED, RequestState.FAILED, RequestState.EXPIRED})
-_OPEN_STATES = (RequestState.ACCEPTED, RequestState.PROCESSING)
+_STARTABLE = (RequestState.ACCEPTED, RequestState.PROCESSING, RequestState.FAILED)
+"""What a worker may move to `processing`: never a delivered or expired request."""
+_END_TIMES = {RequestState.FAILED: "failedAt", RequestState.EXPIRED: "expiredAt"}
 
 
 class StoreUnavailable(Exception):
@@ -70,6 +73,11 @@ class RequestIdTaken(Exception):
         super().__init__(f"request id {request_id!r} is already used by another member")
         self.request_id = request_id
         self.owner = owner
+
+
+class TableUnusable(Exception):
+    """The table is missing, refused to this identity, or not keyed by `requestId`: a
+    configuration error, not an outage."""
 
 
 class StateConflict(Exception):
@@ -103,10 +111,6 @@ class RequestRecord:
     outcome: str | None = None
     failure_reason: str | None = None
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
-
     def as_view(self) -> dict[str, Any]:
         """The record for an API answer: camelCase, ISO times, absent fields left out; the
         content only once delivered (before that it may still be replaced by a retry)."""
@@ -114,6 +118,7 @@ class RequestRecord:
             "acceptedAt": self.accepted_at,
             "enqueuedAt": self.enqueued_at,
             "processingAt": self.processing_at,
+            "generatedAt": self.generated_at,
             "deliveredAt": self.delivered_at,
             "failedAt": self.failed_at,
             "expiredAt": self.expired_at,
@@ -132,7 +137,7 @@ class RequestRecord:
                 "channels": list(self.channels),
                 "outcome": self.outcome,
             }
-        if self.failure_reason is not None:
+        if self.state in (RequestState.FAILED, RequestState.EXPIRED):
             view["failureReason"] = self.failure_reason
         return view
 
@@ -185,17 +190,19 @@ class RequestStore:
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
         client: DynamoDBClient | None = None,
         max_pool_connections: int = 16,
+        read_timeout: float = 3,
+        max_attempts: int = 2,
     ) -> None:
+        """The defaults suit ingest: a backend waits on the answer, so a store outage must become
+        a prompt 503, not a minute of silence. The worker, which nobody waits on, passes more."""
         self.table_name = table_name
         self._ttl_seconds = ttl_seconds
-        # Short timeouts, few attempts: ingest answers a waiting backend, and a store outage must
-        # become a prompt 503, not a minute of silence.
         self._dynamodb = client or aws_client(
             "dynamodb",
             region,
             max_pool_connections=max_pool_connections,
-            read_timeout=3,
-            max_attempts=2,
+            read_timeout=read_timeout,
+            max_attempts=max_attempts,
         )
 
     def close(self) -> None:
@@ -203,11 +210,29 @@ class RequestStore:
 
     def is_reachable(self) -> bool:
         try:
-            self._dynamodb.describe_table(TableName=self.table_name)
-        except (BotoCoreError, ClientError) as error:
-            log.warning("request store unreachable: %s", error)
+            self.check_table()
+        except (StoreUnavailable, TableUnusable) as error:
+            log.warning("request store unusable: %s", error)
             return False
         return True
+
+    def check_table(self) -> None:
+        """The table exists, may be read, and is keyed as this code writes it; TableUnusable if
+        not (the cluster creates the table, never the services), StoreUnavailable when DynamoDB
+        does not answer or throttles."""
+        try:
+            table = self._dynamodb.describe_table(TableName=self.table_name)["Table"]
+        except BotoCoreError as error:
+            raise StoreUnavailable(str(error)) from error
+        except ClientError as error:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code = error.response.get("Error", {}).get("Code", "")
+            if status >= 500 or "Throttl" in code:
+                raise StoreUnavailable(f"{code} (HTTP {status})") from error
+            raise TableUnusable(f"table {self.table_name!r}: {code or error}") from error
+        key = [(part["AttributeName"], part["KeyType"]) for part in table.get("KeySchema", [])]
+        if key != [(KEY, "HASH")]:
+            raise TableUnusable(f"table {self.table_name!r} is keyed {key}, not [({KEY!r}, HASH)]")
 
     def get(self, request_id: str) -> RequestRecord | None:
         try:
@@ -231,7 +256,8 @@ class RequestStore:
             "acceptedAt": now.isoformat(),
             "deadline": deadline.isoformat(),
             "attempts": 0,
-            TTL_ATTRIBUTE: int(now.timestamp()) + self._ttl_seconds,
+            # Never before the deadline: a retry of a request still worth working must find it.
+            TTL_ATTRIBUTE: int(max(now.timestamp() + self._ttl_seconds, deadline.timestamp())),
         }
         try:
             self._dynamodb.put_item(
@@ -257,19 +283,20 @@ class RequestStore:
         self._update(request_id, "SET enqueuedAt = :now", {}, required=None)
 
     def start_processing(self, request_id: str) -> RequestRecord:
-        """A worker received the request: `processing`, one more attempt. Refused (StateConflict)
-        once the request has ended, so a second copy of its message makes no second job."""
+        """A worker received the request: `processing`, one more attempt; the record comes back
+        with the result an earlier receive stored. Refused (StateConflict) once the request is
+        delivered or expired, so a second copy of its message makes no second job."""
         return self._update(
             request_id,
             "SET #state = :processing, processingAt = if_not_exists(processingAt, :now) "
             "ADD attempts :one",
             {":processing": RequestState.PROCESSING.value, ":one": 1},
-            required=_OPEN_STATES,
+            required=_STARTABLE,
         )
 
-    def store_result(self, request_id: str, content: str) -> RequestRecord:
+    def store_result(self, request_id: str, content: str) -> None:
         """Keep the generated feedback before its first delivery attempt."""
-        return self._update(
+        self._update(
             request_id,
             "SET content = :content, generatedAt = :now",
             {":content": content},
@@ -285,22 +312,18 @@ class RequestStore:
                 ":channels": channels,
                 ":outcome": outcome,
             },
-            # `delivered` too: an operator's redeliver ends where it started.
+            # `delivered` and `failed` too: an operator's redeliver.
             required=(RequestState.PROCESSING, RequestState.DELIVERED, RequestState.FAILED),
         )
 
-    def mark_failed(self, request_id: str, reason: str) -> RequestRecord:
-        return self._end(request_id, RequestState.FAILED, "failedAt", reason)
-
-    def mark_expired(self, request_id: str, reason: str) -> RequestRecord:
-        return self._end(request_id, RequestState.EXPIRED, "expiredAt", reason)
-
-    def _end(self, request_id: str, state: RequestState, at: str, reason: str) -> RequestRecord:
+    def end(self, request_id: str, state: RequestState, reason: str) -> RequestRecord:
+        """`failed` or `expired`, with the reason."""
+        at = _END_TIMES[state]
         return self._update(
             request_id,
             f"SET #state = :end, {at} = :now, failureReason = :reason",
             {":end": state.value, ":reason": reason},
-            required=_OPEN_STATES,
+            required=_STARTABLE,
         )
 
     def _update(

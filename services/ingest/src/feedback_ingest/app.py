@@ -61,7 +61,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         else None
     )
     app.state.store = store
-    app.state.readiness = ReadinessProbe(queue)
+    app.state.readiness = ReadinessProbe(queue, store)
     if not settings.ingest_api_keys:
         logger.warning("INGEST_API_KEYS is empty: POST /ai/feedback accepts unauthenticated calls")
     try:

@@ -35,6 +35,25 @@ SQS_MAX_MESSAGE_BYTES = 262_144
 _NOT_ALLOWED_BY_SQS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+REFUSAL_HOLD_SECONDS = 60.0
+"""How long /readyz reports a permanent SendMessage refusal; then the next request tries again
+(a pod that is not ready gets no request that could show the refusal lifted)."""
+PERMANENT_REFUSALS = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "KMS.AccessDeniedException",
+        "KMS.DisabledException",
+        "KMS.NotFoundException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+    }
+)
+"""SendMessage answers that no retry mends: the role, the key or the queue must be fixed."""
+
+
 class QueueUnavailable(Exception):
     """SQS did not take the message (outage, timeout, throttling, permissions): retry later."""
 
@@ -63,6 +82,8 @@ class FeedbackQueue:
             "sqs", region, max_pool_connections=concurrency, read_timeout=5, max_attempts=2
         )
         self._threads = CapacityLimiter(concurrency)
+        self._refused: tuple[str, float] | None = None
+        """The last permanent SendMessage refusal and when (monotonic), until a send succeeds."""
 
     async def enqueue(self, job: FeedbackJob) -> str:
         """Put `job` on the queue; return the SQS message id once SQS has accepted it."""
@@ -77,6 +98,14 @@ class FeedbackQueue:
 
     async def is_reachable(self) -> bool:
         return await anyio.to_thread.run_sync(self._answers, limiter=self._threads)
+
+    def refusal(self) -> str | None:
+        """The error code of a permanent SendMessage refusal in the last REFUSAL_HOLD_SECONDS:
+        GetQueueAttributes may still answer for a role that cannot send."""
+        if self._refused is None:
+            return None
+        code, at = self._refused
+        return code if time.monotonic() - at < REFUSAL_HOLD_SECONDS else None
 
     def close(self) -> None:
         self._sqs.close()
@@ -107,9 +136,21 @@ class FeedbackQueue:
                 )
             except (BotoCoreError, ClientError) as error:
                 _observe_enqueue(names.Outcome.ERROR, started)
+                self._note_refusal(error)
                 raise QueueUnavailable(str(error)) from error
             _observe_enqueue(names.Outcome.OK, started)
+            self._refused = None
             return response["MessageId"]
+
+    def _note_refusal(self, error: BotoCoreError | ClientError) -> None:
+        code = (
+            error.response.get("Error", {}).get("Code", "")
+            if isinstance(error, ClientError)
+            else ""
+        )
+        if code in PERMANENT_REFUSALS:
+            logger.error("SQS refuses SendMessage (%s): not ready until it is fixed", code)
+            self._refused = (code, time.monotonic())
 
     def _answers(self) -> bool:
         try:

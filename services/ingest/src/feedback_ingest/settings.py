@@ -1,10 +1,10 @@
 """The ingest service's configuration: environment variables only, validated once at start-up."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from llm_common.api_keys import split_keys
 from llm_common.settings import ServiceSettings
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 
@@ -35,6 +35,17 @@ class IngestSettings(ServiceSettings):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65_535)
+
+    @model_validator(mode="after")
+    def _records_outlive_deadlines(self) -> Self:
+        # A record that expires before its request's deadline would let a late retry of a
+        # request still being worked become a second job.
+        if self.request_store_ttl_seconds < self.request_ttl_seconds:
+            raise ValueError(
+                "REQUEST_STORE_TTL_SECONDS must not be below REQUEST_TTL_SECONDS: a record must "
+                "outlive its request's deadline"
+            )
+        return self
 
     @field_validator("ingest_api_keys", mode="before")
     @classmethod

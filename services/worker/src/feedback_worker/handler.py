@@ -4,23 +4,22 @@ Nothing here knows about visibility, receive counts or threads (that is `runner.
 leave as the types in `errors.py`, each of which the runner maps to one queue action.
 """
 
-import asyncio
-import functools
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
-import anyio.to_thread
 from llm_common.contracts import FeedbackResult
-from llm_common.requests_store import RequestRecord, RequestStore, StateConflict, StoreUnavailable
+from llm_common.requests_store import RequestState
 from llm_common.telemetry import debug_text, log_context, names
+from llm_common.telemetry.names import DeadLetterReason
 from opentelemetry import trace
 
-from feedback_worker.delivery import Channel
-from feedback_worker.errors import DeadLetter, RetryLater
-from feedback_worker.jobs import Job, read_job
+from feedback_worker.delivery import Delivery
+from feedback_worker.errors import InvalidMessage
+from feedback_worker.jobs import Job, read_job, refuse_if_expired
 from feedback_worker.llm import FeedbackWriter
 from feedback_worker.prompt import PromptTemplate
+from feedback_worker.records import RequestRecords
 from feedback_worker.slots import Place
 from feedback_worker.source import QueueMessage
 
@@ -32,17 +31,17 @@ class FeedbackHandler:
         self,
         writer: FeedbackWriter,
         prompt: PromptTemplate,
-        channels: list[Channel],
-        store: RequestStore | None = None,
+        delivery: Delivery,
+        records: RequestRecords | None = None,
     ) -> None:
-        self._store = store
+        self._records = records or RequestRecords(None)
         self._writer = writer
         self._prompt = prompt
-        self._channels = channels
+        self._delivery = delivery
 
     @property
     def channel_names(self) -> list[str]:
-        return [channel.name for channel in self._channels]
+        return self._delivery.channel_names
 
     async def handle(self, message: QueueMessage, place: Place) -> None:
         job = read_job(message)
@@ -51,24 +50,19 @@ class FeedbackHandler:
         span.set_attribute(names.MEMBER_ID_ATTRIBUTE, job.request.member_id)
         with log_context(request_id=job.request_id, member_id=job.request.member_id):
             started = time.monotonic()
-            record = await self._start(job)
-            if record is not None and record.is_terminal:
-                log.info("request %s already %s: not worked again", job.request_id, record.state)
+            progress = await self._records.start(job)
+            if progress.delivered:
+                log.info("request %s already delivered: not worked again", job.request_id)
                 return
-            await self._refuse_if_expired(job)
+            refuse_if_expired(job)
             # A delivery retry sends the stored text: the LLM is asked once per request.
-            content = record.content if record is not None and record.content else None
+            content = progress.content
             if content is None:
                 content = await self._write(job, message, place)
-                await self._record(self._store_call("store_result", job.request_id, content))
-            try:
-                await self._deliver(self._result(job, content))
-            except DeadLetter as failure:
-                await self._record(self._store_call("mark_failed", job.request_id, str(failure)))
-                raise
-            await self._record(
-                self._store_call("mark_delivered", job.request_id, self.channel_names, "delivered")
-            )
+                await self._records.generated(job, content)
+            result = self._result(job, content)
+            outcome = await self._delivery.deliver(result, progress.generated_at)
+            await self._records.delivered(job, self.channel_names, outcome)
             log.info(
                 "request %s delivered in %.1fs (receive %d)",
                 job.request_id,
@@ -76,42 +70,18 @@ class FeedbackHandler:
                 message.receive_count,
             )
 
-    async def _start(self, job: Job) -> RequestRecord | None:
-        """`processing` in the store, conditionally: a request that has ended (a second copy of
-        its message, queued by an ingest retry after SQS's 5-minute window) makes no second job.
-        None when there is no store or no record (a message the backend published itself)."""
-        if self._store is None:
-            return None
+    async def dead_lettered(
+        self, message: QueueMessage, reason: str, cause: DeadLetterReason
+    ) -> None:
+        """The runner gave the message up: the request ends `failed` (`expired` past its
+        deadline), and the backend gets a failure notice when they are on."""
         try:
-            return await anyio.to_thread.run_sync(self._store.start_processing, job.request_id)
-        except StateConflict as conflict:
-            return conflict.current
-        except StoreUnavailable as error:
-            raise RetryLater(f"request store unavailable: {error}") from error
-
-    async def _refuse_if_expired(self, job: Job) -> None:
-        deadline = job.request.deadline
-        if deadline is None or deadline.replace(tzinfo=UTC) > datetime.now(UTC):
-            return
-        reason = f"deadline {deadline.isoformat()} passed before the LLM was asked"
-        await self._record(self._store_call("mark_expired", job.request_id, reason))
-        raise DeadLetter(reason)
-
-    def _store_call(self, method: str, *args: object) -> functools.partial[object] | None:
-        if self._store is None:
-            return None
-        return functools.partial(getattr(self._store, method), *args)
-
-    @staticmethod
-    async def _record(call: functools.partial[object] | None) -> None:
-        """A state change; a store outage here is logged, not fatal: the delivery it records
-        has happened (or not) either way, and a redelivered message records it again."""
-        if call is None:
-            return
-        try:
-            await anyio.to_thread.run_sync(call)
-        except (StoreUnavailable, StateConflict) as error:
-            log.warning("request store not updated (%s): %s", call.func.__name__, error)
+            job = read_job(message)
+        except InvalidMessage:
+            return  # no request to speak of
+        state = RequestState.EXPIRED if cause is DeadLetterReason.EXPIRED else RequestState.FAILED
+        with log_context(request_id=job.request_id, member_id=job.request.member_id):
+            await self._records.ended(job, state, reason)
 
     async def _write(self, job: Job, message: QueueMessage, place: Place) -> str:
         """The LLM's feedback; the LLM slot is held only for the call itself."""
@@ -137,14 +107,3 @@ class FeedbackHandler:
             timestamp=datetime.now(),
             request_id=job.request_id,
         )
-
-    async def _deliver(self, result: FeedbackResult) -> None:
-        """Every channel at once: the callback does not wait for the result queue's send (make
-        bench measured that wait in the delivery hop). Each channel runs to its end; a permanent
-        failure outranks a transient one, as it would have one after the other."""
-        outcomes = await asyncio.gather(
-            *(channel.send(result) for channel in self._channels), return_exceptions=True
-        )
-        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        if failures:
-            raise next((f for f in failures if isinstance(f, DeadLetter)), failures[0])

@@ -59,6 +59,11 @@ RECEIVE_RETRY_MAX_SECONDS = 30.0
 MAX_RECEIVE_LOOPS = 8
 
 
+DeadLetterHook = Callable[[QueueMessage, str, DeadLetterReason], Awaitable[None]]
+"""Told (message, reason, cause) when the runner gives a message up, before it moves to the DLQ:
+the feedback handler ends the request's record there."""
+
+
 class Handler(Protocol):
     async def handle(self, message: QueueMessage, place: Place) -> None:
         """Do the message's work; raise RetryLater or DeadLetter (feedback_worker.errors).
@@ -113,10 +118,18 @@ class _Held:
 
 
 class Runner:
-    def __init__(self, source: MessageSource, handler: Handler, config: RunnerConfig) -> None:
+    def __init__(
+        self,
+        source: MessageSource,
+        handler: Handler,
+        config: RunnerConfig,
+        *,
+        on_dead_letter: DeadLetterHook | None = None,
+    ) -> None:
         self._source = source
         self._handler = handler
         self._config = config
+        self._on_dead_letter = on_dead_letter
         self._bounds = Bounds(config.concurrency, config.prefetch)
         self._heartbeat = Heartbeat(source, config.visibility_timeout)
         self._held: dict[str, _Held] = {}
@@ -258,6 +271,8 @@ class Runner:
 
     async def _dead_letter(self, held: _Held, reason: str, cause: DeadLetterReason) -> None:
         log.error("message %s goes to the DLQ: %s", held.message.message_id, reason)
+        if self._on_dead_letter is not None:
+            await self._on_dead_letter(held.message, reason, cause)
 
         async def move(message: QueueMessage) -> None:
             if message is moved_copy:

@@ -4,18 +4,19 @@ client they share, built from the settings, checked, and closed when the run end
 import logging
 
 import httpx
-from llm_common.requests_store import RequestStore
 
-from feedback_worker.delivery import channels_from_settings
+from feedback_worker.delivery import delivery_from_settings
+from feedback_worker.delivery.notices import notices_from_settings
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.handler import FeedbackHandler
 from feedback_worker.llm import FeedbackWriter
 from feedback_worker.prompt import InvalidTemplate, PromptTemplate
+from feedback_worker.records import RequestRecords
 from feedback_worker.runner import Runner, RunnerConfig
 from feedback_worker.settings import WorkerSettings
 from feedback_worker.source import MessageSource
 from feedback_worker.sqs import Sqs
-from feedback_worker.startup import check_model, open_request_queue
+from feedback_worker.startup import check_model, open_request_queue, open_request_store
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,14 @@ class Worker:
         self._handler = handler
         self._writer = writer
         self._http = http
-        self.runner = Runner(source, handler, runner_config(settings))
+        self.runner = Runner(
+            source, handler, runner_config(settings), on_dead_letter=handler.dead_lettered
+        )
 
     @classmethod
     async def create(cls, settings: WorkerSettings) -> "Worker":
         """Build and check every client. Raises ConfigurationError when it cannot work; waits
-        (logging each try) while SQS or the LLM does not answer yet."""
+        (logging each try) while SQS, the LLM or DynamoDB does not answer yet."""
         try:
             prompt = PromptTemplate.from_file(settings.prompt_template_file)
         except (OSError, InvalidTemplate) as error:
@@ -73,18 +76,17 @@ class Worker:
         try:
             source = await open_request_queue(settings, sqs)
             await check_model(settings, writer)
+            store = await open_request_store(settings)
         except BaseException:
             await writer.close()
             sqs.close()
             raise
         http = callback_http(settings)
-        store = (
-            RequestStore(settings.request_table_name, settings.aws_region)
-            if settings.request_table_name
-            else None
-        )
         handler = FeedbackHandler(
-            writer, prompt, channels_from_settings(settings, sqs, http), store
+            writer,
+            prompt,
+            delivery_from_settings(settings, sqs, http),
+            RequestRecords(store, notices_from_settings(settings, http)),
         )
         return cls(settings, source, handler, writer, http)
 

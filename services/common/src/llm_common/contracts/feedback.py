@@ -103,3 +103,15 @@ class FeedbackResult(_Contract):
     status: Literal["success"] = "success"
     timestamp: LocalDateTime
     request_id: RequestId
+
+
+class FailureNotice(_Contract):
+    """The failure callback's body (CALLBACK_FAILURE_PATH, off by default): a request ended
+    without a result. Never sent to the result queue or CALLBACK_PATH, whose consumer needs
+    `content`."""
+
+    request_id: RequestId
+    member_id: int
+    state: Literal["failed", "expired"]
+    reason: str
+    timestamp: LocalDateTime

@@ -5,7 +5,7 @@ import logging
 from datetime import UTC
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import JSONResponse
 from llm_common.contracts import FeedbackJob
 from llm_common.requests_store import RequestState, RequestStore, StateConflict, StoreUnavailable
@@ -32,7 +32,11 @@ router = APIRouter(tags=["feedback"])
     openapi_extra=openapi.OPERATION_EXTRA,
 )
 async def accept_feedback(
-    request: Request, settings: SettingsDep, queue: QueueDep, store: StoreDep
+    request: Request,
+    settings: SettingsDep,
+    queue: QueueDep,
+    store: StoreDep,
+    after_answer: BackgroundTasks,
 ) -> JSONResponse:
     """Answers 202 only once SQS has accepted the message.
 
@@ -43,10 +47,12 @@ async def accept_feedback(
        (`enqueuedAt` set, or the worker already moved the record on), no second send.
     2. SendMessage with the request id as deduplication id. It fails → 503; the record stays
        `accepted` without `enqueuedAt`, so the backend's retry sends again (step 1's retry path).
-    3. `enqueuedAt` set. It fails → still 202 (SQS holds the message); a retry sends again.
+    3. `enqueuedAt` set, once the 202 is on its way (bookkeeping is no part of the acceptance,
+       and the backend does not wait for it). It fails → a retry sends again.
     A send repeated by 2 or 3 is dropped by SQS within its 5-minute window; after it, the worker's
-    conditional `accepted → processing` transition refuses any copy of a request that has
-    already started, so a second message can never become a second job.
+    conditional `processing` transition refuses a copy of a request already delivered, and a
+    copy waits behind the original in the member's message group, so a second message can never
+    become a second job.
     """
     feedback = await read_feedback_request(request, settings.max_body_bytes)
     request_id = resolve_request_id(feedback, request.headers.get(IDEMPOTENCY_KEY_HEADER))
@@ -59,7 +65,7 @@ async def accept_feedback(
             return envelope_response(202, "accepted", {"requestId": request_id})
         message_id = await queue.enqueue(job)
         if store is not None:
-            await _mark_enqueued(store, request_id)
+            after_answer.add_task(_mark_enqueued, store, request_id)
         logger.info(
             "accepted request %s for member %s as message %s",
             request_id,
@@ -95,9 +101,10 @@ async def _mark_enqueued(store: RequestStore, request_id: str) -> None:
     responses={404: {"description": "No request with this id (or its record has expired)."}},
 )
 async def feedback_status(request_id: str, store: StoreDep) -> JSONResponse:
-    record = None
-    if store is not None:
-        record = await anyio.to_thread.run_sync(store.get, request_id)
+    if store is None:
+        message = "request status is not kept here (no request store: REQUEST_TABLE_NAME)"
+        return envelope_response(404, message, {"requestId": request_id})
+    record = await anyio.to_thread.run_sync(store.get, request_id)
     if record is None:
         return envelope_response(404, "unknown request id", {"requestId": request_id})
     return envelope_response(200, record.state.value, record.as_view())
