@@ -41,45 +41,53 @@ def test_a_request_id_of_another_member_is_refused(store: RequestStore) -> None:
 def test_the_lifecycle_records_each_transition_and_the_result(store: RequestStore) -> None:
     store.accept("r1", 7, DEADLINE)
     store.mark_enqueued("r1")
-    assert store.start_processing("r1").attempts == 1
-    assert store.start_processing("r1").attempts == 2
-    store.store_result("r1", "잘했어요.")
-    record = store.mark_delivered("r1", ["callback"], "stored")
+    store.store_result("r1", "잘했어요.", receive=1)
+    assert store.start_processing("r1", receive=2).content == "잘했어요."
+    record = store.mark_delivered("r1", ["callback"], "delivered")
     assert record.state is RequestState.DELIVERED
-    assert record.content == "잘했어요."
+    assert (record.content, record.attempts) == ("잘했어요.", 2)
     assert record.enqueued_at is not None
     assert record.processing_at is not None
+    assert record.generated_at is not None
     assert record.delivered_at is not None
     assert record.as_view()["result"] == {
         "content": "잘했어요.",
         "channels": ["callback"],
-        "outcome": "stored",
+        "outcome": "delivered",
     }
+
+
+def test_a_second_result_is_refused_and_the_first_one_kept(store: RequestStore) -> None:
+    store.accept("r8", 7, DEADLINE)
+    store.store_result("r8", "첫 번째", receive=1)
+    with pytest.raises(StateConflict) as conflict:
+        store.store_result("r8", "두 번째", receive=2)
+    assert conflict.value.current is not None
+    assert conflict.value.current.content == "첫 번째"
 
 
 def test_a_delivered_or_expired_request_cannot_start_again(store: RequestStore) -> None:
     store.accept("r2", 7, DEADLINE)
     store.end("r2", RequestState.EXPIRED, "deadline passed")
     with pytest.raises(StateConflict) as conflict:
-        store.start_processing("r2")
+        store.start_processing("r2", receive=1)
     assert conflict.value.current is not None
     assert conflict.value.current.state is RequestState.EXPIRED
     assert conflict.value.current.as_view()["failureReason"] == "deadline passed"
     store.accept("r5", 7, DEADLINE)
-    store.start_processing("r5")
+    store.store_result("r5", "잘했어요.", receive=1)
     store.mark_delivered("r5", ["callback"], "delivered")
     with pytest.raises(StateConflict):
-        store.start_processing("r5")
+        store.start_processing("r5", receive=2)
 
 
 def test_a_failed_request_starts_again_when_its_message_comes_back(store: RequestStore) -> None:
     # An operator's redrive brings a failed request's message back: it is worked again, and
     # the result it stored is what goes out.
     store.accept("r6", 7, DEADLINE)
-    store.start_processing("r6")
-    store.store_result("r6", "잘했어요.")
+    store.store_result("r6", "잘했어요.", receive=1)
     store.end("r6", RequestState.FAILED, "callback rejected the result: HTTP 404")
-    again = store.start_processing("r6")
+    again = store.start_processing("r6", receive=2)
     assert (again.state, again.attempts, again.content) == (RequestState.PROCESSING, 2, "잘했어요.")
     assert "failureReason" not in again.as_view()
 

@@ -282,25 +282,34 @@ class RequestStore:
         """SQS took the message. Idempotent; a record the worker moved on keeps its state."""
         self._update(request_id, "SET enqueuedAt = :now", {}, required=None)
 
-    def start_processing(self, request_id: str) -> RequestRecord:
-        """A worker received the request: `processing`, one more attempt; the record comes back
-        with the result an earlier receive stored. Refused (StateConflict) once the request is
-        delivered or expired, so a second copy of its message makes no second job."""
+    def start_processing(self, request_id: str, receive: int) -> RequestRecord:
+        """A message of the request came back (or was re-sent): `processing`, `attempts` the
+        message's receive count, and the record as it now is, with the result an earlier
+        receive stored. Refused (StateConflict) once the request is delivered or expired, so a
+        second copy of its message makes no second job."""
         return self._update(
             request_id,
-            "SET #state = :processing, processingAt = if_not_exists(processingAt, :now) "
-            "ADD attempts :one",
-            {":processing": RequestState.PROCESSING.value, ":one": 1},
+            "SET #state = :processing, processingAt = if_not_exists(processingAt, :now), "
+            "attempts = :receive",
+            {":processing": RequestState.PROCESSING.value, ":receive": receive},
             required=_STARTABLE,
         )
 
-    def store_result(self, request_id: str, content: str) -> None:
-        """Keep the generated feedback before its first delivery attempt."""
-        self._update(
+    def store_result(self, request_id: str, content: str, receive: int) -> RequestRecord:
+        """Keep the generated feedback before its first delivery attempt: `processing`, with
+        the result. Refused (StateConflict, with the record) when a result is stored already
+        or the request has ended: the caller then delivers the stored one, or nothing."""
+        return self._update(
             request_id,
-            "SET content = :content, generatedAt = :now",
-            {":content": content},
-            required=(RequestState.PROCESSING,),
+            "SET #state = :processing, processingAt = if_not_exists(processingAt, :now), "
+            "attempts = :receive, content = :content, generatedAt = :now",
+            {
+                ":processing": RequestState.PROCESSING.value,
+                ":receive": receive,
+                ":content": content,
+            },
+            required=_STARTABLE,
+            unless="content",
         )
 
     def mark_delivered(self, request_id: str, channels: list[str], outcome: str) -> RequestRecord:
@@ -332,9 +341,14 @@ class RequestStore:
         expression: str,
         values: Mapping[str, Any],
         required: tuple[RequestState, ...] | None,
+        unless: str | None = None,
     ) -> RequestRecord:
+        """Apply `expression` to an existing record in one of the `required` states that has no
+        attribute `unless`; StateConflict (with the record as it is) otherwise."""
         names = {"#key": KEY}
         condition = "attribute_exists(#key)"
+        if unless is not None:
+            condition += f" AND attribute_not_exists({unless})"
         bound: dict[str, Any] = {":now": _now().isoformat(), **values}
         if "#state" in expression or required:
             names["#state"] = "state"

@@ -14,7 +14,7 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from botocore.exceptions import BotoCoreError, ClientError
 from llm_common.aws import aws_client
-from llm_common.contracts import FeedbackJob
+from llm_common.contracts import RESENT_ATTRIBUTE, FeedbackJob
 from llm_common.telemetry import inject_trace_context, messaging, metrics, names
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -22,6 +22,7 @@ from opentelemetry.util.types import AttributeValue
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -85,15 +86,16 @@ class FeedbackQueue:
         self._refused: tuple[str, float] | None = None
         """The last permanent SendMessage refusal and when (monotonic), until a send succeeds."""
 
-    async def enqueue(self, job: FeedbackJob) -> str:
-        """Put `job` on the queue; return the SQS message id once SQS has accepted it."""
+    async def enqueue(self, job: FeedbackJob, resent: bool = False) -> str:
+        """Put `job` on the queue; return the SQS message id once SQS has accepted it. `resent`
+        marks a second send for one request (llm_common.contracts.RESENT_ATTRIBUTE)."""
         if job.request_id is None:
             raise ValueError("a job needs its request id: it is the deduplication id")
         body = sqs_safe_json(job.model_dump_json())
         size = len(body.encode())
         if size > SQS_MAX_MESSAGE_BYTES:
             raise MessageTooLarge(size)
-        send = functools.partial(self._send, body, job.member_id, job.request_id)
+        send = functools.partial(self._send, body, job.member_id, job.request_id, resent)
         return await anyio.to_thread.run_sync(send, limiter=self._threads)
 
     async def is_reachable(self) -> bool:
@@ -110,7 +112,7 @@ class FeedbackQueue:
     def close(self) -> None:
         self._sqs.close()
 
-    def _send(self, body: str, member_id: int, request_id: str) -> str:
+    def _send(self, body: str, member_id: int, request_id: str, resent: bool) -> str:
         # Group per member: ordered per member, parallel across members. Dedup on the request
         # id: SQS drops a retry of the same request within its 5-minute window.
         attributes: dict[str, AttributeValue] = {
@@ -132,7 +134,7 @@ class FeedbackQueue:
                     MessageGroupId=str(member_id),
                     MessageDeduplicationId=request_id,
                     # The worker continues this trace from here (docs/observability.md, Traces).
-                    MessageAttributes=inject_trace_context(),
+                    MessageAttributes={**inject_trace_context(), **_resent(resent)},
                 )
             except (BotoCoreError, ClientError) as error:
                 _observe_enqueue(names.Outcome.ERROR, started)
@@ -159,6 +161,10 @@ class FeedbackQueue:
             logger.warning("feedback queue unreachable: %s", error)
             return False
         return True
+
+
+def _resent(resent: bool) -> "dict[str, MessageAttributeValueTypeDef]":
+    return {RESENT_ATTRIBUTE: {"DataType": "String", "StringValue": "1"}} if resent else {}
 
 
 def _observe_enqueue(outcome: names.Outcome, started: float) -> None:

@@ -1,4 +1,5 @@
-"""The feedback handler: message → job → prompt → LLM → result → every delivery channel.
+"""The feedback handler: message → job → prompt → LLM → result → every delivery channel, with
+the request's record kept at clear points on the way (records.py).
 
 Nothing here knows about visibility, receive counts or threads (that is `runner.py`); failures
 leave as the types in `errors.py`, each of which the runner maps to one queue action.
@@ -50,18 +51,22 @@ class FeedbackHandler:
         span.set_attribute(names.MEMBER_ID_ATTRIBUTE, job.request.member_id)
         with log_context(request_id=job.request_id, member_id=job.request.member_id):
             started = time.monotonic()
-            progress = await self._records.start(job)
-            if progress.delivered:
-                log.info("request %s already delivered: not worked again", job.request_id)
+            progress = await self._records.start(job, message)
+            if progress.finished:
+                log.info("request %s has ended already: nothing to do", job.request_id)
                 return
-            refuse_if_expired(job)
-            # A delivery retry sends the stored text: the LLM is asked once per request.
             content = progress.content
             if content is None:
-                content = await self._write(job, message, place)
-                await self._records.generated(job, content)
-            result = self._result(job, content)
-            outcome = await self._delivery.deliver(result, progress.generated_at)
+                refuse_if_expired(job)
+                # Stored before its delivery: a delivery retry sends this very text.
+                draft = await self._write(job, message, place)
+                content = await self._records.generated(job, draft, message.receive_count)
+                if content is None:
+                    log.info("request %s ended while its result was written", job.request_id)
+                    return
+            outcome = await self._delivery.deliver(
+                self._result(job, content), progress.generated_at
+            )
             await self._records.delivered(job, self.channel_names, outcome)
             log.info(
                 "request %s delivered in %.1fs (receive %d)",

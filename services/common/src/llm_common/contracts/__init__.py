@@ -3,6 +3,7 @@
 from llm_common.contracts.dates import LocalDateTime
 from llm_common.contracts.envelope import Envelope
 from llm_common.contracts.feedback import (
+    RESENT_ATTRIBUTE,
     FailureNotice,
     FeedbackJob,
     FeedbackRequest,
@@ -14,6 +15,7 @@ from llm_common.contracts.feedback import (
 )
 
 __all__ = [
+    "RESENT_ATTRIBUTE",
     "Envelope",
     "FailureNotice",
     "FeedbackJob",

@@ -16,6 +16,10 @@ from pydantic.alias_generators import to_camel
 
 from llm_common.contracts.dates import LocalDateTime
 
+RESENT_ATTRIBUTE = "ResentByIngest"
+"""SQS message attribute on a message ingest sends again for a request it had accepted already
+(its first send's fate unknown): the worker reads the request's record before working it."""
+
 # SQS allows 128 printable ASCII characters in a deduplication id; the request id is used as one,
 # and as the callback's `webhook-id` header.
 # Strict types throughout: `true`, `"77"` or `77.0` as a member id, `"yes"` or `1` as isSuccess are

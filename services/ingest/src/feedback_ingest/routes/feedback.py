@@ -3,6 +3,7 @@
 import functools
 import logging
 from datetime import UTC
+from enum import Enum
 
 import anyio.to_thread
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
@@ -58,12 +59,13 @@ async def accept_feedback(
     request_id = resolve_request_id(feedback, request.headers.get(IDEMPOTENCY_KEY_HEADER))
     job = feedback_job(feedback, request_id, settings.request_ttl_seconds)
     with log_context(request_id=request_id, member_id=feedback.member_id):
-        if store is not None and await _already_queued(store, job):
+        acceptance = Acceptance.NEW if store is None else await _acceptance(store, job)
+        if acceptance is Acceptance.QUEUED:
             logger.info(
                 "request %s is a retry of an accepted request: not queued again", request_id
             )
             return envelope_response(202, "accepted", {"requestId": request_id})
-        message_id = await queue.enqueue(job)
+        message_id = await queue.enqueue(job, resent=acceptance is Acceptance.RESEND)
         if store is not None:
             after_answer.add_task(_mark_enqueued, store, request_id)
         logger.info(
@@ -76,15 +78,27 @@ async def accept_feedback(
     return envelope_response(202, "accepted", {"requestId": request_id})
 
 
-async def _already_queued(store: RequestStore, job: FeedbackJob) -> bool:
+class Acceptance(Enum):
+    NEW = "new"
+    """First seen: send it."""
+    QUEUED = "queued"
+    """A retry of a request known to be on the queue (or beyond): send nothing."""
+    RESEND = "resend"
+    """A retry of a request whose send failed or was not confirmed: send it again, flagged, so
+    the worker reads the record before working a copy it may already have worked."""
+
+
+async def _acceptance(store: RequestStore, job: FeedbackJob) -> Acceptance:
     assert job.request_id is not None
     assert job.deadline is not None
     deadline = job.deadline.replace(tzinfo=UTC)
     accept = functools.partial(store.accept, job.request_id, job.member_id, deadline)
     existing = await anyio.to_thread.run_sync(accept)
     if existing is None:
-        return False
-    return existing.enqueued_at is not None or existing.state is not RequestState.ACCEPTED
+        return Acceptance.NEW
+    if existing.enqueued_at is not None or existing.state is not RequestState.ACCEPTED:
+        return Acceptance.QUEUED
+    return Acceptance.RESEND
 
 
 async def _mark_enqueued(store: RequestStore, request_id: str) -> None:
