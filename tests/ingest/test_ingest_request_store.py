@@ -6,6 +6,8 @@ import httpx
 import pytest
 from devstack.queues import FeedbackQueues
 from feedback_ingest.settings import IngestSettings
+from llm_common.contracts import RESENT_ATTRIBUTE
+from pydantic import ValidationError
 
 from tests.support.ingest import JSON, RequestQueue, Serve, assert_envelope
 
@@ -72,3 +74,61 @@ async def test_get_shows_an_accepted_request_and_404_for_an_unknown_one(
     assert set(status["times"]) == {"acceptedAt", "enqueuedAt"}
     assert "result" not in status
     assert_envelope(await client.get("/ai/feedback/unknown"), 404)
+
+
+async def test_a_retry_after_a_refused_send_sends_again_flagged_for_the_worker(
+    serve: Serve,
+    feedback_queues: FeedbackQueues,
+    request_table: str,
+    aws_env: str,
+    record: dict[str, Any],
+    request_queue: RequestQueue,
+) -> None:
+    body = {**record, "requestId": "weekly-retry"}
+    # The record is written, then SQS refuses the message (here: no such queue): 503.
+    gone = IngestSettings(
+        feedback_queue_url=f"{aws_env}/123456789012/gone.fifo", request_table_name=request_table
+    )
+    async with serve(gone) as client:
+        assert_envelope(await client.post("/ai/feedback", json=body, headers=JSON), 503)
+    settings = IngestSettings(
+        feedback_queue_url=feedback_queues.requests, request_table_name=request_table
+    )
+    async with serve(settings) as client:
+        retry = await client.post("/ai/feedback", json=body, headers=JSON)
+        status = assert_envelope(await client.get("/ai/feedback/weekly-retry"), 200)
+
+    assert assert_envelope(retry, 202) == {"requestId": "weekly-retry"}
+    [message] = request_queue.sqs.receive_message(
+        QueueUrl=request_queue.url, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert message["MessageAttributes"][RESENT_ATTRIBUTE]["StringValue"] == "1"
+    assert "enqueuedAt" in status["times"]
+
+
+async def test_readyz_checks_the_store_too(
+    serve: Serve, feedback_queues: FeedbackQueues, request_table: str
+) -> None:
+    good = IngestSettings(
+        feedback_queue_url=feedback_queues.requests, request_table_name=request_table
+    )
+    missing = IngestSettings(
+        feedback_queue_url=feedback_queues.requests, request_table_name="no-such-table"
+    )
+    async with serve(good) as client:
+        ready = await client.get("/readyz")
+    async with serve(missing) as client:
+        not_ready = await client.get("/readyz")
+
+    assert assert_envelope(ready, 200) == {"queue": "reachable", "store": "reachable"}
+    assert assert_envelope(not_ready, 503) == {"queue": "reachable", "store": "unreachable"}
+
+
+def test_records_that_would_expire_before_their_deadline_are_refused() -> None:
+    with pytest.raises(ValidationError, match="REQUEST_STORE_TTL_SECONDS"):
+        IngestSettings(
+            feedback_queue_url="q",
+            request_table_name="t",
+            request_ttl_seconds=7 * 24 * 3600,
+            request_store_ttl_seconds=24 * 3600,
+        )

@@ -145,14 +145,15 @@ class FeedbackQueue:
             return response["MessageId"]
 
     def _note_refusal(self, error: BotoCoreError | ClientError) -> None:
-        code = (
-            error.response.get("Error", {}).get("Code", "")
-            if isinstance(error, ClientError)
-            else ""
-        )
-        if code in PERMANENT_REFUSALS:
-            logger.error("SQS refuses SendMessage (%s): not ready until it is fixed", code)
-            self._refused = (code, time.monotonic())
+        if not isinstance(error, ClientError):
+            return
+        code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        # 403 is an authorization refusal whatever the code says (emulators differ in it).
+        if code in PERMANENT_REFUSALS or status == 403:
+            refusal = code if code in PERMANENT_REFUSALS else f"HTTP {status}"
+            logger.error("SQS refuses SendMessage (%s): not ready until it is fixed", refusal)
+            self._refused = (refusal, time.monotonic())
 
     def _answers(self) -> bool:
         try:

@@ -72,9 +72,11 @@ class WorkerSettings(ServiceSettings):
     callback_path: str = ""
     callback_failure_path: str = ""
     """Where failure notices go (joined to CALLBACK_URL); empty: none are sent."""
-    delivery_retry_seconds: int = Field(3600, ge=0, le=MAX_DELIVERY_RETRY_SECONDS)
-    """How long an undelivered result is retried, from its generation, before it fails: long
-    enough for a backend deploy or an hour's outage. The message is held meanwhile."""
+    delivery_retry_seconds: int = Field(4500, ge=0, le=MAX_DELIVERY_RETRY_SECONDS)
+    """How long an undelivered result is retried, from its generation, before it fails. 75
+    minutes: a receiver outage of an hour that begins as the result is generated still ends
+    within it, with a round (at most DELIVERY_RETRY_MAX_DELAY_SECONDS apart) to spare. The
+    message is held meanwhile."""
     delivery_retry_max_delay_seconds: int = Field(60, ge=1, le=MAX_VISIBILITY_SECONDS)
     """Cap on the wait between two delivery rounds (the first is RETRY_DELAY_SECONDS)."""
     callback_secret: SecretStr = SecretStr("")
