@@ -117,7 +117,8 @@ class WorkerSettings(ServiceSettings):
             return self
         if not self.callback_url:
             raise ValueError("CALLBACK_FAILURE_PATH needs CALLBACK_URL: notices go to its host")
-        if self.failure_endpoint in (None, self.callback_endpoint):
+        failure, results = self.failure_endpoint, self.callback_endpoint
+        if failure is None or failure.rstrip("/") == (results or "").rstrip("/"):
             # The result consumer must never get a body without content.
             raise ValueError("CALLBACK_FAILURE_PATH must differ from CALLBACK_PATH")
         return self

@@ -20,6 +20,7 @@ __all__ = [
     "DeliveryBudget",
     "ResultQueueChannel",
     "channels_from_settings",
+    "delivery_budget",
     "delivery_from_settings",
 ]
 

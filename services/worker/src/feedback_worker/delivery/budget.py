@@ -52,19 +52,19 @@ class DeliveryBudget:
 
 class Delivery:
     def __init__(self, channels: list[Channel], budget: DeliveryBudget) -> None:
-        self.channels = channels
+        self._channels = channels
         self._budget = budget
 
     @property
     def channel_names(self) -> list[str]:
-        return [channel.name for channel in self.channels]
+        return [channel.name for channel in self._channels]
 
     async def deliver(self, result: FeedbackResult, generated_at: datetime | None) -> str:
         """Send `result` to every channel; its outcome: `delivered`, or `duplicate` when a
         receiver already had it (409). Raises DeadLetter for a permanent refusal or when the
         budget, counted from `generated_at` (now when None), is spent."""
         deadline = (generated_at or self._budget.now()) + timedelta(seconds=self._budget.seconds)
-        pending = list(self.channels)
+        pending = list(self._channels)
         outcomes: list[DeliveryOutcome] = []
         for round_ in itertools.count(1):
             failure, pending = await self._round(result, pending, outcomes)
