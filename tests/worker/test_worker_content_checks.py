@@ -105,3 +105,12 @@ async def test_two_unfit_drafts_fail_the_request_with_the_reason_and_nothing_is_
 )
 def test_dates_counts_and_amounts_are_not_taken_for_contact_details(text: str) -> None:
     assert review(text, "stop", ContentRules(min_chars=10)).failed is None
+
+
+def test_a_cut_draft_keeps_ranges_decimals_and_emoji_of_its_last_sentence() -> None:
+    cut = "한국어 5~6문장으로 정리했어요. 이번 주 2.5km를 달렸어요!😊 다음 주에는 3"
+
+    verdict = review(cut, "length", ContentRules(min_chars=10))
+
+    assert verdict.text == "한국어 5~6문장으로 정리했어요. 이번 주 2.5km를 달렸어요!😊"
+    assert verdict.trimmed

@@ -38,13 +38,14 @@ _PHONE = re.compile(
     r"|(?<!\d)\+\d{1,3}[ .-]?\d{1,4}[ .-]?\d{3,4}[ .-]?\d{4}(?!\d)"
     r"|(?<!\d)1[5-9]\d{2}-\d{4}(?!\d)"
 )
-# Where a sentence ends: terminal punctuation, or a final 다/요/죠 before a space or the end,
-# then what closes it (quotes, brackets, more punctuation, emoji).
+# Where a sentence ends: terminal punctuation that no letter or digit follows (so not 5~6 or
+# 2.5), or a final 다/요/죠 before a space or the end; then what closes it (quotes, brackets,
+# more punctuation, emoji).
 _TERMINAL = ".!?\u2026~\u3002\uff01\uff1f"  # the ellipsis and the full-width ones too
 _CLOSING = "\"'\u201d\u2019)\\]"  # straight and curly closing quotes, brackets
 _OPENING = "\"'\u201c\u2018(\\["  # and the opening ones
 _SENTENCE_END = re.compile(
-    f"(?:[{_TERMINAL}]+|[다요죠](?=[\\s{_CLOSING}]|$))[{_CLOSING}]*(?:\\s*[^\\w\\s{_OPENING}])*"
+    f"(?:[{_TERMINAL}]+|[다요죠](?=[\\s{_CLOSING}]|$))(?!\\w)[{_CLOSING}]*(?:\\s*[^\\w\\s{_OPENING}])*"
 )
 
 

@@ -119,7 +119,7 @@ class Stack:
             self._start_llm()
             self._start_callback_receiver()
             self._start_ingest(self.queues)
-            self._start_worker(self.queues)
+            self._start_worker()
             if self.config.with_qa_sync:
                 self._start_qa_sync()
             if self.config.prometheus_rules is not None:
@@ -204,15 +204,15 @@ class Stack:
 
     def add_worker(self, name: str) -> ManagedProcess:
         """One more worker process on the same queues (workers scale out side by side)."""
-        assert self.queues is not None, "start the stack first"
-        return self._launch(
-            name, python_module("feedback_worker"), self._worker_env(self.queues), None, 0
-        )
+        return self._launch(name, python_module("feedback_worker"), self.worker_env(), None, 0)
 
-    def _start_worker(self, queues: FeedbackQueues) -> None:
-        self._launch("worker", python_module("feedback_worker"), self._worker_env(queues), None, 0)
+    def _start_worker(self) -> None:
+        self._launch("worker", python_module("feedback_worker"), self.worker_env(), None, 0)
 
-    def _worker_env(self, queues: FeedbackQueues) -> dict[str, str]:
+    def worker_env(self) -> dict[str, str]:
+        """The worker's environment; also what `python -m feedback_worker admin` needs."""
+        queues = self.queues
+        assert queues is not None, "start the stack first"
         return {
             **self.aws_env(),
             "FEEDBACK_QUEUE_URL": queues.requests,
