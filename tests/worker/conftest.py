@@ -23,9 +23,9 @@ from feedback_worker.startup import open_request_store
 from feedback_worker.worker import Worker, callback_http, runner_config
 from mypy_boto3_sqs import SQSClient
 
+from tests.support.clock import SimulatedClock
 from tests.support.factories import RunFeedback, StartWorker
 from tests.support.fakes import TEST_MODEL, TEST_SECRET, CallbackReceiver, FakeLlm
-from tests.support.clock import SimulatedClock
 
 
 @pytest.fixture(scope="session")

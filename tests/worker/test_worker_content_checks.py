@@ -10,14 +10,19 @@ from tests.support.factories import RunFeedback
 from tests.support.fakes import CallbackReceiver, FakeLlm
 from tests.support.records import weekly_record
 
-FIT = "이번 주도 정말 수고 많았어요! 😊 아침 산책을 꾸준히 해낸 노력이 멋져요. 다음 주도 응원할게요! 🎉"
+FIT = (
+    "이번 주도 정말 수고 많았어요! 😊 아침 산책을 꾸준히 해낸 노력이 멋져요. "
+    "다음 주도 응원할게요! 🎉"
+)
 CUT = FIT + " 러닝은 조금 아쉬웠지만 다음 주에는 분명히"
 CHECKS = "feedback_worker_content_checks_total"
 
 UNFIT = [
     pytest.param("empty", "\u200b\u200b \ufeff", "stop", id="zero-width only"),
     pytest.param("empty", "<think>Praise the three runs.</think>", "stop", id="thinking only"),
-    pytest.param("incomplete", "이번 주도 정말 수고 많았고 아침 산책을 꾸준히 해낸", "length", id="cut"),
+    pytest.param(
+        "incomplete", "이번 주도 정말 수고 많았고 아침 산책을 꾸준히 해낸", "length", id="cut"
+    ),
     pytest.param("too_short", "잘했어요!", "stop", id="too short"),
     pytest.param("too_long", "정말 잘했어요! " * 200, "stop", id="too long"),
     pytest.param("link", FIT + " 기록은 https://example.com/me 에서 봐요.", "stop", id="link"),
