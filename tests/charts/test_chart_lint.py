@@ -60,3 +60,13 @@ def test_external_llm_needs_its_url(helm: Helm) -> None:
 def test_several_vllm_replicas_cannot_share_one_read_write_once_cache(helm: Helm) -> None:
     with pytest.raises(HelmError, match="ReadWriteMany"):
         helm.template(MINIMAL_VALUES, sets={"vllm.replicaCount": "2"})
+
+
+def test_failure_notices_without_a_callback_url_are_refused(helm: Helm) -> None:
+    with pytest.raises(HelmError, match=r"callback\.failurePath needs callback\.url"):
+        helm.template(MINIMAL_VALUES, sets={"worker.callback.failurePath": "/failures"})
+
+
+def test_a_delivery_budget_past_sqs_twelve_hours_is_refused(helm: Helm) -> None:
+    with pytest.raises(HelmError, match="values don't meet the specifications of the schema"):
+        helm.template(MINIMAL_VALUES, sets={"worker.delivery.retrySeconds": "43200"})
