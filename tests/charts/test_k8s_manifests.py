@@ -11,7 +11,6 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from llm_common.requests_store import KEY, TTL_ATTRIBUTE, RequestStore, create_request_table
 from chart_support import (
     REPO,
     SUPPORTED_KUBERNETES,
@@ -22,6 +21,7 @@ from chart_support import (
     validate_builtin,
     validate_custom,
 )
+from llm_common.requests_store import KEY, TTL_ATTRIBUTE, RequestStore, create_request_table
 
 K8S = REPO / "k8s"
 # eksctl's own format (a node group definition), not a Kubernetes object.
