@@ -24,6 +24,7 @@ PROMISED = {
     "feedback_worker_retries": "counter",
     "feedback_worker_deliveries": "counter",
     "feedback_worker_dlq_sends": "counter",
+    "feedback_worker_content_checks": "counter",
     "feedback_worker_drains": "counter",
     "qa_sync_jobs": "gauge",
     "qa_sync_verification_failures": "counter",
