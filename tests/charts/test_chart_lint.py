@@ -40,6 +40,9 @@ def test_schema_rejects_unknown_keys(helm: Helm, key: str, value: str) -> None:
         ("otel.protocol", "grpc"),
         ("ingest.podLabels.app\\.kubernetes\\.io/component", "other"),
         ("commonLabels.app\\.kubernetes\\.io/instance", "other"),
+        # SQS keeps a received message 12 hours at most: the budget must end before.
+        ("worker.delivery.retrySeconds", "43200"),
+        ("requestStore.tableName", "no spaces allowed"),
     ],
 )
 def test_schema_rejects_invalid_values(helm: Helm, key: str, value: str) -> None:
@@ -47,26 +50,22 @@ def test_schema_rejects_invalid_values(helm: Helm, key: str, value: str) -> None
         helm.template(MINIMAL_VALUES, sets={key: value})
 
 
-def test_worker_without_any_delivery_target_is_refused(helm: Helm) -> None:
-    with pytest.raises(HelmError, match=r"queues\.resultsUrl and/or worker\.callback\.url"):
-        helm.template(MINIMAL_VALUES, sets={"queues.resultsUrl": ""})
-
-
-def test_external_llm_needs_its_url(helm: Helm) -> None:
-    with pytest.raises(HelmError, match=r"worker\.llm\.externalBaseUrl is required"):
-        helm.template(MINIMAL_VALUES, sets={"vllm.enabled": "false"})
-
-
-def test_several_vllm_replicas_cannot_share_one_read_write_once_cache(helm: Helm) -> None:
-    with pytest.raises(HelmError, match="ReadWriteMany"):
-        helm.template(MINIMAL_VALUES, sets={"vllm.replicaCount": "2"})
-
-
-def test_failure_notices_without_a_callback_url_are_refused(helm: Helm) -> None:
-    with pytest.raises(HelmError, match=r"callback\.failurePath needs callback\.url"):
-        helm.template(MINIMAL_VALUES, sets={"worker.callback.failurePath": "/failures"})
-
-
-def test_a_delivery_budget_past_sqs_twelve_hours_is_refused(helm: Helm) -> None:
-    with pytest.raises(HelmError, match="values don't meet the specifications of the schema"):
-        helm.template(MINIMAL_VALUES, sets={"worker.delivery.retrySeconds": "43200"})
+@pytest.mark.parametrize(
+    ("sets", "why"),
+    [
+        ({"queues.resultsUrl": ""}, r"queues\.resultsUrl and/or worker\.callback\.url"),
+        ({"vllm.enabled": "false"}, r"worker\.llm\.externalBaseUrl is required"),
+        # Several vLLM replicas cannot share one read-write-once model cache.
+        ({"vllm.replicaCount": "2"}, "ReadWriteMany"),
+        (
+            {"worker.callback.failurePath": "/failures"},
+            r"callback\.failurePath needs callback\.url",
+        ),
+    ],
+    ids=["no delivery target", "external LLM without its URL", "RWO cache", "notices, no URL"],
+)
+def test_values_that_cannot_work_are_refused_saying_why(
+    helm: Helm, sets: dict[str, str], why: str
+) -> None:
+    with pytest.raises(HelmError, match=why):
+        helm.template(MINIMAL_VALUES, sets=sets)

@@ -24,6 +24,13 @@ FAST = {
 }
 
 
+def _start(start_stack: StartStack) -> tuple[Stack, FakeLlm, CallbackReceiver]:
+    """The platform with the fake LLM, and clients of the LLM and the receiver."""
+    stack = start_stack(llm="fake", worker_env=FAST)
+    llm = FakeLlm(f"http://127.0.0.1:{stack.config.ports.llm}")
+    return stack, llm, CallbackReceiver(stack.callback_url)
+
+
 def _post(stack: Stack, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, timeout=10)
 
@@ -49,9 +56,7 @@ def _once(stack: Stack, request_id: str, state: str) -> dict[str, Any]:
 def test_accepted_processing_delivered_and_a_late_retry_makes_no_second_job(
     start_stack: StartStack,
 ) -> None:
-    stack = start_stack(llm="fake", worker_env=FAST)
-    llm = FakeLlm(f"http://127.0.0.1:{stack.config.ports.llm}")
-    receiver = CallbackReceiver(stack.callback_url)
+    stack, llm, receiver = _start(start_stack)
     body = example_weekly_record("life-1", 4242)
     worker = stack.processes["worker"]
     worker.stop()
@@ -85,9 +90,7 @@ def test_accepted_processing_delivered_and_a_late_retry_makes_no_second_job(
 def test_expired_and_refused_requests_end_with_why_and_a_notice_on_the_failure_path(
     start_stack: StartStack,
 ) -> None:
-    stack = start_stack(llm="fake", worker_env=FAST)
-    llm = FakeLlm(f"http://127.0.0.1:{stack.config.ports.llm}")
-    receiver = CallbackReceiver(stack.callback_url)
+    stack, llm, receiver = _start(start_stack)
     stale = {**example_weekly_record("life-old", 4343), "deadline": [2020, 1, 1, 0, 0]}
 
     assert _post(stack, stale).status_code == 202

@@ -33,15 +33,21 @@ def platform(start_platform: StartPlatform) -> Platform:
     return start_platform(worker_env={"CALLBACK_TIMEOUT_SECONDS": "1"})
 
 
+def _outage(platform: Platform, seconds: float, name: str, first_member: int) -> list[str]:
+    """Five requests accepted while the receiver is down for `seconds`, then it is back."""
+    receiver = platform.stack.processes["callback"]
+    receiver.stop()
+    ids = [platform.accept(weekly_record(first_member + n, f"{name}-{n}")) for n in range(5)]
+    time.sleep(seconds)
+    receiver.start()
+    return ids
+
+
 def test_a_receiver_that_is_down_gets_the_results_once_it_is_back(
     platform: Platform, figures: Figures
 ) -> None:
     """Receiver down (connection refused) for 6 s."""
-    receiver = platform.stack.processes["callback"]
-    receiver.stop()
-    ids = [platform.accept(weekly_record(40_000 + n, f"down-{n}")) for n in range(5)]
-    time.sleep(6)
-    receiver.start()
+    ids = _outage(platform, 6, "down", 40_000)
     took = wait_until(lambda: all(_delivered(platform, i) for i in ids), 60, "deliveries")
 
     figures["requests"] = len(ids)
@@ -58,11 +64,7 @@ def test_a_receiver_down_longer_than_the_receives_last_is_retried_within_the_del
     platform = start_platform(
         worker_env={"CALLBACK_TIMEOUT_SECONDS": "1", "DELIVERY_RETRY_MAX_DELAY_SECONDS": "5"}
     )
-    receiver = platform.stack.processes["callback"]
-    receiver.stop()
-    ids = [platform.accept(weekly_record(43_000 + n, f"outage-{n}")) for n in range(5)]
-    time.sleep(40)
-    receiver.start()
+    ids = _outage(platform, 40, "outage", 43_000)
     took = wait_until(lambda: all(_delivered(platform, i) for i in ids), 60, "deliveries")
 
     figures["requests"] = len(ids)
