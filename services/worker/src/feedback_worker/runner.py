@@ -6,9 +6,10 @@ message hidden while it is held (`heartbeat.py`); the handler does the work, tel
 `Place` when the scarce call starts and ends; its outcome maps to one settle:
 
     returns          → delete
-    DeadLetter       → the DLQ now, with the reason
+    DeadLetter       → the DLQ now, with the reason (`on_dead_letter` is told first)
     RetryLater       → back to the queue after a growing delay (on its last allowed receive:
-                       the DLQ, with the reason; SQS's redrive would move it without one)
+                       the DLQ, with the reason, `on_dead_letter` told first; SQS's redrive
+                       would move it without one)
     anything else    → logged, then as RetryLater
 
 A message is worked once at a time: a copy received again while it is held (after a renewal

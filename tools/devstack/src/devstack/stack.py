@@ -18,9 +18,9 @@ from devstack.prometheus import prometheus_binary, prometheus_process, write_con
 from devstack.queues import FeedbackQueues, create_feedback_queues
 
 AWS_REGION = "us-east-1"
-# moto accepts any credentials; these only keep boto3 from looking for real ones.
 REQUEST_TABLE = "feedback-requests"
 """The request store's DynamoDB table (k8s/cluster/request-store.yaml creates it in a cluster)."""
+# moto accepts any credentials; these only keep boto3 from looking for real ones.
 EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
