@@ -2,6 +2,7 @@
 store in moto's DynamoDB over HTTP, the fake LLM and the callback receiver. The whole lifecycle
 through real processes, as GET shows it, is tests/e2e/test_e2e_request_lifecycle.py."""
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,8 @@ from tests.support.clock import SimulatedClock
 from tests.support.factories import RunFeedback
 from tests.support.fakes import CallbackReceiver, FakeLlm
 from tests.support.records import weekly_record
+from tests.support.reliability import TcpProxy
+from tests.support.waiting import eventually
 
 DEADLINE = datetime.now(UTC) + timedelta(days=7)
 HOUR = 3600.0
@@ -182,3 +185,35 @@ async def test_an_llm_failing_on_every_receive_ends_failed_with_why(tracked: Tra
     assert record.state is RequestState.FAILED
     assert record.failure_reason == "gave up after 3 receives: LLM call failed: HTTP 503"
     assert record.attempts == 3
+
+
+async def test_a_store_outage_after_acceptance_loses_nothing(
+    tracked: Tracked, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB cut while work is under way: a message at the LLM is still delivered (the writes
+    after it are logged, not fatal); one that needs its record first waits in the queue until
+    the store is back, then is delivered."""
+    proxy = TcpProxy(int(moto_endpoint.rsplit(":", 1)[1]))
+    proxy.up()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
+    for member in (48, 49):
+        tracked.store.accept(f"req-{member}", member, DEADLINE)
+    tracked.llm.control(latency_s=1.0)
+    send(tracked.source, 49)
+    run = asyncio.create_task(tracked.run())
+    await eventually(lambda: tracked.llm.stats()["requests"] >= 1, what="req-49 at the LLM")
+    proxy.down()
+    send(tracked.source, 48)
+    await tracked.source.receive(1, 0, 0)  # received before by a worker that died
+    await run
+
+    assert [d["webhook_id"] for d in tracked.receiver.deliveries()] == ["req-49"]
+    assert tracked.source.counts() == (0, 1)  # req-48 back in the queue, not in the DLQ
+    proxy.up()
+    tracked.source.advance(60)
+    await tracked.run()
+    proxy.down()
+
+    assert sorted(d["webhook_id"] for d in tracked.receiver.deliveries()) == ["req-48", "req-49"]
+    assert tracked.record("req-48").state is RequestState.DELIVERED
+    assert tracked.source.dead_letters == []

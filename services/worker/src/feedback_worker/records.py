@@ -134,5 +134,8 @@ class RequestRecords:
     async def _quietly(what: str, write: Callable[[], object]) -> None:
         try:
             await anyio.to_thread.run_sync(write)
-        except (StoreDown, StateConflict) as error:
+        except StateConflict as conflict:
+            if conflict.current is not None:  # None: a message the backend published itself
+                log.warning("request record not marked %s: %s", what, conflict)
+        except StoreDown as error:
             log.warning("request record not marked %s: %s", what, error)
