@@ -132,3 +132,25 @@ def test_records_that_would_expire_before_their_deadline_are_refused() -> None:
             request_ttl_seconds=7 * 24 * 3600,
             request_store_ttl_seconds=24 * 3600,
         )
+
+
+async def test_get_takes_the_same_api_key_as_post(
+    serve: Serve,
+    feedback_queues: FeedbackQueues,
+    request_table: str,
+    record: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INGEST_API_KEYS", "the-key")
+    settings = IngestSettings(
+        feedback_queue_url=feedback_queues.requests, request_table_name=request_table
+    )
+    key = {"X-API-Key": "the-key"}
+    async with serve(settings) as client:
+        body = {**record, "requestId": "keyed-1"}
+        assert_envelope(await client.post("/ai/feedback", json=body, headers=JSON | key), 202)
+        without = await client.get("/ai/feedback/keyed-1")
+        with_key = await client.get("/ai/feedback/keyed-1", headers=key)
+
+    assert_envelope(without, 401)
+    assert assert_envelope(with_key, 200)["state"] == "accepted"
