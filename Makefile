@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen
 IMAGE_REGISTRY ?=
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 
-.PHONY: help setup run demo test test-fast lint fmt bench reliability images clean
+.PHONY: help setup run demo admin test test-fast lint fmt bench reliability images clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ run: setup ## start the whole platform locally (moto, queues, LLM, ingest, worke
 
 demo: ## post a realistic request to `make run`'s stack and print the feedback that comes back
 	$(RUN) python -m devstack demo
+
+admin: ## an operator command on `make run`'s stack: make admin ARGS="status <requestId>" (or redrive, redeliver <requestId>)
+	$(RUN) python -m devstack admin $(ARGS)
 
 test: setup ## the whole suite, slow tests included (what CI runs)
 	$(RUN) pytest

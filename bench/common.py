@@ -18,6 +18,7 @@ from llm_common.contracts import FeedbackJob, FeedbackRequest
 from llm_common.contracts.example import example_weekly_record
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,20 +82,25 @@ def running(proc: ManagedProcess, timeout: float = 60.0) -> Iterator[ManagedProc
 
 
 class Emulator:
-    """moto's server (SQS and S3) in its own process, as the services see it locally."""
+    """moto's server (SQS, S3, DynamoDB) in its own process, as the services see it locally."""
 
     def __init__(self, proc: ManagedProcess, port: int) -> None:
         self.proc = proc
         self.endpoint = f"http://127.0.0.1:{port}"
 
     def sqs(self) -> "SQSClient":
-        return boto3.client(
-            "sqs",
-            endpoint_url=self.endpoint,
-            region_name=AWS_REGION,
-            aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        return boto3.client("sqs", **self._client_args())
+
+    def dynamodb(self) -> "DynamoDBClient":
+        return boto3.client("dynamodb", **self._client_args())
+
+    def _client_args(self) -> dict[str, str]:
+        return {
+            "endpoint_url": self.endpoint,
+            "region_name": AWS_REGION,
+            "aws_access_key_id": EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        }
 
     def env(self) -> dict[str, str]:
         return aws_env(self.endpoint)

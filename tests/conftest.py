@@ -8,6 +8,7 @@ import httpx
 import pytest
 from devstack.processes import ManagedProcess, free_port, python_module
 from devstack.queues import FeedbackQueues, create_feedback_queues
+from llm_common.requests_store import create_request_table
 
 AWS_REGION = "us-east-1"
 
@@ -57,3 +58,11 @@ def log_dir(tmp_path: Path) -> Path:
     path = tmp_path / "logs"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def request_table(aws_env: str, request: pytest.FixtureRequest) -> str:
+    """A fresh request-store table in moto for one test; returns its name."""
+    name = f"requests-{free_port()}-{abs(hash(request.node.nodeid)) % 10**8}"
+    create_request_table(boto3.client("dynamodb", region_name=AWS_REGION), name)
+    return name

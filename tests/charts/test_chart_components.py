@@ -192,6 +192,37 @@ def test_worker_prefetch_follows_the_concurrency_unless_set(helm: Helm) -> None:
     assert none_ahead["WORKER_PREFETCH"] == "0"
 
 
+def test_ingest_and_worker_share_the_request_table_unless_it_is_switched_off(helm: Helm) -> None:
+    on = helm.template(MINIMAL_VALUES)
+    off = helm.template(MINIMAL_VALUES, sets={"requestStore.tableName": ""})
+    ingest, worker = config_of(on, "ingest"), config_of(on, "worker")
+    assert ingest["REQUEST_TABLE_NAME"] == worker["REQUEST_TABLE_NAME"] == "feedback-requests"
+    assert ingest["REQUEST_STORE_TTL_SECONDS"] == str(35 * 24 * 3600)
+    assert ingest["REQUEST_TTL_SECONDS"] == str(7 * 24 * 3600)
+    assert "REQUEST_TABLE_NAME" not in config_of(off, "ingest")
+    assert "REQUEST_TABLE_NAME" not in config_of(off, "worker")
+
+
+def test_worker_gets_its_delivery_budget_content_checks_and_failure_path(
+    helm: Helm, tmp_path: Path
+) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "worker:\n"
+        "  callback: {url: https://backend.example, path: /ai/feedback/result,"
+        " failurePath: /ai/feedback/failure}\n"
+        "  delivery: {retrySeconds: 7200, retryMaxDelaySeconds: 60}\n"
+        "  content: {minChars: 40, maxChars: 1200, minKoreanRatio: 0.7}\n"
+    )
+    config = config_of(helm.template(MINIMAL_VALUES, site), "worker")
+    assert config["CALLBACK_FAILURE_PATH"] == "/ai/feedback/failure"
+    assert config["DELIVERY_RETRY_SECONDS"] == "7200"
+    assert config["DELIVERY_RETRY_MAX_DELAY_SECONDS"] == "60"
+    assert (config["CONTENT_MIN_CHARS"], config["CONTENT_MAX_CHARS"]) == ("40", "1200")
+    assert config["CONTENT_MIN_KOREAN_RATIO"] == "0.7"
+    assert "CALLBACK_FAILURE_PATH" not in config_of(helm.template(MINIMAL_VALUES), "worker")
+
+
 def test_scale_to_zero_against_an_emulator_with_secret_credentials(render_scenario: Render) -> None:
     manifests = render_scenario("min-replicas-0")
     scaled = one(manifests, "ScaledObject", "worker")

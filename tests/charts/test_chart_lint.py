@@ -40,6 +40,9 @@ def test_schema_rejects_unknown_keys(helm: Helm, key: str, value: str) -> None:
         ("otel.protocol", "grpc"),
         ("ingest.podLabels.app\\.kubernetes\\.io/component", "other"),
         ("commonLabels.app\\.kubernetes\\.io/instance", "other"),
+        # SQS keeps a received message 12 hours at most: the budget must end before.
+        ("worker.delivery.retrySeconds", "43200"),
+        ("requestStore.tableName", "no spaces allowed"),
     ],
 )
 def test_schema_rejects_invalid_values(helm: Helm, key: str, value: str) -> None:
@@ -47,30 +50,31 @@ def test_schema_rejects_invalid_values(helm: Helm, key: str, value: str) -> None
         helm.template(MINIMAL_VALUES, sets={key: value})
 
 
-def test_worker_without_any_delivery_target_is_refused(helm: Helm) -> None:
-    with pytest.raises(HelmError, match=r"queues\.resultsUrl and/or worker\.callback\.url"):
-        helm.template(MINIMAL_VALUES, sets={"queues.resultsUrl": ""})
-
-
-def test_external_llm_needs_its_url(helm: Helm) -> None:
-    with pytest.raises(HelmError, match=r"worker\.llm\.externalBaseUrl is required"):
-        helm.template(MINIMAL_VALUES, sets={"vllm.enabled": "false"})
-
-
 @pytest.mark.parametrize(
-    "sets",
+    ("sets", "why"),
     [
-        {"vllm.autoscaling.maxReplicas": "2"},
-        {"vllm.autoscaling.enabled": "false", "vllm.replicaCount": "2"},
+        ({"queues.resultsUrl": ""}, r"queues\.resultsUrl and/or worker\.callback\.url"),
+        ({"vllm.enabled": "false"}, r"worker\.llm\.externalBaseUrl is required"),
+        # Several vLLM replicas cannot share one read-write-once model cache.
+        ({"vllm.autoscaling.maxReplicas": "2"}, "ReadWriteMany"),
+        ({"vllm.autoscaling.enabled": "false", "vllm.replicaCount": "2"}, "ReadWriteMany"),
+        ({"vllm.autoscaling.idleReplicas": "1"}, "idleReplicas must be below minReplicas"),
+        (
+            {"worker.callback.failurePath": "/failures"},
+            r"callback\.failurePath needs callback\.url",
+        ),
+    ],
+    ids=[
+        "no delivery target",
+        "external LLM without its URL",
+        "RWO cache, autoscaled",
+        "RWO cache, fixed replicas",
+        "idle replicas not below the minimum",
+        "notices, no URL",
     ],
 )
-def test_several_vllm_replicas_cannot_share_one_read_write_once_cache(
-    helm: Helm, sets: dict[str, str]
+def test_values_that_cannot_work_are_refused_saying_why(
+    helm: Helm, sets: dict[str, str], why: str
 ) -> None:
-    with pytest.raises(HelmError, match="ReadWriteMany"):
+    with pytest.raises(HelmError, match=why):
         helm.template(MINIMAL_VALUES, sets=sets)
-
-
-def test_vllm_idle_replicas_must_be_below_its_minimum(helm: Helm) -> None:
-    with pytest.raises(HelmError, match="idleReplicas must be below minReplicas"):
-        helm.template(MINIMAL_VALUES, sets={"vllm.autoscaling.idleReplicas": "1"})

@@ -21,6 +21,7 @@ from chart_support import (
     validate_builtin,
     validate_custom,
 )
+from llm_common.requests_store import KEY, TTL_ATTRIBUTE, RequestStore, create_request_table
 
 K8S = REPO / "k8s"
 # eksctl's own format (a node group definition), not a Kubernetes object.
@@ -86,14 +87,14 @@ def _bootstrap_script() -> str:
     return script
 
 
-def test_bootstrap_creates_the_queues_with_redrive_and_the_bucket(
+def test_bootstrap_creates_the_queues_with_redrive_the_table_and_the_bucket(
     aws_env: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     prefix = f"boot{abs(hash(request.node.nodeid)) % 10**6}"
     bucket = f"{prefix}-qa"
     script = tmp_path / "bootstrap.py"
     script.write_text(_bootstrap_script())
-    env_overrides = {"QUEUE_PREFIX": prefix, "QA_BUCKET": bucket}
+    env_overrides = {"QUEUE_PREFIX": prefix, "QA_BUCKET": bucket, "REQUEST_TABLE_NAME": prefix}
     for _ in range(2):  # idempotent: a re-run of the Job changes nothing
         result = subprocess.run(
             [sys.executable, str(script)],
@@ -118,6 +119,8 @@ def test_bootstrap_creates_the_queues_with_redrive_and_the_bucket(
     assert results["Attributes"]["FifoQueue"] == "true"
     s3 = boto3.client("s3", endpoint_url=aws_env, region_name="us-east-1")
     s3.head_bucket(Bucket=bucket)
+    # The services check the table the way they will use it.
+    RequestStore(prefix, "us-east-1").check_table()
 
 
 def test_the_qa_bucket_aborts_incomplete_multipart_uploads() -> None:
@@ -128,3 +131,31 @@ def test_the_qa_bucket_aborts_incomplete_multipart_uploads() -> None:
     assert abort["status"] == "Enabled"
     assert abort["filter"] == {"prefix": ""}  # every key, not one prefix
     assert abort["abortIncompleteMultipartUpload"]["daysAfterInitiation"] >= 1
+
+
+def test_the_request_table_is_keyed_by_request_id_with_ttl_on_the_records_expiry() -> None:
+    (table,) = _documents(K8S / "cluster" / "request-store.yaml")
+    spec = table["spec"]
+    assert spec["keySchema"] == [{"attributeName": KEY, "keyType": "HASH"}]
+    assert spec["attributeDefinitions"] == [{"attributeName": KEY, "attributeType": "S"}]
+    assert spec["timeToLive"] == {"attributeName": TTL_ATTRIBUTE, "enabled": True}
+    assert spec["billingMode"] == "PAY_PER_REQUEST"
+    # The name the chart gives the services by default is the table created here.
+    values = yaml.safe_load((REPO / "charts" / "feedback-platform" / "values.yaml").read_text())
+    assert values["requestStore"]["tableName"] == spec["tableName"]
+
+
+def test_the_table_make_run_creates_is_the_one_the_cluster_declares(aws_env: str) -> None:
+    (table,) = _documents(K8S / "cluster" / "request-store.yaml")
+    dynamodb = boto3.client("dynamodb", endpoint_url=aws_env, region_name="us-east-1")
+    name = f"declared-{os.getpid()}"
+    create_request_table(dynamodb, name)
+
+    described = dynamodb.describe_table(TableName=name)["Table"]
+    ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    spec = table["spec"]
+    assert [dict(k) for k in described["KeySchema"]] == [
+        {"AttributeName": k["attributeName"], "KeyType": k["keyType"]} for k in spec["keySchema"]
+    ]
+    assert ttl["AttributeName"] == spec["timeToLive"]["attributeName"]
+    assert ttl["TimeToLiveStatus"] == "ENABLED"

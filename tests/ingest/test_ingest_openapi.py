@@ -51,7 +51,7 @@ def test_every_answer_is_documented_as_an_envelope_and_422_is_not(
 ) -> None:
     responses = _operation(document)["responses"]
 
-    assert set(responses) == {"202", "400", "401", "413", "503"}
+    assert set(responses) == {"202", "400", "401", "409", "413", "503"}
     for response in responses.values():
         schema = response["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/Envelope"}

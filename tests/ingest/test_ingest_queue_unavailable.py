@@ -63,7 +63,7 @@ async def test_not_ready_while_the_queue_is_missing(
 
 
 class _BrokenQueue:
-    async def enqueue(self, job: object) -> str:
+    async def enqueue(self, job: object, resent: bool = False) -> str:
         raise RuntimeError("a bug in the queue code")
 
 

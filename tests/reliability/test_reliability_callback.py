@@ -1,5 +1,6 @@
 """The backend's callback endpoint misbehaves: down, slow, 500, 429 with Retry-After are retried
-with backoff and delivered later; 404 and 400 are final, tried once and recorded in the DLQ."""
+with backoff and delivered later, down for longer than the request's receives would last too;
+404 and 400 are final, tried once and recorded in the DLQ."""
 
 import itertools
 import time
@@ -32,15 +33,21 @@ def platform(start_platform: StartPlatform) -> Platform:
     return start_platform(worker_env={"CALLBACK_TIMEOUT_SECONDS": "1"})
 
 
+def _outage(platform: Platform, seconds: float, name: str, first_member: int) -> list[str]:
+    """Five requests accepted while the receiver is down for `seconds`, then it is back."""
+    receiver = platform.stack.processes["callback"]
+    receiver.stop()
+    ids = [platform.accept(weekly_record(first_member + n, f"{name}-{n}")) for n in range(5)]
+    time.sleep(seconds)
+    receiver.start()
+    return ids
+
+
 def test_a_receiver_that_is_down_gets_the_results_once_it_is_back(
     platform: Platform, figures: Figures
 ) -> None:
     """Receiver down (connection refused) for 6 s."""
-    receiver = platform.stack.processes["callback"]
-    receiver.stop()
-    ids = [platform.accept(weekly_record(40_000 + n, f"down-{n}")) for n in range(5)]
-    time.sleep(6)
-    receiver.start()
+    ids = _outage(platform, 6, "down", 40_000)
     took = wait_until(lambda: all(_delivered(platform, i) for i in ids), 60, "deliveries")
 
     figures["requests"] = len(ids)
@@ -48,6 +55,29 @@ def test_a_receiver_that_is_down_gets_the_results_once_it_is_back(
     figures["delivered after it came back"] = sum(_delivered(platform, i) for i in ids)
     figures["seconds from its return to the last delivery"] = round(took, 1)
     assert figures["delivered after it came back"] == len(ids)
+
+
+def test_a_receiver_down_longer_than_the_receives_last_is_retried_within_the_delivery_budget(
+    start_platform: StartPlatform, figures: Figures
+) -> None:
+    """Receiver down 40 s, past the 5 receives of the suite's fast settings: one LLM call each."""
+    platform = start_platform(
+        worker_env={"CALLBACK_TIMEOUT_SECONDS": "1", "DELIVERY_RETRY_MAX_DELAY_SECONDS": "5"}
+    )
+    ids = _outage(platform, 40, "outage", 43_000)
+    took = wait_until(lambda: all(_delivered(platform, i) for i in ids), 60, "deliveries")
+
+    figures["requests"] = len(ids)
+    figures["receiver down (s)"] = 40
+    figures["delivered after it came back"] = sum(_delivered(platform, i) for i in ids)
+    figures["LLM calls"] = platform.llm_stats()["completions"]
+    figures["DLQ"] = len(platform.dead_letters())
+    figures["records delivered with the stored text"] = platform.records_agreeing(ids)
+    figures["seconds from its return to the last delivery"] = round(took, 1)
+    assert figures["delivered after it came back"] == len(ids)
+    assert figures["LLM calls"] == len(ids)
+    assert figures["DLQ"] == 0
+    assert figures["records delivered with the stored text"] == len(ids)
 
 
 @pytest.mark.parametrize(

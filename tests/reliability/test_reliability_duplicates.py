@@ -4,6 +4,7 @@ callback."""
 
 import hashlib
 import json
+import time
 from collections import Counter
 from typing import Any
 
@@ -80,3 +81,35 @@ def _publish_like_the_backend_twice(platform: Platform, member_id: int) -> str:
             MessageDeduplicationId=dedup_id,
         )
     return dedup_id
+
+
+@pytest.mark.parametrize("store", ["on", "off"])
+def test_a_retry_after_the_message_was_consumed(
+    start_platform: StartPlatform, figures: Figures, store: str
+) -> None:
+    """20 delivered requests POSTed again once their messages were consumed and deleted: with the
+    request store, no second job; without it (the baseline), SQS's deduplication alone."""
+    off = {"REQUEST_TABLE_NAME": ""} if store == "off" else {}
+    platform = start_platform(worker_env=off, ingest_env=off)
+    bodies = [weekly_record(64_000 + n, f"late-{n}") for n in range(20)]
+    for body in bodies:
+        platform.accept(body)
+    wait_until(lambda: len(platform.accepted_ids()) == len(bodies), 60, "the first deliveries")
+    first_calls = platform.llm_stats()["completions"]
+
+    retried = [platform.accept(body) for body in bodies]
+    # Room for a second job to show itself: more than a message's whole way through.
+    wait_until(lambda: platform.llm_stats()["in_flight"] == 0, 10, "the LLM idle")
+    time.sleep(5)
+
+    deliveries = platform.deliveries()
+    figures["request store"] = store
+    figures["retries answered 202 with the same requestId"] = sum(
+        retry == body["requestId"] for retry, body in zip(retried, bodies, strict=True)
+    )
+    figures["LLM calls for the retries"] = platform.llm_stats()["completions"] - first_calls
+    figures["callbacks for the retries"] = len(deliveries) - len(bodies)
+    assert figures["retries answered 202 with the same requestId"] == len(bodies)
+    if store == "on":
+        assert figures["LLM calls for the retries"] == 0
+        assert figures["callbacks for the retries"] == 0

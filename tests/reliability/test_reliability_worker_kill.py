@@ -105,6 +105,7 @@ def test_sigkilled_workers_lose_nothing_and_duplicates_share_the_webhook_id(
     dead = dead_letters_of(platform)
     figures["DLQ"] = len(dead)
     figures["seconds to drain after the last kill"] = round(took, 1)
+    figures["records delivered with the stored text"] = platform.records_agreeing(accepted)
 
     assert len(accepted) == REQUESTS
     assert delivered == set(accepted)
@@ -119,6 +120,9 @@ def test_sigkilled_workers_lose_nothing_and_duplicates_share_the_webhook_id(
     # The redrive policy moves a message that crashed its worker on 5 receives in a row; these
     # kills are far apart enough that none should.
     assert dead == [], dead
+    # The request store agrees with what the backend stored: every record `delivered`, with
+    # the very text the receiver accepted (a kill after the result was stored sent it again).
+    assert figures["records delivered with the stored text"] == REQUESTS
     wait_until(lambda: queue_depth(sqs, platform.stack.queues.requests) == 0, 30, "empty queue")
 
 

@@ -82,6 +82,27 @@ class Platform:
         request_id: str = answer.json()["data"]["requestId"]
         return request_id
 
+    def record(self, request_id: str) -> dict[str, Any]:
+        """The request's record, as the backend asks for it (GET /ai/feedback/{id})."""
+        answer = self.http.get(
+            f"{self.stack.ingest_url}/ai/feedback/{request_id}", headers={"X-API-Key": self.api_key}
+        )
+        assert answer.status_code == 200, answer.text
+        record: dict[str, Any] = answer.json()["data"]
+        return record
+
+    def records_agreeing(self, request_ids: Iterable[str]) -> int:
+        """How many of `request_ids` the store has `delivered` with the content the receiver
+        stored (answered 200) for them."""
+        stored = {
+            d["webhook_id"]: d["body"]["content"] for d in self.deliveries() if d["status"] == 200
+        }
+        return sum(
+            (record := self.record(request_id))["state"] == "delivered"
+            and record["result"]["content"] == stored.get(request_id)
+            for request_id in request_ids
+        )
+
     def llm_control(self, **faults: Any) -> None:
         self.http.post(f"{self.llm_url}/control", json=faults).raise_for_status()
 

@@ -3,22 +3,27 @@ feedback handler, and a factory for whole workers on moto."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import boto3
 import pytest
 from devstack.fakes import callback_receiver, fake_llm
 from devstack.queues import FeedbackQueues
 from devstack.serving import BackgroundServer
-from feedback_worker.delivery import CallbackChannel
+from feedback_worker.delivery import CallbackChannel, Delivery, delivery_budget
+from feedback_worker.delivery.notices import notices_from_settings
 from feedback_worker.handler import FeedbackHandler
 from feedback_worker.llm import FeedbackWriter
 from feedback_worker.memory import InMemorySource
 from feedback_worker.prompt import PromptTemplate
+from feedback_worker.records import RequestRecords
 from feedback_worker.runner import Runner
 from feedback_worker.settings import WorkerSettings
+from feedback_worker.startup import open_request_store
 from feedback_worker.worker import Worker, callback_http, runner_config
 from mypy_boto3_sqs import SQSClient
 
+from tests.support.clock import SimulatedClock
 from tests.support.factories import RunFeedback, StartWorker
 from tests.support.fakes import TEST_MODEL, TEST_SECRET, CallbackReceiver, FakeLlm
 
@@ -83,11 +88,15 @@ async def run_feedback(
     base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[RunFeedback]:
     """`await run_feedback(source, **env)`: the feedback handler (real LLM client, real signed
-    callback over HTTP) behind a runner on `source`, until the source is empty (burst mode).
-    Keyword arguments override single variables (`WORKER_CONCURRENCY="2"`)."""
+    callback over HTTP, the request store when REQUEST_TABLE_NAME is given) behind a runner on
+    `source`, until the source is empty (burst mode). Keyword arguments override single
+    variables (`WORKER_CONCURRENCY="2"`); `clock=SimulatedClock(...)` runs the delivery budget's
+    waits on simulated time."""
     clients: list[FeedbackWriter] = []
 
-    async def run(source: InMemorySource, **overrides: str) -> Runner:
+    async def run(
+        source: InMemorySource, clock: SimulatedClock | None = None, **overrides: str
+    ) -> Runner:
         # A runner without the LLM gate: its client retries as the gate-less worker's does.
         plain = {"FEEDBACK_QUEUE_URL": "memory", "LLM_GATE_ENABLED": "false"}
         for name, value in {**base_env, **plain, **overrides}.items():
@@ -96,12 +105,22 @@ async def run_feedback(
         writer = FeedbackWriter.from_settings(settings)
         clients.append(writer)
         assert settings.callback_endpoint is not None
+        budget = delivery_budget(settings)
+        if clock is not None:
+            budget = replace(budget, now=clock.now, sleep=clock.sleep)
         async with callback_http(settings) as http:
             channel = CallbackChannel(
                 http, settings.callback_endpoint, TEST_SECRET, settings.callback_max_attempts
             )
-            handler = FeedbackHandler(writer, PromptTemplate.from_file(None), [channel])
-            runner = Runner(source, handler, runner_config(settings))
+            records = RequestRecords(
+                await open_request_store(settings), notices_from_settings(settings, http)
+            )
+            handler = FeedbackHandler(
+                writer, PromptTemplate.from_file(None), Delivery([channel], budget), records
+            )
+            runner = Runner(
+                source, handler, runner_config(settings), on_dead_letter=handler.dead_lettered
+            )
             await runner.run(burst=True)
         return runner
 

@@ -78,18 +78,17 @@ async def test_a_callback_that_times_out_is_retried_and_the_duplicate_is_harmles
     assert source.dead_letters == []
 
 
-async def test_callback_attempts_spent_on_5xx_return_the_message_for_a_later_try(
+async def test_callback_attempts_spent_on_5xx_are_retried_in_the_delivery_budget_not_the_queue(
     run_feedback: RunFeedback, source: InMemorySource, receiver: CallbackReceiver, llm: FakeLlm
 ) -> None:
     receiver.script(status=503, times=2)
-    send(source, 25)
+    message_id = send(source, 25)
 
-    await run_feedback(source, CALLBACK_MAX_ATTEMPTS="2")
-    assert receiver.statuses() == [503, 503]
-    assert source.counts() == (0, 1)
-    source.advance(2)
     await run_feedback(source, CALLBACK_MAX_ATTEMPTS="2")
 
     assert receiver.statuses() == [503, 503, 200]
-    assert source.counts() == (0, 0)
-    assert llm.stats()["requests"] == 2  # the message came back and was answered again
+    assert source.deleted == [message_id]
+    # Held and retried, not handed back: one receive, one LLM call, the same text each time.
+    assert source.receives == 1
+    assert llm.stats()["requests"] == 1
+    assert len({json.dumps(d["body"]["content"]) for d in receiver.deliveries()}) == 1

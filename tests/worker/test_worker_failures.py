@@ -45,24 +45,6 @@ async def test_a_429_with_retry_after_from_the_llm_is_retried(
     assert llm.stats()["requests"] == 2
 
 
-async def test_an_empty_answer_is_a_failure_and_the_message_is_retried(
-    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
-) -> None:
-    llm.control(empty_next=1)
-    send(source, 13)
-
-    await run_feedback(source)
-    # Nothing without content reaches the backend; the message waits for its retry delay.
-    assert receiver.deliveries() == []
-    assert source.counts() == (0, 1)
-    source.advance(2)
-    await run_feedback(source)
-
-    assert receiver.statuses() == [200]
-    assert receiver.deliveries()[0]["body"]["content"]
-    assert llm.stats()["completions"] == 2
-
-
 async def test_with_the_llm_failing_the_message_comes_back_until_the_dlq_takes_it_with_why(
     run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
 ) -> None:

@@ -102,6 +102,11 @@ async def test_a_missing_queue_is_refused_in_one_line(worker_env: dict[str, str]
         await create_worker(worker_env, FEEDBACK_QUEUE_URL=missing)
 
 
+async def test_a_missing_request_table_is_refused_in_one_line(worker_env: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError, match="REQUEST_TABLE_NAME: table 'no-such-table'"):
+        await create_worker(worker_env, REQUEST_TABLE_NAME="no-such-table")
+
+
 async def test_a_model_the_llm_does_not_serve_is_refused(worker_env: dict[str, str]) -> None:
     with pytest.raises(ConfigurationError, match="LLM_MODEL 'no-such-model' is not served"):
         await create_worker(worker_env, LLM_MODEL="no-such-model")

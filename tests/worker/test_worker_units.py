@@ -93,6 +93,7 @@ def test_a_body_that_is_no_feedback_job_is_invalid_with_its_reason(body: str, re
 
 
 BASE_ENV = {"FEEDBACK_QUEUE_URL": "http://sqs/q.fifo", "LLM_MODEL": "m"}
+CALLBACK = {"CALLBACK_URL": "http://backend", "CALLBACK_SECRET": TEST_SECRET}
 
 
 @pytest.mark.parametrize(
@@ -102,6 +103,16 @@ BASE_ENV = {"FEEDBACK_QUEUE_URL": "http://sqs/q.fifo", "LLM_MODEL": "m"}
         ({"CALLBACK_URL": "http://backend"}, "CALLBACK_SECRET is required"),
         ({"CALLBACK_URL": "http://b", "CALLBACK_SECRET": "whsec_%%%"}, "not a Standard Webhooks"),
         ({"RESULT_QUEUE_URL": "http://sqs/r.fifo", "SQS_WAIT_SECONDS": "25"}, "SQS_WAIT_SECONDS"),
+        (
+            {"RESULT_QUEUE_URL": "http://sqs/r.fifo", "CALLBACK_FAILURE_PATH": "/failures"},
+            "CALLBACK_FAILURE_PATH needs CALLBACK_URL",
+        ),
+        (
+            {**CALLBACK, "CALLBACK_PATH": "/feedback", "CALLBACK_FAILURE_PATH": "feedback/"},
+            "CALLBACK_FAILURE_PATH must differ from CALLBACK_PATH",
+        ),
+        ({**CALLBACK, "DELIVERY_RETRY_SECONDS": "43200"}, "DELIVERY_RETRY_SECONDS"),
+        ({**CALLBACK, "CONTENT_MIN_CHARS": "500", "CONTENT_MAX_CHARS": "400"}, "CONTENT_MAX_CHARS"),
     ],
 )
 def test_settings_refuse_a_configuration_that_cannot_work(

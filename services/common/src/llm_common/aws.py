@@ -6,6 +6,7 @@ import boto3
 from botocore.config import Config
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
@@ -37,13 +38,21 @@ def aws_client(
     read_timeout: float = ...,
     max_attempts: int = ...,
 ) -> "S3Client": ...
+@overload
 def aws_client(
-    service: Literal["sqs", "s3"],
+    service: Literal["dynamodb"],
+    region: str,
+    max_pool_connections: int = ...,
+    read_timeout: float = ...,
+    max_attempts: int = ...,
+) -> "DynamoDBClient": ...
+def aws_client(
+    service: Literal["sqs", "s3", "dynamodb"],
     region: str,
     max_pool_connections: int = 16,
     read_timeout: float = 30,
     max_attempts: int = 3,
-) -> "SQSClient | S3Client":
+) -> "SQSClient | S3Client | DynamoDBClient":
     """A client for `service`; `AWS_ENDPOINT_URL` and the credential chain come from the env.
 
     A caller that answers someone waiting (ingest) passes a short `read_timeout` and few

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 from fastapi import FastAPI
+from llm_common.requests_store import RequestStore
 from llm_common.telemetry import instrument_fastapi, mount_metrics
 
 from feedback_ingest.errors import install_error_handlers
@@ -48,7 +49,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: IngestSettings = app.state.settings
     queue = FeedbackQueue(settings.feedback_queue_url, settings.aws_region, SQS_CONCURRENCY)
     app.state.queue = queue
-    app.state.readiness = ReadinessProbe(queue)
+    # The table is a cluster resource (k8s/cluster/request-store.yaml): nothing is created here.
+    store = (
+        RequestStore(
+            settings.request_table_name,
+            settings.aws_region,
+            settings.request_store_ttl_seconds,
+            max_pool_connections=SQS_CONCURRENCY,
+        )
+        if settings.request_table_name
+        else None
+    )
+    app.state.store = store
+    app.state.readiness = ReadinessProbe(queue, store)
     if not settings.ingest_api_keys:
         logger.warning("INGEST_API_KEYS is empty: POST /ai/feedback accepts unauthenticated calls")
     try:
@@ -56,6 +69,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
     finally:
         queue.close()
+        if store is not None:
+            store.close()
 
 
 @asynccontextmanager

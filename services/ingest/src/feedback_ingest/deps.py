@@ -3,6 +3,7 @@
 from typing import Annotated
 
 from fastapi import Depends, Request
+from llm_common.requests_store import RequestStore
 
 from feedback_ingest.queue import FeedbackQueue
 from feedback_ingest.readiness import ReadinessProbe
@@ -19,6 +20,11 @@ def get_queue(request: Request) -> FeedbackQueue:
     return queue
 
 
+def get_store(request: Request) -> RequestStore | None:
+    store: RequestStore | None = request.app.state.store
+    return store
+
+
 def get_readiness(request: Request) -> ReadinessProbe:
     readiness: ReadinessProbe = request.app.state.readiness
     return readiness
@@ -26,4 +32,5 @@ def get_readiness(request: Request) -> ReadinessProbe:
 
 SettingsDep = Annotated[IngestSettings, Depends(get_settings)]
 QueueDep = Annotated[FeedbackQueue, Depends(get_queue)]
+StoreDep = Annotated[RequestStore | None, Depends(get_store)]
 ReadinessDep = Annotated[ReadinessProbe, Depends(get_readiness)]

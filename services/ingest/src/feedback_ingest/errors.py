@@ -5,12 +5,13 @@ parses `{status, message, data}` and nothing else.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from llm_common.envelope import FieldError, field_path, install_envelope_handlers
+from llm_common.requests_store import RequestIdTaken, StoreUnavailable
 from llm_common.telemetry import metrics
 from llm_common.telemetry.names import RejectReason
 from pydantic import ValidationError
@@ -19,6 +20,8 @@ from feedback_ingest.queue import MessageTooLarge, QueueUnavailable
 from feedback_ingest.responses import envelope_response
 
 logger = logging.getLogger(__name__)
+
+ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 
 class ApiError(Exception):
@@ -88,14 +91,35 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         _count_rejection(RejectReason.TOO_LARGE)
         return envelope_response(413, str(error), {"maxBytes": error.max_bytes})
 
-    @app.exception_handler(QueueUnavailable)
-    async def queue_unavailable(_: Request, error: QueueUnavailable) -> JSONResponse:
-        logger.warning("queue unavailable, answering 503: %s", error)
-        _count_rejection(RejectReason.QUEUE_UNAVAILABLE)
+    def unavailable(what: str, reason: RejectReason) -> ExceptionHandler:
+        async def answer(_: Request, error: Exception) -> JSONResponse:
+            # Nothing was queued that a retry would repeat (routes/feedback.py writes the store
+            # first and answers 202 only after SQS took the message): retrying the same body
+            # with the same request id is safe, and the right answer to this 503.
+            logger.warning("%s unavailable, answering 503: %s", what, error)
+            _count_rejection(reason)
+            return envelope_response(
+                503,
+                f"{what} unavailable, retry later",
+                headers={"Retry-After": str(retry_after_seconds)},
+            )
+
+        return answer
+
+    app.add_exception_handler(
+        QueueUnavailable, unavailable("queue", RejectReason.QUEUE_UNAVAILABLE)
+    )
+    app.add_exception_handler(
+        StoreUnavailable, unavailable("request store", RejectReason.STORE_UNAVAILABLE)
+    )
+
+    @app.exception_handler(RequestIdTaken)
+    async def request_id_taken(_: Request, error: RequestIdTaken) -> JSONResponse:
+        _count_rejection(RejectReason.REQUEST_ID_TAKEN)
         return envelope_response(
-            503,
-            "queue unavailable, retry later",
-            headers={"Retry-After": str(retry_after_seconds)},
+            409,
+            "requestId is already used by another member; send a request id of your own",
+            {"requestId": error.request_id},
         )
 
     install_envelope_handlers(app)

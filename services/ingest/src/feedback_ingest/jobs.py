@@ -1,7 +1,7 @@
 """From an accepted request to the job on the queue: which request id, and the message itself."""
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from llm_common.contracts import FeedbackJob, FeedbackRequest, RequestId
 from pydantic import TypeAdapter, ValidationError
@@ -43,8 +43,18 @@ def _valid_idempotency_key(value: str) -> str:
         ) from None
 
 
-def feedback_job(request: FeedbackRequest, request_id: str) -> FeedbackJob:
+def feedback_job(request: FeedbackRequest, request_id: str, ttl_seconds: int) -> FeedbackJob:
+    accepted_at = datetime.now(UTC)
+    # Zone-less like every backend date; read as UTC.
+    deadline = request.deadline or (accepted_at + timedelta(seconds=ttl_seconds)).replace(
+        tzinfo=None
+    )
     # dict(request) keeps the nested models as they are: validated once, not twice.
     return FeedbackJob.model_validate(
-        {**dict(request), "request_id": request_id, "accepted_at": datetime.now(UTC)}
+        {
+            **dict(request),
+            "request_id": request_id,
+            "accepted_at": accepted_at,
+            "deadline": deadline,
+        }
     )

@@ -76,12 +76,23 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "API keys are configured and none valid was sent.",
         **_envelope_example(401, "missing or invalid API key", None),
     },
+    409: {
+        "description": "The requestId is another member's (a request id belongs to the member "
+        "that used it first); send an id of your own.",
+        **_envelope_example(
+            409,
+            "requestId is already used by another member; send a request id of your own",
+            {"requestId": "weekly-2025-06-16"},
+        ),
+    },
     413: {
         "description": "The body exceeds MAX_BODY_BYTES (or, normalised, the SQS message limit).",
         **_envelope_example(413, "request body too large", {"maxBytes": 262144}),
     },
     503: {
-        "description": "The queue did not take the message; retry after `Retry-After` seconds.",
+        "description": "The queue or the request store did not take the request: it is not "
+        "accepted. Retry the same body with the same requestId after `Retry-After` seconds; it "
+        "is never a second job.",
         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
         **_envelope_example(503, "queue unavailable, retry later", None),
     },

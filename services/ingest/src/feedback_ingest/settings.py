@@ -1,10 +1,10 @@
 """The ingest service's configuration: environment variables only, validated once at start-up."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from llm_common.api_keys import split_keys
 from llm_common.settings import ServiceSettings
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 
@@ -22,8 +22,30 @@ class IngestSettings(ServiceSettings):
     """`QUEUE_DEPTH_INTERVAL_SECONDS`: how often the request queue's and its DLQ's depth is read
     for `/metrics` (queue_depth.py); 0 turns it off."""
 
+    request_table_name: str = ""
+    """`REQUEST_TABLE_NAME`: the request store's DynamoDB table (llm_common/requests_store.py).
+    Empty: no store, so no status lookup and idempotency only within SQS's 5-minute window."""
+
+    request_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    """`REQUEST_TTL_SECONDS`: a request's deadline when it carries none (a week: weekly feedback
+    is worthless after the next one)."""
+
+    request_store_ttl_seconds: int = Field(default=35 * 24 * 3600, gt=0)
+    """`REQUEST_STORE_TTL_SECONDS`: how long DynamoDB keeps a record (its TTL attribute)."""
+
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65_535)
+
+    @model_validator(mode="after")
+    def _records_outlive_deadlines(self) -> Self:
+        # A record that expires before its request's deadline would let a late retry of a
+        # request still being worked become a second job.
+        if self.request_store_ttl_seconds < self.request_ttl_seconds:
+            raise ValueError(
+                "REQUEST_STORE_TTL_SECONDS must not be below REQUEST_TTL_SECONDS: a record must "
+                "outlive its request's deadline"
+            )
+        return self
 
     @field_validator("ingest_api_keys", mode="before")
     @classmethod

@@ -1,4 +1,7 @@
-"""`python -m feedback_worker`: configuration from the environment, runs until SIGTERM/SIGINT."""
+"""`python -m feedback_worker`: configuration from the environment, runs until SIGTERM/SIGINT.
+
+`python -m feedback_worker admin ...` runs an operator's command instead (admin.py).
+"""
 
 import asyncio
 import logging
@@ -15,6 +18,7 @@ from llm_common.telemetry import (
 )
 from pydantic import ValidationError
 
+from feedback_worker import admin
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.settings import WorkerSettings
 from feedback_worker.worker import Worker
@@ -65,12 +69,15 @@ async def serve(settings: WorkerSettings) -> None:
     await worker.run()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
         settings = WorkerSettings()
     except ValidationError as error:
         print(f"feedback_worker: invalid configuration\n{describe(error)}", file=sys.stderr)
         return EXIT_BAD_CONFIGURATION
+    if argv[:1] == ["admin"]:
+        return admin.main(settings, argv[1:])
     configure_logging(settings)
     setup_tracing(SERVICE_NAME)
     try:

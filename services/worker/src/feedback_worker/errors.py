@@ -25,7 +25,8 @@ class RetryLater(Exception):
 
 
 class DeadLetter(Exception):
-    """Permanent: retrying cannot help, so the message moves to the DLQ now, with this reason."""
+    """Permanent: retrying cannot help, so the message moves to the DLQ now, with this reason.
+    The request's record ends `failed` (`expired` for RequestExpired)."""
 
     cause = DeadLetterReason.PERMANENT_FAILURE
     """Why, for the DLQ count (feedback_worker_dlq_sends_total)."""
@@ -35,6 +36,24 @@ class InvalidMessage(DeadLetter):
     """The body is not JSON or not a FeedbackJob: a poison message."""
 
     cause = DeadLetterReason.INVALID_MESSAGE
+
+
+class RequestExpired(DeadLetter):
+    """The request's deadline passed before it reached the LLM: the GPU is not spent on it."""
+
+    cause = DeadLetterReason.EXPIRED
+
+
+class UnfitContent(DeadLetter):
+    """Two drafts in a row failed the content checks (content.py)."""
+
+    cause = DeadLetterReason.UNFIT_CONTENT
+
+
+class DeliveryBudgetSpent(DeadLetter):
+    """DELIVERY_RETRY_SECONDS passed since the result was generated, and it is still undelivered."""
+
+    cause = DeadLetterReason.DELIVERY_BUDGET_SPENT
 
 
 class LlmUnavailable(RetryLater):
@@ -50,14 +69,16 @@ class LlmUnavailable(RetryLater):
         self.gate_reason = gate_reason
 
 
-class EmptyCompletion(RetryLater):
-    """The LLM answered without any text: nothing the backend could show."""
+class StoreUnavailable(RetryLater):
+    """The request store did not answer when the message started: without its record the
+    worker cannot tell a stored result (send it) from none (generate one)."""
 
-    operation = RetryOperation.LLM
+    operation = RetryOperation.STORE
 
 
 class DeliveryFailed(RetryLater):
-    """A delivery channel could not take the result now (queue down, callback attempts spent)."""
+    """A delivery channel could not take the result now (queue down, callback attempts spent).
+    Retried within the delivery budget, without going back to the queue."""
 
 
 class ResultQueueFailed(DeliveryFailed):

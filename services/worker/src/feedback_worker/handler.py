@@ -1,24 +1,27 @@
-"""The feedback handler: message → job → prompt → LLM → result → every delivery channel.
+"""The feedback handler: message → job → prompt → LLM → result → every delivery channel, with
+the request's record kept at clear points on the way (records.py).
 
 Nothing here knows about visibility, receive counts or threads (that is `runner.py`); failures
 leave as the types in `errors.py`, each of which the runner maps to one queue action.
 """
 
-import asyncio
 import logging
 import time
 from datetime import datetime
 
 from llm_common.contracts import FeedbackResult
+from llm_common.requests_store import RequestState
 from llm_common.telemetry import debug_text, log_context, names
+from llm_common.telemetry.names import DeadLetterReason
 from opentelemetry import trace
 
-from feedback_worker.delivery import Channel
-from feedback_worker.errors import DeadLetter, LlmUnavailable
-from feedback_worker.jobs import Job, read_job
+from feedback_worker.delivery import Delivery
+from feedback_worker.errors import InvalidMessage, LlmUnavailable
+from feedback_worker.jobs import Job, read_job, refuse_if_expired
 from feedback_worker.llm import FeedbackWriter
 from feedback_worker.llm_gate import LlmGate
 from feedback_worker.prompt import PromptTemplate
+from feedback_worker.records import RequestRecords
 from feedback_worker.slots import Place
 from feedback_worker.source import QueueMessage
 
@@ -30,17 +33,19 @@ class FeedbackHandler:
         self,
         writer: FeedbackWriter,
         prompt: PromptTemplate,
-        channels: list[Channel],
+        delivery: Delivery,
+        records: RequestRecords | None = None,
         gate: LlmGate | None = None,
     ) -> None:
+        self._records = records or RequestRecords(None)
         self._writer = writer
         self._prompt = prompt
-        self._channels = channels
+        self._delivery = delivery
         self._gate = gate
 
     @property
     def channel_names(self) -> list[str]:
-        return [channel.name for channel in self._channels]
+        return self._delivery.channel_names
 
     async def handle(self, message: QueueMessage, place: Place) -> None:
         job = read_job(message)
@@ -49,14 +54,42 @@ class FeedbackHandler:
         span.set_attribute(names.MEMBER_ID_ATTRIBUTE, job.request.member_id)
         with log_context(request_id=job.request_id, member_id=job.request.member_id):
             started = time.monotonic()
-            content = await self._write(job, message, place)
-            await self._deliver(self._result(job, content))
+            progress = await self._records.start(job, message)
+            if progress.finished:
+                log.info("request %s has ended already: nothing to do", job.request_id)
+                return
+            content = progress.content
+            if content is None:
+                refuse_if_expired(job)
+                # Stored before its delivery: a delivery retry sends this very text.
+                draft = await self._write(job, message, place)
+                content = await self._records.generated(job, draft, message.receive_count)
+                if content is None:
+                    log.info("request %s ended while its result was written", job.request_id)
+                    return
+            outcome = await self._delivery.deliver(
+                self._result(job, content), progress.generated_at
+            )
+            await self._records.delivered(job, self.channel_names, outcome)
             log.info(
                 "request %s delivered in %.1fs (receive %d)",
                 job.request_id,
                 time.monotonic() - started,
                 message.receive_count,
             )
+
+    async def dead_lettered(
+        self, message: QueueMessage, reason: str, cause: DeadLetterReason
+    ) -> None:
+        """The runner gave the message up: the request ends `failed` (`expired` past its
+        deadline), and the backend gets a failure notice when they are on."""
+        try:
+            job = read_job(message)
+        except InvalidMessage:
+            return  # no request to speak of
+        state = RequestState.EXPIRED if cause is DeadLetterReason.EXPIRED else RequestState.FAILED
+        with log_context(request_id=job.request_id, member_id=job.request.member_id):
+            await self._records.ended(job, state, reason)
 
     async def _write(self, job: Job, message: QueueMessage, place: Place) -> str:
         """The LLM's feedback; the LLM slot is held only for the call itself."""
@@ -90,14 +123,3 @@ class FeedbackHandler:
             timestamp=datetime.now(),
             request_id=job.request_id,
         )
-
-    async def _deliver(self, result: FeedbackResult) -> None:
-        """Every channel at once: the callback does not wait for the result queue's send (make
-        bench measured that wait in the delivery hop). Each channel runs to its end; a permanent
-        failure outranks a transient one, as it would have one after the other."""
-        outcomes = await asyncio.gather(
-            *(channel.send(result) for channel in self._channels), return_exceptions=True
-        )
-        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        if failures:
-            raise next((f for f in failures if isinstance(f, DeadLetter)), failures[0])

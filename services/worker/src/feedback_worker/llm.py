@@ -5,11 +5,18 @@ import time
 
 import openai
 from llm_common.telemetry import chat_span, debug_text, metrics, record_chat_completion
-from llm_common.telemetry.names import Outcome, RetryOperation, TokenType
+from llm_common.telemetry.names import (
+    ContentCheck,
+    ContentOutcome,
+    Outcome,
+    RetryOperation,
+    TokenType,
+)
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
-from feedback_worker.errors import EmptyCompletion, LlmUnavailable
+from feedback_worker.content import ContentRules, Review, review
+from feedback_worker.errors import LlmUnavailable, UnfitContent
 from feedback_worker.llm_gate import GateReason
 from feedback_worker.prompt import Prompt
 from feedback_worker.settings import WorkerSettings
@@ -20,8 +27,12 @@ log = logging.getLogger(__name__)
 NO_API_KEY = "EMPTY"
 
 
+DRAFTS = 2
+"""A draft that fails the content checks is written once more; the second one is final."""
+
+
 class FeedbackWriter:
-    """Writes one feedback text per prompt.
+    """Writes one feedback text per prompt, fit to show a member (content.py).
 
     With the LLM gate off, transient errors (connection, timeout, 408/409/429/5xx) are retried
     by the client itself, `max_retries` times with exponential backoff and jitter, honouring
@@ -29,12 +40,18 @@ class FeedbackWriter:
     """
 
     def __init__(
-        self, client: AsyncOpenAI, model: str, temperature: float, max_tokens: int
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        temperature: float,
+        max_tokens: int,
+        rules: ContentRules,
     ) -> None:
         self._client = client
         self._model = model
         self._temperature = temperature
         self._max_tokens = max_tokens
+        self._rules = rules
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> "FeedbackWriter":
@@ -44,10 +61,32 @@ class FeedbackWriter:
             timeout=settings.llm_timeout_seconds,
             max_retries=settings.client_retries,
         )
-        return cls(client, settings.llm_model, settings.llm_temperature, settings.llm_max_tokens)
+        rules = ContentRules(
+            settings.content_min_chars,
+            settings.content_max_chars,
+            settings.content_min_korean_ratio,
+        )
+        return cls(
+            client, settings.llm_model, settings.llm_temperature, settings.llm_max_tokens, rules
+        )
 
     async def write(self, prompt: Prompt) -> str:
+        """The first draft that passes the content checks, of two at most; UnfitContent when
+        the second fails too (a model that drifts once usually does not twice)."""
         debug_text(log, "prompt", prompt.user)
+        reason = ""
+        for draft in range(1, DRAFTS + 1):
+            verdict = await self._draft(prompt)
+            if verdict.failed is None:
+                return _fit(verdict, self._max_tokens)
+            reason = self._rules.reason(verdict.failed)
+            last = draft == DRAFTS
+            _count(verdict.failed, ContentOutcome.FAILED if last else ContentOutcome.REGENERATED)
+            log.warning("draft %d of %d unfit to show: %s", draft, DRAFTS, reason)
+            debug_text(log, "unfit draft", verdict.text)
+        raise UnfitContent(f"feedback unfit to show after {DRAFTS} drafts: {reason}")
+
+    async def _draft(self, prompt: Prompt) -> Review:
         try:
             completion = await self._complete(prompt)
         except openai.APIError as error:
@@ -57,14 +96,9 @@ class FeedbackWriter:
                 f"LLM call failed: {_describe(error)}", gate_reason=gate_reason(error)
             ) from error
         choice = completion.choices[0] if completion.choices else None
-        content = (choice.message.content or "").strip() if choice else ""
-        if not content:
-            raise EmptyCompletion("the LLM answered without any text")
-        if choice and choice.finish_reason == "length":
-            log.warning(
-                "the LLM hit LLM_MAX_TOKENS=%d: the feedback may end mid-sentence", self._max_tokens
-            )
-        return content
+        if choice is None:
+            return review("", None, self._rules)
+        return review(choice.message.content or "", choice.finish_reason, self._rules)
 
     async def _complete(self, prompt: Prompt) -> ChatCompletion:
         """The call as a GenAI `chat {model}` span; its latency, tokens and retries counted."""
@@ -129,6 +163,22 @@ def gate_reason(error: openai.APIError) -> GateReason | None:
     if isinstance(error, openai.APIStatusError) and error.status_code in OVERLOAD_STATUSES:
         return GateReason.OVERLOADED
     return None
+
+
+def _fit(verdict: Review, max_tokens: int) -> str:
+    if verdict.trimmed:
+        log.info(
+            "the LLM hit LLM_MAX_TOKENS=%d: the feedback ends at its last complete sentence",
+            max_tokens,
+        )
+        _count(ContentCheck.INCOMPLETE, ContentOutcome.TRIMMED)
+    else:
+        _count(ContentCheck.ALL, ContentOutcome.PASSED)
+    return verdict.text
+
+
+def _count(check: ContentCheck, outcome: ContentOutcome) -> None:
+    metrics.WORKER_CONTENT_CHECKS.labels(check, outcome).inc()
 
 
 def _describe(error: openai.APIError) -> str:

@@ -6,9 +6,10 @@ message hidden while it is held (`heartbeat.py`); the handler does the work, tel
 `Place` when the scarce call starts and ends; its outcome maps to one settle:
 
     returns          → delete
-    DeadLetter       → the DLQ now, with the reason
+    DeadLetter       → the DLQ now, with the reason (`on_dead_letter` is told first)
     RetryLater       → back to the queue after a growing delay (on its last allowed receive:
-                       the DLQ, with the reason; SQS's redrive would move it without one)
+                       the DLQ, with the reason, `on_dead_letter` told first; SQS's redrive
+                       would move it without one)
     anything else    → logged, then as RetryLater
 
 A message is worked once at a time: a copy received again while it is held (after a renewal
@@ -72,6 +73,11 @@ class Gate(Protocol):
     async def wait_receiving(self) -> None: ...
 
 
+DeadLetterHook = Callable[[QueueMessage, str, DeadLetterReason], Awaitable[None]]
+"""Told (message, reason, cause) when the runner gives a message up, before it moves to the DLQ:
+the feedback handler ends the request's record there."""
+
+
 class Handler(Protocol):
     async def handle(self, message: QueueMessage, place: Place) -> None:
         """Do the message's work; raise RetryLater or DeadLetter (feedback_worker.errors).
@@ -122,6 +128,8 @@ class Runner:
         config: RunnerConfig,
         bounds: Bounds | None = None,
         gate: Gate | None = None,
+        *,
+        on_dead_letter: DeadLetterHook | None = None,
     ) -> None:
         self._source = source
         self._handler = handler
@@ -129,6 +137,7 @@ class Runner:
         self._bounds = bounds or Bounds(config.concurrency, config.prefetch)
         self._gate = gate
         self._handing_back: set[asyncio.Task[None]] = set()
+        self._on_dead_letter = on_dead_letter
         self._heartbeat = Heartbeat(source, config.visibility_timeout)
         self._held: dict[str, _Held] = {}
         """Message id → the message held under it."""
@@ -285,6 +294,8 @@ class Runner:
 
     async def _dead_letter(self, held: _Held, reason: str, cause: DeadLetterReason) -> None:
         log.error("message %s goes to the DLQ: %s", held.message.message_id, reason)
+        if self._on_dead_letter is not None:
+            await self._on_dead_letter(held.message, reason, cause)
 
         async def move(message: QueueMessage) -> None:
             if message is moved_copy:

@@ -12,6 +12,9 @@ from pydantic_settings import NoDecode
 
 # SQS limits: a visibility timeout is at most 12 hours, a long poll at most 20 seconds.
 MAX_VISIBILITY_SECONDS = 43_200
+# SQS keeps a received message in flight for 12 hours at most, however often it is renewed; the
+# delivery budget leaves an hour of that for the wait, the LLM and the settle.
+MAX_DELIVERY_RETRY_SECONDS = MAX_VISIBILITY_SECONDS - 3_600
 
 
 def join_url(base: str, path: str) -> str:
@@ -67,10 +70,28 @@ class WorkerSettings(ServiceSettings):
     """5-6 Korean sentences are about 150-300 tokens; the cap stops a rambling model early."""
     prompt_template_file: Path | None = None
 
+    # Content checks (content.py): what a draft must be before it reaches a member.
+    content_min_chars: int = Field(40, ge=1)
+    content_max_chars: int = Field(1200, ge=1)
+    content_min_korean_ratio: float = Field(0.5, ge=0, le=1)
+    """The share of a draft's letters that must be Hangul; 0 turns the check off."""
+
+    # The request store (llm_common/requests_store.py); empty: none.
+    request_table_name: str = ""
+
     # Delivery: the result queue and/or the signed callback; an empty URL switches one off.
     result_queue_url: str = ""
     callback_url: str = ""
     callback_path: str = ""
+    callback_failure_path: str = ""
+    """Where failure notices go (joined to CALLBACK_URL); empty: none are sent."""
+    delivery_retry_seconds: int = Field(4500, ge=0, le=MAX_DELIVERY_RETRY_SECONDS)
+    """How long an undelivered result is retried, from its generation, before it fails. 75
+    minutes: a receiver outage of an hour that begins as the result is generated still ends
+    within it, with a round (at most DELIVERY_RETRY_MAX_DELAY_SECONDS apart) to spare. The
+    message is held meanwhile."""
+    delivery_retry_max_delay_seconds: int = Field(60, ge=1, le=MAX_VISIBILITY_SECONDS)
+    """Cap on the wait between two delivery rounds (the first is RETRY_DELAY_SECONDS)."""
     callback_secret: SecretStr = SecretStr("")
     callback_timeout_seconds: float = Field(10.0, gt=0)
     callback_max_attempts: int = Field(5, ge=1)
@@ -107,6 +128,30 @@ class WorkerSettings(ServiceSettings):
     @property
     def callback_endpoint(self) -> str | None:
         return join_url(self.callback_url, self.callback_path) if self.callback_url else None
+
+    @property
+    def failure_endpoint(self) -> str | None:
+        if not self.callback_url or not self.callback_failure_path.strip("/"):
+            return None
+        return join_url(self.callback_url, self.callback_failure_path)
+
+    @model_validator(mode="after")
+    def _failure_notices_have_their_own_path(self) -> Self:
+        if not self.callback_failure_path:
+            return self
+        if not self.callback_url:
+            raise ValueError("CALLBACK_FAILURE_PATH needs CALLBACK_URL: notices go to its host")
+        failure, results = self.failure_endpoint, self.callback_endpoint
+        if failure is None or failure.rstrip("/") == (results or "").rstrip("/"):
+            # The result consumer must never get a body without content.
+            raise ValueError("CALLBACK_FAILURE_PATH must differ from CALLBACK_PATH")
+        return self
+
+    @model_validator(mode="after")
+    def _content_bounds_ordered(self) -> Self:
+        if self.content_max_chars <= self.content_min_chars:
+            raise ValueError("CONTENT_MAX_CHARS must be above CONTENT_MIN_CHARS")
+        return self
 
     @model_validator(mode="after")
     def _delivers_somewhere(self) -> Self:

@@ -196,7 +196,7 @@ class SqsSource:
         }
         # Keep the sender's attributes (trace context) where SQS's limit of ten leaves room.
         room = MAX_MESSAGE_ATTRIBUTES - len(attributes)
-        kept = dict(list(_resendable(message.attributes).items())[:room])
+        kept = dict(list(resendable(message.attributes).items())[:room])
         try:
             await self._sqs.call(
                 self._sqs.client.send_message,
@@ -297,7 +297,7 @@ def queue_name(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _resendable(
+def resendable(
     attributes: Mapping[str, MessageAttributeValueOutputTypeDef],
 ) -> dict[str, MessageAttributeValueTypeDef]:
     kept: dict[str, MessageAttributeValueTypeDef] = {}

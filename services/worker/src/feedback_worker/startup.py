@@ -3,10 +3,11 @@
 Refused (ConfigurationError, exit 2): a request queue that is not FIFO or does not exist, no
 DLQ, a DLQ that is the request queue itself (a poison message would be re-sent to itself
 forever), an LLM server that answers 404 on /models (LLM_BASE_URL without `/v1`), refuses the
-API key, or does not serve LLM_MODEL (every message would fail with HTTP 404).
+API key, or does not serve LLM_MODEL (every message would fail with HTTP 404); a request
+store table (REQUEST_TABLE_NAME) that is missing, refused or keyed otherwise.
 
-Waited for, with backoff and a JSON log line per try: SQS or the LLM not answering. A vLLM pod
-takes minutes to load its model, and the worker must not take messages it cannot work.
+Waited for, with backoff and a JSON log line per try: SQS, the LLM or DynamoDB not answering. A
+vLLM pod takes minutes to load its model, and the worker must not take messages it cannot work.
 """
 
 import asyncio
@@ -14,8 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import anyio.to_thread
 import openai
 from botocore.exceptions import BotoCoreError, ClientError
+from llm_common.requests_store import RequestStore, StoreUnavailable, TableUnusable
 
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.errors import ConfigurationError
@@ -64,6 +67,31 @@ async def check_model(settings: WorkerSettings, writer: FeedbackWriter) -> None:
             f"LLM_MODEL {settings.llm_model!r} is not served at {settings.llm_base_url} "
             f"(it serves: {', '.join(served) or 'nothing'})"
         )
+
+
+async def open_request_store(settings: WorkerSettings) -> RequestStore | None:
+    """The request store with its table checked; None when REQUEST_TABLE_NAME is empty."""
+    if not settings.request_table_name:
+        return None
+    # Nobody waits on the worker's writes: longer than ingest's timeouts, more attempts.
+    store = RequestStore(
+        settings.request_table_name,
+        settings.aws_region,
+        max_pool_connections=settings.most_held,
+        read_timeout=10,
+        max_attempts=3,
+    )
+    await _until_up("the request store", lambda: _table_checked(store))
+    return store
+
+
+async def _table_checked(store: RequestStore) -> None:
+    try:
+        await anyio.to_thread.run_sync(store.check_table)
+    except StoreUnavailable as error:
+        raise NotUpYet(str(error)) from error
+    except TableUnusable as error:
+        raise ConfigurationError(f"REQUEST_TABLE_NAME: {error}") from error
 
 
 async def _queue_facts(settings: WorkerSettings, sqs: Sqs) -> QueueFacts:

@@ -6,20 +6,23 @@ import contextlib
 import logging
 
 import httpx
+from llm_common.requests_store import RequestStore
 from llm_common.telemetry import metrics
 
-from feedback_worker.delivery import channels_from_settings
+from feedback_worker.delivery import delivery_from_settings
+from feedback_worker.delivery.notices import notices_from_settings
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.handler import FeedbackHandler
 from feedback_worker.llm import NO_API_KEY, FeedbackWriter
 from feedback_worker.llm_gate import LlmGate
 from feedback_worker.prompt import InvalidTemplate, PromptTemplate
+from feedback_worker.records import RequestRecords
 from feedback_worker.runner import Runner, RunnerConfig
 from feedback_worker.settings import WorkerSettings
 from feedback_worker.slots import Bounds
 from feedback_worker.source import MessageSource
 from feedback_worker.sqs import Sqs
-from feedback_worker.startup import check_model, open_request_queue
+from feedback_worker.startup import check_model, open_request_queue, open_request_store
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ class Worker:
         prompt: PromptTemplate,
         http: httpx.AsyncClient,
         sqs: Sqs,
+        store: RequestStore | None,
     ) -> None:
         self.settings = settings
         self._source = source
@@ -86,14 +90,26 @@ class Worker:
             if settings.llm_gate_enabled
             else None
         )
-        channels = channels_from_settings(settings, sqs, http)
-        self._handler = FeedbackHandler(writer, prompt, channels, self.gate)
-        self.runner = Runner(source, self._handler, config, bounds, self.gate)
+        self._handler = FeedbackHandler(
+            writer,
+            prompt,
+            delivery_from_settings(settings, sqs, http),
+            RequestRecords(store, notices_from_settings(settings, http)),
+            self.gate,
+        )
+        self.runner = Runner(
+            source,
+            self._handler,
+            config,
+            bounds,
+            self.gate,
+            on_dead_letter=self._handler.dead_lettered,
+        )
 
     @classmethod
     async def create(cls, settings: WorkerSettings) -> "Worker":
         """Build and check every client. Raises ConfigurationError when it cannot work; waits
-        (logging each try) while SQS or the LLM does not answer yet."""
+        (logging each try) while SQS, the LLM or DynamoDB does not answer yet."""
         try:
             prompt = PromptTemplate.from_file(settings.prompt_template_file)
         except (OSError, InvalidTemplate) as error:
@@ -105,11 +121,12 @@ class Worker:
         try:
             source = await open_request_queue(settings, sqs)
             await check_model(settings, writer)
+            store = await open_request_store(settings)
         except BaseException:
             await writer.close()
             sqs.close()
             raise
-        return cls(settings, source, writer, prompt, callback_http(settings), sqs)
+        return cls(settings, source, writer, prompt, callback_http(settings), sqs, store)
 
     def stop(self) -> None:
         """Stop receiving and drain (SIGTERM, SIGINT). Safe to call more than once."""

@@ -1,10 +1,12 @@
-"""`python -m devstack run` (make run) and `python -m devstack demo` (make demo)."""
+"""`python -m devstack run` (make run), `python -m devstack demo` (make demo) and
+`python -m devstack admin ...` (make admin: the worker's operator commands against that stack)."""
 
 import argparse
 import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,14 +15,19 @@ from types import FrameType
 import httpx
 from llm_common.contracts.example import example_weekly_record
 
-from devstack.processes import ProcessFailedToStart
+from devstack.processes import ProcessFailedToStart, python_module
 from devstack.prometheus import prometheus_binary
 from devstack.qa_demo import run_qa_demo
-from devstack.stack import Ports, Stack, StackConfig
+from devstack.stack import REQUEST_TABLE, Ports, Stack, StackConfig
 
 RUN_DIR = Path(".run")
+WORKER_ENV = RUN_DIR / "worker.env.json"
+"""The running stack's worker environment (it holds the callback secret: readable by this user
+only), for `make admin`."""
 WORKER_METRICS_PORT = 9100
 DEMO_TIMEOUT_S = 300.0
+FAILURE_PATH = "/feedback-failures"
+"""Where `make run`'s worker sends failure notices (off by default elsewhere)."""
 
 
 class Interrupted(Exception):
@@ -55,6 +62,7 @@ def run() -> int:
         llm_model=os.environ.get("LLM_MODEL", "") or StackConfig.llm_model,
         ports=Ports(worker_metrics=WORKER_METRICS_PORT) if with_prometheus else Ports(),
         prometheus_rules=() if with_prometheus else None,
+        worker_env={"CALLBACK_FAILURE_PATH": FAILURE_PATH},
     )
     busy = _ports_in_use(config.ports, bool(external_llm), with_prometheus)
     if busy:
@@ -69,6 +77,7 @@ def run() -> int:
     print(f"starting the platform (logs in {RUN_DIR / 'logs'}/) ...", flush=True)
     try:
         stack.start()
+        _keep_worker_env(stack)
         print(_banner(stack, time.monotonic() - started), flush=True)
         return _follow(stack)
     except ProcessFailedToStart as failure:
@@ -80,7 +89,24 @@ def run() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop()
+        WORKER_ENV.unlink(missing_ok=True)
         print("stopped.", flush=True)
+
+
+def _keep_worker_env(stack: Stack) -> None:
+    WORKER_ENV.unlink(missing_ok=True)
+    WORKER_ENV.touch(mode=0o600)
+    WORKER_ENV.write_text(json.dumps(stack.worker_env()))
+
+
+def admin(args: list[str]) -> int:
+    """`python -m feedback_worker admin ARGS` with the running stack's worker environment."""
+    if not WORKER_ENV.exists():
+        print("no stack is running: start it with `make run` first", file=sys.stderr)
+        return 1
+    env = {**os.environ, **json.loads(WORKER_ENV.read_text())}
+    argv = python_module("feedback_worker", "admin", *args)
+    return subprocess.run(argv, env=env, check=False).returncode  # noqa: S603 - our own argv
 
 
 def _banner(stack: Stack, elapsed: float) -> str:
@@ -91,10 +117,11 @@ def _banner(stack: Stack, elapsed: float) -> str:
             f"  ingest     {stack.ingest_url}/ai/feedback   (docs: {stack.ingest_url}/docs)",
             f"  LLM        {llm}",
             f"  callbacks  {stack.callback_url}   (verifies signatures, prints each delivery)",
-            f"  SQS/S3     {stack.aws_endpoint}   (moto)",
+            f"  AWS        {stack.aws_endpoint}   (moto: SQS, S3, DynamoDB's {REQUEST_TABLE})",
             f"  qa-sync    {stack.qa_sync_url}   (provider: fake Batch API {stack.batch_api_url})",
             *_prometheus_lines(stack),
-            "now run `make demo` in another terminal; Ctrl-C here stops everything.",
+            'now run `make demo` in another terminal, then `make admin ARGS="status <id>"`;',
+            "Ctrl-C here stops everything.",
         ]
     )
 
@@ -152,10 +179,18 @@ def feedback_demo(ingest_url: str, callback_url: str) -> int:
             if delivery["webhook_id"] == request_id:
                 print(f"callback after {time.monotonic() - started:.1f}s, signature verified:")
                 print(json.dumps(delivery["body"], ensure_ascii=False, indent=2))
-                return 0
+                return _show_record(ingest_url, request_id)
         time.sleep(1)
     print(f"no callback within {DEMO_TIMEOUT_S:.0f}s; see .run/logs/worker.log")
     return 1
+
+
+def _show_record(ingest_url: str, request_id: str) -> int:
+    """The request's record as the backend would ask for it."""
+    answer = httpx.get(f"{ingest_url}/ai/feedback/{request_id}", timeout=10)
+    print(f"GET {ingest_url}/ai/feedback/{request_id} → {answer.status_code}")
+    print(json.dumps(answer.json().get("data"), ensure_ascii=False, indent=2))
+    return 0 if answer.status_code == 200 else 1
 
 
 def main() -> int:
@@ -165,9 +200,13 @@ def main() -> int:
     demo_parser = sub.add_parser("demo", help="post a request and print the feedback")
     demo_parser.add_argument("--ingest-url", default=f"http://127.0.0.1:{Ports.ingest}")
     demo_parser.add_argument("--callback-url", default=f"http://127.0.0.1:{Ports.callback}")
+    admin_parser = sub.add_parser("admin", help="the worker's operator commands on this stack")
+    admin_parser.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     if args.command == "run":
         return run()
+    if args.command == "admin":
+        return admin(args.args)
     return demo(args.ingest_url, args.callback_url)
 
 

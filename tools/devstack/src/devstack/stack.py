@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from llm_common.requests_store import create_request_table
 
 from devstack.local_llm import MODEL_ALIAS, llama_server
 from devstack.processes import ManagedProcess, ProcessFailedToStart, python_module
@@ -17,6 +18,8 @@ from devstack.prometheus import prometheus_binary, prometheus_process, write_con
 from devstack.queues import FeedbackQueues, create_feedback_queues
 
 AWS_REGION = "us-east-1"
+REQUEST_TABLE = "feedback-requests"
+"""The request store's DynamoDB table (k8s/cluster/request-store.yaml creates it in a cluster)."""
 # moto accepts any credentials; these only keep boto3 from looking for real ones.
 EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
@@ -116,7 +119,7 @@ class Stack:
             self._start_llm()
             self._start_callback_receiver()
             self._start_ingest(self.queues)
-            self._start_worker(self.queues)
+            self._start_worker()
             if self.config.with_qa_sync:
                 self._start_qa_sync()
             if self.config.prometheus_rules is not None:
@@ -165,6 +168,9 @@ class Stack:
         sqs = session.client("sqs", endpoint_url=self.aws_endpoint)
         s3 = session.client("s3", endpoint_url=self.aws_endpoint)
         s3.create_bucket(Bucket=self.config.qa_bucket)
+        create_request_table(
+            session.client("dynamodb", endpoint_url=self.aws_endpoint), REQUEST_TABLE
+        )
         return create_feedback_queues(sqs)
 
     def _start_llm(self) -> None:
@@ -191,25 +197,27 @@ class Stack:
             **self.aws_env(),
             **_http(port),
             "FEEDBACK_QUEUE_URL": queues.requests,
+            "REQUEST_TABLE_NAME": REQUEST_TABLE,
             **self.config.ingest_env,
         }
         self._launch("ingest", python_module("feedback_ingest"), env, "/readyz", port)
 
     def add_worker(self, name: str) -> ManagedProcess:
         """One more worker process on the same queues (workers scale out side by side)."""
-        assert self.queues is not None, "start the stack first"
-        return self._launch(
-            name, python_module("feedback_worker"), self._worker_env(self.queues), None, 0
-        )
+        return self._launch(name, python_module("feedback_worker"), self.worker_env(), None, 0)
 
-    def _start_worker(self, queues: FeedbackQueues) -> None:
-        self._launch("worker", python_module("feedback_worker"), self._worker_env(queues), None, 0)
+    def _start_worker(self) -> None:
+        self._launch("worker", python_module("feedback_worker"), self.worker_env(), None, 0)
 
-    def _worker_env(self, queues: FeedbackQueues) -> dict[str, str]:
+    def worker_env(self) -> dict[str, str]:
+        """The worker's environment; also what `python -m feedback_worker admin` needs."""
+        queues = self.queues
+        assert queues is not None, "start the stack first"
         return {
             **self.aws_env(),
             "FEEDBACK_QUEUE_URL": queues.requests,
             "RESULT_QUEUE_URL": queues.results,
+            "REQUEST_TABLE_NAME": REQUEST_TABLE,
             "CALLBACK_URL": self.callback_url,
             "CALLBACK_SECRET": self.callback_secret,
             "LLM_BASE_URL": self.llm_base_url,

@@ -3,6 +3,8 @@
 from llm_common.contracts.dates import LocalDateTime
 from llm_common.contracts.envelope import Envelope
 from llm_common.contracts.feedback import (
+    RESENT_ATTRIBUTE,
+    FailureNotice,
     FeedbackJob,
     FeedbackRequest,
     FeedbackResult,
@@ -13,7 +15,9 @@ from llm_common.contracts.feedback import (
 )
 
 __all__ = [
+    "RESENT_ATTRIBUTE",
     "Envelope",
+    "FailureNotice",
     "FeedbackJob",
     "FeedbackRequest",
     "FeedbackResult",

@@ -3,14 +3,28 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from llm_common.contracts.dates import LocalDateTime
 
+RESENT_ATTRIBUTE = "ResentByIngest"
+"""SQS message attribute on a message ingest sends again for a request it had accepted already
+(its first send's fate unknown): the worker reads the request's record before working it."""
+
 # SQS allows 128 printable ASCII characters in a deduplication id; the request id is used as one,
 # and as the callback's `webhook-id` header.
-RequestId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]
+# Strict types throughout: `true`, `"77"` or `77.0` as a member id, `"yes"` or `1` as isSuccess are
+# refused (400), never coerced into another member or another outcome.
+RequestId = Annotated[str, Field(strict=True), StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]
 
 # Limits well above any real week, so that an abusive body is refused before it reaches the LLM.
 MAX_CHALLENGES = 200
@@ -19,7 +33,7 @@ MAX_TITLE_LENGTH = 500
 # The backend's ids are Java longs; a larger number would also be refused by SQS as a group id.
 JAVA_LONG_MAX = 2**63 - 1
 
-Title = Annotated[str, StringConstraints(max_length=MAX_TITLE_LENGTH)]
+Title = Annotated[str, Field(strict=True), StringConstraints(max_length=MAX_TITLE_LENGTH)]
 
 
 class _Contract(BaseModel):
@@ -31,18 +45,18 @@ class _Contract(BaseModel):
 
 
 class Submission(_Contract):
-    is_success: bool
+    is_success: StrictBool
     submitted_at: LocalDateTime
 
 
 class PersonalChallenge(_Contract):
-    id: int | None = None
+    id: StrictInt | None = None
     title: Title | None = None
-    is_success: bool
+    is_success: StrictBool
 
 
 class GroupChallenge(_Contract):
-    id: int | None = None
+    id: StrictInt | None = None
     title: Title | None = None
     start_date: LocalDateTime | None = None
     end_date: LocalDateTime | None = None
@@ -56,10 +70,13 @@ class GroupChallenge(_Contract):
 class FeedbackRequest(_Contract):
     """What the backend POSTs to `/ai/feedback`."""
 
-    member_id: int = Field(gt=0, le=JAVA_LONG_MAX)
+    member_id: StrictInt = Field(gt=0, le=JAVA_LONG_MAX)
     personal_challenges: list[PersonalChallenge] = Field(max_length=MAX_CHALLENGES)
     group_challenges: list[GroupChallenge] = Field(max_length=MAX_CHALLENGES)
     request_id: RequestId | None = None
+    deadline: LocalDateTime | None = None
+    """When the feedback stops being worth generating; ingest sets one from REQUEST_TTL_SECONDS
+    when absent. Zone-less like every backend date, read as UTC."""
 
     @model_validator(mode="after")
     def _has_something_to_say(self) -> "FeedbackRequest":
@@ -90,3 +107,15 @@ class FeedbackResult(_Contract):
     status: Literal["success"] = "success"
     timestamp: LocalDateTime
     request_id: RequestId
+
+
+class FailureNotice(_Contract):
+    """The failure callback's body (CALLBACK_FAILURE_PATH, off by default): a request ended
+    without a result. Never sent to the result queue or CALLBACK_PATH, whose consumer needs
+    `content`."""
+
+    request_id: RequestId
+    member_id: int
+    state: Literal["failed", "expired"]
+    reason: str
+    timestamp: LocalDateTime

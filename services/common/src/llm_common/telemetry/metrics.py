@@ -27,6 +27,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from llm_common.telemetry.names import (
+    ContentCheck,
+    ContentOutcome,
     DeadLetterReason,
     DeliveryOutcome,
     DeliveryTarget,
@@ -124,7 +126,7 @@ WORKER_LLM_TOKENS = Counter(
 WORKER_RETRIES = _with_series(
     Counter(
         "feedback_worker_retries",
-        "Retries after a transient failure, by operation (llm, queue, callback).",
+        "Retries after a transient failure, by operation (llm, queue, callback, store).",
         ["operation"],
         registry=REGISTRY,
     ),
@@ -133,7 +135,7 @@ WORKER_RETRIES = _with_series(
 WORKER_DELIVERIES = _with_series(
     Counter(
         "feedback_worker_deliveries",
-        "Delivery attempts, by target (queue, callback) and outcome.",
+        "Delivery attempts, by target (queue, callback, failure_notice) and outcome.",
         ["target", "outcome"],
         registry=REGISTRY,
     ),
@@ -164,6 +166,17 @@ WORKER_LLM_GATE_CLOSED_SECONDS = Counter(
     "feedback_worker_llm_gate_closed_seconds",
     "Seconds the LLM gate has been closed (no receives while the LLM is down).",
     registry=REGISTRY,
+)
+WORKER_CONTENT_CHECKS = _with_series(
+    Counter(
+        "feedback_worker_content_checks",
+        "Drafts the content checks passed, trimmed, sent back for one more draft or failed, by "
+        "check (all, empty, incomplete, too_short, too_long, link, email, phone, not_korean).",
+        ["check", "outcome"],
+        registry=REGISTRY,
+    ),
+    ContentCheck,
+    ContentOutcome,
 )
 WORKER_DRAINS = _with_series(
     Counter(

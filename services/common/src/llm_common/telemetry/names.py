@@ -33,11 +33,14 @@ class RejectReason(StrEnum):
     UNAUTHORIZED = "unauthorized"  # 401
     TOO_LARGE = "too_large"  # 413
     QUEUE_UNAVAILABLE = "queue_unavailable"  # 503
+    STORE_UNAVAILABLE = "store_unavailable"  # 503
+    REQUEST_ID_TAKEN = "request_id_taken"  # 409
 
 
 class DeliveryTarget(StrEnum):
     QUEUE = "queue"
     CALLBACK = "callback"
+    FAILURE_NOTICE = "failure_notice"  # the optional callback to CALLBACK_FAILURE_PATH
 
 
 class DeliveryOutcome(StrEnum):
@@ -67,6 +70,7 @@ class RetryOperation(StrEnum):
     LLM = "llm"
     QUEUE = "queue"
     CALLBACK = "callback"
+    STORE = "store"  # the request store did not answer when the message started
 
 
 class DeadLetterReason(StrEnum):
@@ -75,6 +79,32 @@ class DeadLetterReason(StrEnum):
     INVALID_MESSAGE = "invalid_message"  # cannot be parsed: no retry can help
     PERMANENT_FAILURE = "permanent_failure"  # the backend refused the result for good
     RETRIES_EXHAUSTED = "retries_exhausted"  # the last allowed receive failed too
+    EXPIRED = "expired"  # its deadline passed before it reached the LLM
+    UNFIT_CONTENT = "unfit_content"  # two drafts failed the content checks
+    DELIVERY_BUDGET_SPENT = "delivery_budget_spent"  # DELIVERY_RETRY_SECONDS passed undelivered
+
+
+class ContentCheck(StrEnum):
+    """The checks a feedback passes before delivery (label `check`; worker's content.py)."""
+
+    ALL = "all"  # with outcome `passed`: every check passed
+    EMPTY = "empty"  # nothing left once zero-width characters and <think> text are removed
+    INCOMPLETE = "incomplete"  # cut by max_tokens: trimmed to its last complete sentence
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    LINK = "link"
+    EMAIL = "email"
+    PHONE = "phone"
+    NOT_KOREAN = "not_korean"
+
+
+class ContentOutcome(StrEnum):
+    """What a check did to one draft (label `outcome`)."""
+
+    PASSED = "passed"
+    TRIMMED = "trimmed"  # cut mid-sentence, delivered up to its last complete sentence
+    REGENERATED = "regenerated"  # the first draft failed this check: asked once more
+    FAILED = "failed"  # the second draft failed it too: the request fails with the reason
 
 
 class DrainOutcome(StrEnum):

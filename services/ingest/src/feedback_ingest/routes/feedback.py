@@ -1,15 +1,21 @@
 """POST /ai/feedback: validate the backend's weekly record and put it on the feedback queue."""
 
+import functools
 import logging
+from datetime import UTC
+from enum import Enum
 
-from fastapi import APIRouter, Depends, Request
+import anyio.to_thread
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import JSONResponse
+from llm_common.contracts import FeedbackJob
+from llm_common.requests_store import RequestState, RequestStore, StateConflict, StoreUnavailable
 from llm_common.telemetry import log_context, metrics
 
 from feedback_ingest import openapi
 from feedback_ingest.auth import require_api_key
 from feedback_ingest.body import read_feedback_request
-from feedback_ingest.deps import QueueDep, SettingsDep
+from feedback_ingest.deps import QueueDep, SettingsDep, StoreDep
 from feedback_ingest.jobs import IDEMPOTENCY_KEY_HEADER, feedback_job, resolve_request_id
 from feedback_ingest.responses import envelope_response
 
@@ -26,12 +32,42 @@ router = APIRouter(tags=["feedback"])
     responses=openapi.RESPONSES,
     openapi_extra=openapi.OPERATION_EXTRA,
 )
-async def accept_feedback(request: Request, settings: SettingsDep, queue: QueueDep) -> JSONResponse:
-    """Answers 202 only once SQS has accepted the message."""
+async def accept_feedback(
+    request: Request,
+    settings: SettingsDep,
+    queue: QueueDep,
+    store: StoreDep,
+    after_answer: BackgroundTasks,
+) -> JSONResponse:
+    """Answers 202 only once SQS has accepted the message.
+
+    Write order, so that no 202 goes out without the message on the queue and no request makes
+    two jobs, whichever of the two writes fails:
+    1. the store's conditional put. It fails → 503, nothing queued. It finds the id already
+       there → a retry: 202 with the same id once the message is known to be queued
+       (`enqueuedAt` set, or the worker already moved the record on), no second send.
+    2. SendMessage with the request id as deduplication id. It fails → 503; the record stays
+       `accepted` without `enqueuedAt`, so the backend's retry sends again (step 1's retry path).
+    3. `enqueuedAt` set, once the 202 is on its way (bookkeeping is no part of the acceptance,
+       and the backend does not wait for it). It fails → a retry sends again.
+    A send repeated by 2 or 3 is dropped by SQS within its 5-minute window; after it, the worker's
+    conditional `processing` transition refuses a copy of a request already delivered, and a
+    copy waits behind the original in the member's message group, so a second message can never
+    become a second job.
+    """
     feedback = await read_feedback_request(request, settings.max_body_bytes)
     request_id = resolve_request_id(feedback, request.headers.get(IDEMPOTENCY_KEY_HEADER))
+    job = feedback_job(feedback, request_id, settings.request_ttl_seconds)
     with log_context(request_id=request_id, member_id=feedback.member_id):
-        message_id = await queue.enqueue(feedback_job(feedback, request_id))
+        acceptance = Acceptance.NEW if store is None else await _acceptance(store, job)
+        if acceptance is Acceptance.QUEUED:
+            logger.info(
+                "request %s is a retry of an accepted request: not queued again", request_id
+            )
+            return envelope_response(202, "accepted", {"requestId": request_id})
+        message_id = await queue.enqueue(job, resent=acceptance is Acceptance.RESEND)
+        if store is not None:
+            after_answer.add_task(_mark_enqueued, store, request_id)
         logger.info(
             "accepted request %s for member %s as message %s",
             request_id,
@@ -40,3 +76,49 @@ async def accept_feedback(request: Request, settings: SettingsDep, queue: QueueD
         )
     metrics.INGEST_REQUESTS_ACCEPTED.inc()
     return envelope_response(202, "accepted", {"requestId": request_id})
+
+
+class Acceptance(Enum):
+    NEW = "new"
+    """First seen: send it."""
+    QUEUED = "queued"
+    """A retry of a request known to be on the queue (or beyond): send nothing."""
+    RESEND = "resend"
+    """A retry of a request whose send failed or was not confirmed: send it again, flagged, so
+    the worker reads the record before working a copy it may already have worked."""
+
+
+async def _acceptance(store: RequestStore, job: FeedbackJob) -> Acceptance:
+    assert job.request_id is not None
+    assert job.deadline is not None
+    deadline = job.deadline.replace(tzinfo=UTC)
+    accept = functools.partial(store.accept, job.request_id, job.member_id, deadline)
+    existing = await anyio.to_thread.run_sync(accept)
+    if existing is None:
+        return Acceptance.NEW
+    if existing.enqueued_at is not None or existing.state is not RequestState.ACCEPTED:
+        return Acceptance.QUEUED
+    return Acceptance.RESEND
+
+
+async def _mark_enqueued(store: RequestStore, request_id: str) -> None:
+    try:
+        await anyio.to_thread.run_sync(store.mark_enqueued, request_id)
+    except (StoreUnavailable, StateConflict) as error:
+        logger.warning("request %s queued, but its record not updated: %s", request_id, error)
+
+
+@router.get(
+    "/ai/feedback/{request_id}",
+    summary="What became of a request: its state, times, attempts, result or failure reason",
+    dependencies=[Depends(require_api_key)],
+    responses={404: {"description": "No request with this id (or its record has expired)."}},
+)
+async def feedback_status(request_id: str, store: StoreDep) -> JSONResponse:
+    if store is None:
+        message = "request status is not kept here (no request store: REQUEST_TABLE_NAME)"
+        return envelope_response(404, message, {"requestId": request_id})
+    record = await anyio.to_thread.run_sync(store.get, request_id)
+    if record is None:
+        return envelope_response(404, "unknown request id", {"requestId": request_id})
+    return envelope_response(200, record.state.value, record.as_view())

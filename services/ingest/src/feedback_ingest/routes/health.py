@@ -4,6 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from feedback_ingest.deps import ReadinessDep
+from feedback_ingest.readiness import REACHABLE
 from feedback_ingest.responses import envelope_response
 
 router = APIRouter(tags=["probes"])
@@ -16,10 +17,12 @@ async def healthz() -> JSONResponse:
 
 @router.get(
     "/readyz",
-    summary="Readiness: the feedback queue answers (checked at most every 5 s)",
-    responses={503: {"description": "The feedback queue does not answer."}},
+    summary="Readiness: the feedback queue takes messages and the request store answers "
+    "(checked at most every 5 s)",
+    responses={503: {"description": "The queue or the request store cannot take a request."}},
 )
 async def readyz(readiness: ReadinessDep) -> JSONResponse:
-    if await readiness.is_ready():
-        return envelope_response(200, "ready", {"queue": "reachable"})
-    return envelope_response(503, "not ready", {"queue": "unreachable"})
+    status = await readiness.status()
+    if all(state == REACHABLE for state in status.values()):
+        return envelope_response(200, "ready", status)
+    return envelope_response(503, "not ready", status)

@@ -1,23 +1,36 @@
-"""Where results go: the result queue and/or the signed callback, each switchable off."""
+"""Where results go: the result queue and/or the signed callback, each switchable off, and
+the delivery budget that retries them (budget.py)."""
 
 from typing import Protocol
 
 import httpx
 from llm_common.contracts import FeedbackResult
+from llm_common.telemetry.names import DeliveryOutcome
 
+from feedback_worker.delivery.budget import Delivery, DeliveryBudget
 from feedback_worker.delivery.callback import CallbackChannel
 from feedback_worker.delivery.result_queue import ResultQueueChannel
 from feedback_worker.settings import WorkerSettings
 from feedback_worker.sqs import Sqs
 
-__all__ = ["CallbackChannel", "Channel", "ResultQueueChannel", "channels_from_settings"]
+__all__ = [
+    "CallbackChannel",
+    "Channel",
+    "Delivery",
+    "DeliveryBudget",
+    "ResultQueueChannel",
+    "channels_from_settings",
+    "delivery_budget",
+    "delivery_from_settings",
+]
 
 
 class Channel(Protocol):
     name: str
 
-    async def send(self, result: FeedbackResult) -> None:
-        """Deliver `result`, or raise RetryLater / DeadLetter (feedback_worker.errors)."""
+    async def send(self, result: FeedbackResult) -> DeliveryOutcome:
+        """Deliver `result` (DELIVERED, or DUPLICATE when the receiver had it already), or
+        raise RetryLater / DeadLetter (feedback_worker.errors)."""
 
 
 def channels_from_settings(
@@ -36,3 +49,15 @@ def channels_from_settings(
             )
         )
     return channels
+
+
+def delivery_budget(settings: WorkerSettings) -> DeliveryBudget:
+    return DeliveryBudget(
+        settings.delivery_retry_seconds,
+        settings.retry_delay_seconds,
+        settings.delivery_retry_max_delay_seconds,
+    )
+
+
+def delivery_from_settings(settings: WorkerSettings, sqs: Sqs, http: httpx.AsyncClient) -> Delivery:
+    return Delivery(channels_from_settings(settings, sqs, http), delivery_budget(settings))

@@ -1,9 +1,9 @@
 """The signed HTTP callback to the backend (Standard Webhooks; docs/backend-contract.md, Callback).
 
-2xx is delivered and so is 409 (the backend already has this week's feedback). 400 and 404 are
-permanent. 408, 429, 5xx, timeouts and connection errors are retried here with exponential
-backoff and jitter, honouring Retry-After, up to CALLBACK_MAX_ATTEMPTS; any other answer (401
-from a wrong secret, say) is a configuration problem: the message is retried later instead.
+2xx is delivered and so is 409 (the backend already has it). 400 and 404 are permanent. 408,
+429, 5xx, timeouts and connection errors are retried here with exponential backoff and jitter,
+honouring Retry-After, up to CALLBACK_MAX_ATTEMPTS; any other answer (401 from a wrong secret,
+say) is a configuration problem: the delivery is retried later instead.
 """
 
 import asyncio
@@ -27,29 +27,41 @@ ALREADY_DELIVERED = 409
 PERMANENT = frozenset({400, 404})
 TRANSIENT = frozenset({408, 429})
 BACKOFF_BASE_SECONDS = 0.5
-# A longer wait than this holds a worker slot for nothing: the message goes back to the queue
-# with the wait the backend asked for instead.
+# A longer wait than this holds a worker slot for nothing: the delivery is retried later with the
+# wait the backend asked for instead.
 MAX_WAIT_SECONDS = 30.0
 MAX_BODY_IN_REASON = 200
 
 
-class CallbackChannel:
-    name = "callback"
+class SignedWebhook:
+    """POSTs signed bodies to one URL: the result callback and the failure notices share it."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str, secret: str, max_attempts: int) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        secret: str,
+        max_attempts: int,
+        target: DeliveryTarget,
+        what: str,
+    ) -> None:
+        """`what` names the body in failure reasons ("the result")."""
         self._http = http
         self._url = url
         self._secret = secret
         self._max_attempts = max_attempts
+        self._target = target
+        self._what = what
 
-    async def send(self, result: FeedbackResult) -> None:
-        body = result.model_dump_json()
+    async def post(self, webhook_id: str, body: str) -> DeliveryOutcome:
+        """DELIVERED or DUPLICATE (409); CallbackRejected for 400/404, CallbackFailed once the
+        attempts are spent on transient answers."""
         problem, wait = "no attempt", None
         for attempt in range(1, self._max_attempts + 1):
-            with delivery_attempt(DeliveryTarget.CALLBACK, attempt) as record:
-                problem, wait = await self._attempt(result.request_id, body, record)
-            if not problem:
-                return
+            with delivery_attempt(self._target, attempt) as record:
+                problem, wait = await self._attempt(webhook_id, body, record)
+            if record.outcome in (DeliveryOutcome.DELIVERED, DeliveryOutcome.DUPLICATE):
+                return record.outcome
             delay = (
                 wait
                 if wait is not None
@@ -58,8 +70,9 @@ class CallbackChannel:
             if attempt == self._max_attempts or delay > MAX_WAIT_SECONDS:
                 break
             log.info(
-                "callback for %s: %s; attempt %d/%d in %.1fs",
-                result.request_id,
+                "%s for %s: %s; attempt %d/%d in %.1fs",
+                self._target,
+                webhook_id,
                 problem,
                 attempt + 1,
                 self._max_attempts,
@@ -67,16 +80,18 @@ class CallbackChannel:
             )
             metrics.WORKER_RETRIES.labels(RetryOperation.CALLBACK).inc()
             await asyncio.sleep(delay)
-        raise CallbackFailed(f"callback: {problem} (after {attempt} attempt(s))", retry_after=wait)
+        raise CallbackFailed(
+            f"{self._target}: {problem} (after {attempt} attempt(s))", retry_after=wait
+        )
 
     async def _attempt(
-        self, request_id: str, body: str, record: DeliveryAttempt
+        self, webhook_id: str, body: str, record: DeliveryAttempt
     ) -> tuple[str, float | None]:
-        """("", None) when delivered, else what went wrong and the wait the backend asked for."""
+        """What went wrong and the wait the backend asked for; ("", None) once delivered."""
         headers = {
             "content-type": "application/json",
             # Signed per attempt: the timestamp must be fresh for the receiver's tolerance window.
-            **signature_headers(self._secret, request_id, body),
+            **signature_headers(self._secret, webhook_id, body),
         }
         try:
             response = await self._http.post(self._url, content=body.encode(), headers=headers)
@@ -91,11 +106,24 @@ class CallbackChannel:
             return "", None
         reason = f"HTTP {status}: {response.text[:MAX_BODY_IN_REASON]}"
         if status in PERMANENT:
-            raise CallbackRejected(f"callback rejected the result: {reason}")
+            raise CallbackRejected(f"{self._target} rejected {self._what}: {reason}")
         if status in TRANSIENT or status >= 500:
             record.settle(DeliveryOutcome.TRANSIENT_FAILURE, reason)
             return reason, retry_after_seconds(response.headers.get("retry-after"))
-        raise CallbackFailed(f"callback: unexpected {reason}")
+        raise CallbackFailed(f"{self._target}: unexpected {reason}")
+
+
+class CallbackChannel:
+    name = "callback"
+
+    def __init__(self, http: httpx.AsyncClient, url: str, secret: str, max_attempts: int) -> None:
+        self._webhook = SignedWebhook(
+            http, url, secret, max_attempts, DeliveryTarget.CALLBACK, "the result"
+        )
+
+    async def send(self, result: FeedbackResult) -> DeliveryOutcome:
+        # The request id is the webhook-id: the backend's idempotency key.
+        return await self._webhook.post(result.request_id, result.model_dump_json())
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

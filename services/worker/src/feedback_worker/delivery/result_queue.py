@@ -16,7 +16,7 @@ class ResultQueueChannel:
         self._sqs = sqs
         self._url = url
 
-    async def send(self, result: FeedbackResult) -> None:
+    async def send(self, result: FeedbackResult) -> DeliveryOutcome:
         with delivery_attempt(DeliveryTarget.QUEUE) as attempt:
             try:
                 await self._sqs.call(
@@ -31,3 +31,4 @@ class ResultQueueChannel:
             except (BotoCoreError, ClientError) as error:
                 raise ResultQueueFailed(f"result queue: {error}") from error
             attempt.settle(DeliveryOutcome.DELIVERED)
+        return DeliveryOutcome.DELIVERED

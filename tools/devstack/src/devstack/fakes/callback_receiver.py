@@ -7,8 +7,8 @@ For `make run` (it prints each verified delivery), the worker's tests and end-to
 HOST, PORT and CALLBACK_SECRET (required) are read when no argument is given.
 
     POST <any other path>  a delivery: 401 unless the signature verifies; 409 for a webhook-id it
-                           already accepted (as the backend answers a duplicate); else the
-                           scripted answer, or 200
+                           already accepted on that path (as the backend answers a duplicate);
+                           else the scripted answer, or 200
     GET  /deliveries       every verified call, oldest first: {"webhook_id", "path", "status",
                            "body", "headers", "received_at"} (Unix seconds, for `make bench`)
     POST /control          script the next calls: {"status": 429, "times": 2, "retry_after": "1",
@@ -44,7 +44,8 @@ class Script(BaseModel):
 class Receiver:
     secret: str
     deliveries: list[dict[str, Any]] = field(default_factory=list)
-    accepted_ids: set[str] = field(default_factory=set)
+    accepted_ids: set[tuple[str, str]] = field(default_factory=set)
+    """(path, webhook-id): each endpoint has its own idempotency (results, failure notices)."""
     bad_signatures: int = 0
     script: Script = field(default_factory=lambda: Script(times=0))
 
@@ -60,13 +61,13 @@ class Receiver:
         self.script.times -= 1
         return self.script
 
-    def answer(self, webhook_id: str, scripted: Script | None) -> Response:
+    def answer(self, path: str, webhook_id: str, scripted: Script | None) -> Response:
         if scripted is not None and scripted.status is not None:
             headers = {"retry-after": scripted.retry_after} if scripted.retry_after else None
             return Response(status_code=scripted.status, headers=headers)
-        if webhook_id in self.accepted_ids:
+        if (path, webhook_id) in self.accepted_ids:
             return Response(status_code=409)
-        self.accepted_ids.add(webhook_id)
+        self.accepted_ids.add((path, webhook_id))
         return Response(status_code=200)
 
 
@@ -110,7 +111,7 @@ def create_app(secret: str) -> FastAPI:
         if scripted is not None and scripted.delay_s:
             await asyncio.sleep(scripted.delay_s)
         webhook_id = headers["webhook-id"]
-        response = receiver.answer(webhook_id, scripted)
+        response = receiver.answer(path, webhook_id, scripted)
         body = _json_or_text(raw)
         receiver.deliveries.append(
             {

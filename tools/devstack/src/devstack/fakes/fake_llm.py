@@ -13,7 +13,7 @@ HOST, PORT, FAKE_LLM_LATENCY_S and FAKE_LLM_MODEL are read when no argument is g
     POST /control              change faults; only the fields given change; answers the faults
                                now in force: {"latency_s": 1.0, "fail_next": 3,
                                "fail_status": 503, "retry_after": "1", "refuse": false,
-                               "empty_next": 0}
+                               "answers": [{"content": "...", "finish_reason": "length"}]}
     GET  /stats                {"requests", "completions", "failures", "in_flight",
                                "max_in_flight"}
     GET  /requests             the last 100 request bodies, oldest first, each with the
@@ -21,8 +21,9 @@ HOST, PORT, FAKE_LLM_LATENCY_S and FAKE_LLM_MODEL are read when no argument is g
     POST /reset                counters, recorded requests and faults back to their start values
 
 `fail_next` answers the next N requests with `fail_status` (and `Retry-After` when set);
-`refuse` answers every request that way until turned off; `empty_next` answers the next N with
-`content: null`. Latency applies to the answers that succeed.
+`refuse` answers every request that way until turned off; `answers` script the content (null
+for none) and finish reason of the next answers, in order: drafts the worker's content checks
+must trim or refuse. Latency applies to the answers that succeed.
 """
 
 import argparse
@@ -56,13 +57,18 @@ class ChatRequest(BaseModel):
     temperature: float | None = None
 
 
+class Answer(BaseModel):
+    content: str | None
+    finish_reason: str = "stop"
+
+
 class Control(BaseModel):
     latency_s: float | None = Field(None, ge=0)
     fail_next: int | None = Field(None, ge=0)
     fail_status: int | None = Field(None, ge=400, le=599)
     retry_after: str | None = None
     refuse: bool | None = None
-    empty_next: int | None = Field(None, ge=0)
+    answers: list[Answer] | None = None
 
 
 @dataclass
@@ -72,7 +78,7 @@ class Faults:
     fail_status: int = 503
     retry_after: str | None = None
     refuse: bool = False
-    empty_next: int = 0
+    answers: list[Answer] = field(default_factory=list)
 
 
 @dataclass
@@ -112,11 +118,11 @@ class FakeLlm:
         body = {"error": {"message": f"fake failure {status}", "type": "server_error"}}
         return JSONResponse(body, status_code=status, headers=headers)
 
-    def take_empty(self) -> bool:
-        if self.faults.empty_next == 0:
-            return False
-        self.faults.empty_next -= 1
-        return True
+    def take_answer(self, messages: list[ChatMessage]) -> Answer:
+        """The scripted answer next in line, else the echo."""
+        if self.faults.answers:
+            return self.faults.answers.pop(0)
+        return Answer(content=feedback_text(messages))
 
 
 def feedback_text(messages: list[ChatMessage]) -> str:
@@ -130,9 +136,9 @@ def feedback_text(messages: list[ChatMessage]) -> str:
     return f"이번 주도 정말 수고 많았어요! 😊 {echoed} 기록을 잘 봤어요. 다음 주도 응원할게요! 🎉"
 
 
-def completion(request: ChatRequest, content: str | None, number: int) -> dict[str, Any]:
+def completion(request: ChatRequest, answer: Answer, number: int) -> dict[str, Any]:
     prompt_chars = sum(len(m.content) for m in request.messages if isinstance(m.content, str))
-    completion_tokens = len(content or "") // 2
+    completion_tokens = len(answer.content or "") // 2
     return {
         "id": f"chatcmpl-fake-{number}",
         "object": "chat.completion",
@@ -141,8 +147,8 @@ def completion(request: ChatRequest, content: str | None, number: int) -> dict[s
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": answer.content},
+                "finish_reason": answer.finish_reason,
             }
         ],
         "usage": {
@@ -173,9 +179,9 @@ def create_app(model: str = DEFAULT_MODEL, latency_s: float = 0.0) -> FastAPI:
             await asyncio.sleep(llm.faults.latency_s)
         finally:
             llm.stats.in_flight -= 1
-        content = None if llm.take_empty() else feedback_text(request.messages)
+        answer = llm.take_answer(request.messages)
         llm.stats.completions += 1
-        return completion(request, content, llm.stats.requests)
+        return completion(request, answer, llm.stats.requests)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -184,8 +190,8 @@ def create_app(model: str = DEFAULT_MODEL, latency_s: float = 0.0) -> FastAPI:
 
     @app.post("/control")
     async def control(change: Control) -> dict[str, Any]:
-        for name, value in change.model_dump(exclude_unset=True).items():
-            setattr(llm.faults, name, value)
+        for name in change.model_fields_set:
+            setattr(llm.faults, name, getattr(change, name))
         return asdict(llm.faults)
 
     @app.get("/stats")

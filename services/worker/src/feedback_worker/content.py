@@ -1,0 +1,121 @@
+"""Whether a draft is fit to show a member (docs/configuration.md, Content checks).
+
+The LLM's answer reaches a member as it is, so before delivery a draft must be:
+
+1. not empty once zero-width characters and `<think>…</think>` reasoning are removed;
+2. complete: a draft cut by `max_tokens` (finish_reason `length`) ends mid-sentence, so it is
+   trimmed to its last complete sentence (one ending in `.!?…~` or in 다/요/죠 before a space,
+   with what closes it: quotes, brackets, emoji); with no complete sentence it is `incomplete`;
+3. within `CONTENT_MIN_CHARS`..`CONTENT_MAX_CHARS` characters;
+4. free of e-mail addresses, links and phone numbers: the backend shows the text as it is;
+5. mostly Korean: at least `CONTENT_MIN_KOREAN_RATIO` of its letters are Hangul (a challenge
+   title in another language may be quoted; an answer in another language is not).
+
+The first check a draft fails is its reason. A draft that ends mid-sentence without having been
+cut (finish_reason `stop`) is the model's own ending and is kept.
+"""
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from llm_common.telemetry.names import ContentCheck
+
+# Zero-width and invisible format characters: a draft of only these looks empty to a member.
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
+# Reasoning models wrap their thinking in <think> tags; an unclosed one runs to the end.
+_THINKING = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_LINK = re.compile(
+    r"(?:https?://|www\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|kr|io|co|me|ly|app|dev|ai)\b",
+    re.IGNORECASE,
+)
+# Numbers with a leading 0 (010-1234-5678, 02 123 4567, (031) 123-4567), international ones
+# (+82 10 1234 5678) and Korean service numbers (1588-1234). Dates (2025-06-16) and counts
+# (3/5) are none of these.
+_PHONE = re.compile(
+    r"(?<!\d)(?:\+\d{1,3}[ .-]?)?\(?0\d{1,2}\)?[ .-]?\d{3,4}[ .-]?\d{4}(?!\d)"
+    r"|(?<!\d)\+\d{1,3}[ .-]?\d{1,4}[ .-]?\d{3,4}[ .-]?\d{4}(?!\d)"
+    r"|(?<!\d)1[5-9]\d{2}-\d{4}(?!\d)"
+)
+# Where a sentence ends: terminal punctuation that no letter or digit follows (so not 5~6 or
+# 2.5), or a final 다/요/죠 before a space or the end; then what closes it (quotes, brackets,
+# more punctuation, emoji).
+_TERMINAL = ".!?\u2026~\u3002\uff01\uff1f"  # the ellipsis and the full-width ones too
+_CLOSING = "\"'\u201d\u2019)\\]"  # straight and curly closing quotes, brackets
+_OPENING = "\"'\u201c\u2018(\\["  # and the opening ones
+_SENTENCE_END = re.compile(
+    f"(?:[{_TERMINAL}]+|[다요죠](?=[\\s{_CLOSING}]|$))(?!\\w)[{_CLOSING}]*(?:\\s*[^\\w\\s{_OPENING}])*"
+)
+
+
+@dataclass(frozen=True)
+class ContentRules:
+    min_chars: int = 40
+    max_chars: int = 1200
+    min_korean_ratio: float = 0.5
+
+    def reason(self, failed: ContentCheck) -> str:
+        """Why a draft that failed `failed` is unfit, in words for the record and the DLQ."""
+        return {
+            ContentCheck.EMPTY: "empty once invisible characters and <think> text are removed",
+            ContentCheck.INCOMPLETE: "cut by max_tokens before its first sentence ended",
+            ContentCheck.TOO_SHORT: f"shorter than {self.min_chars} characters",
+            ContentCheck.TOO_LONG: f"longer than {self.max_chars} characters",
+            ContentCheck.EMAIL: "contains an e-mail address",
+            ContentCheck.LINK: "contains a link",
+            ContentCheck.PHONE: "contains a phone number",
+            ContentCheck.NOT_KOREAN: f"less than {self.min_korean_ratio:.0%} of its letters are "
+            "Korean",
+        }.get(failed, str(failed))
+
+
+@dataclass(frozen=True)
+class Review:
+    """One draft judged: the text to deliver, or the check it failed."""
+
+    text: str
+    failed: ContentCheck | None = None
+    trimmed: bool = False
+
+
+def review(draft: str, finish_reason: str | None, rules: ContentRules) -> Review:
+    text = _THINKING.sub(" ", _INVISIBLE.sub("", draft)).strip()
+    if not text:
+        return Review(text, ContentCheck.EMPTY)
+    trimmed = False
+    if finish_reason == "length":
+        whole, text = text, last_complete_sentence(text)
+        if not text:
+            return Review(text, ContentCheck.INCOMPLETE)
+        trimmed = text != whole
+    checks = (
+        (ContentCheck.TOO_SHORT, len(text) < rules.min_chars),
+        (ContentCheck.TOO_LONG, len(text) > rules.max_chars),
+        (ContentCheck.EMAIL, _EMAIL.search(text) is not None),
+        (ContentCheck.LINK, _LINK.search(text) is not None),
+        (ContentCheck.PHONE, _PHONE.search(text) is not None),
+        (ContentCheck.NOT_KOREAN, korean_ratio(text) < rules.min_korean_ratio),
+    )
+    failed = next((check for check, fails in checks if fails), None)
+    return Review(text, failed, trimmed)
+
+
+def last_complete_sentence(text: str) -> str:
+    """`text` up to the end of its last complete sentence and what closes it; "" if none."""
+    end = max((match.end() for match in _SENTENCE_END.finditer(text)), default=0)
+    return text[:end].strip()
+
+
+def korean_ratio(text: str) -> float:
+    """The share of Hangul among the letters of `text` (1.0 when it has no letters)."""
+    letters = [char for char in text if unicodedata.category(char).startswith("L")]
+    if not letters:
+        return 1.0
+    return sum(1 for char in letters if _is_hangul(char)) / len(letters)
+
+
+def _is_hangul(char: str) -> bool:
+    return (
+        "\uac00" <= char <= "\ud7a3" or "\u1100" <= char <= "\u11ff" or "\u3130" <= char <= "\u318f"
+    )

@@ -1,0 +1,141 @@
+"""The worker's side of the request store (llm_common/requests_store.py), and failure notices.
+
+The handler calls it at clear points of a message's work, each one conditional write:
+
+1. `start`, only for a message that may have been worked before (received again, re-sent by
+   ingest, brought back from the DLQ): `processing`, and what the earlier work left: a stored
+   result (sent again; the LLM is not asked) or a delivered request (nothing to do). A message's
+   first receive has nothing to learn there and writes nothing before its LLM call.
+2. `generated`, once the LLM has answered: `processing` with the result, stored before its first
+   delivery attempt, so a delivery that a crash interrupts sends the same text again. Refused
+   when a result is stored already (a copy raced this one): that result is sent instead.
+3. `delivered`, before the message is deleted;
+4. or `ended`, when the runner gives the message up: `failed` or `expired` with the reason, and
+   the failure notice when CALLBACK_FAILURE_PATH is set.
+
+None of them holds an LLM slot. A store outage at 1 sends the message back to the queue
+(without the record the worker cannot tell a stored result from none); at 2-4 it is logged and
+the work goes on: the delivery happens either way, and a message that comes back records it.
+"""
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio.to_thread
+from llm_common.contracts import RESENT_ATTRIBUTE, FailureNotice
+from llm_common.requests_store import (
+    RequestRecord,
+    RequestState,
+    RequestStore,
+    StateConflict,
+)
+from llm_common.requests_store import StoreUnavailable as StoreDown
+
+from feedback_worker.delivery.notices import FailureNotices
+from feedback_worker.errors import StoreUnavailable
+from feedback_worker.jobs import Job
+from feedback_worker.source import QueueMessage
+from feedback_worker.sqs import REASON_ATTRIBUTE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the record says about a request; the defaults for one without a record (no store,
+    a message the backend published itself) or not yet worked."""
+
+    finished: bool = False
+    """Delivered or expired: a copy of its message has nothing left to do."""
+    content: str | None = None
+    """A result an earlier receive stored: delivered as it is."""
+    generated_at: datetime | None = None
+
+    @staticmethod
+    def of(record: RequestRecord | None) -> "Progress":
+        if record is None:
+            return Progress()
+        return Progress(
+            finished=record.state in (RequestState.DELIVERED, RequestState.EXPIRED),
+            content=record.content,
+            generated_at=record.generated_at,
+        )
+
+
+def first_sight(message: QueueMessage) -> bool:
+    """No worker can have worked this request yet: the message's first receive, neither re-sent
+    by ingest nor brought back from the DLQ (whose reason attribute it keeps)."""
+    seen = {RESENT_ATTRIBUTE, REASON_ATTRIBUTE} & message.attributes.keys()
+    return message.receive_count == 1 and not seen
+
+
+class RequestRecords:
+    def __init__(self, store: RequestStore | None, notices: FailureNotices | None = None) -> None:
+        self._store = store
+        self._notices = notices
+
+    async def start(self, job: Job, message: QueueMessage) -> Progress:
+        if self._store is None or first_sight(message):
+            return Progress()
+        start = functools.partial(
+            self._store.start_processing, job.request_id, message.receive_count
+        )
+        try:
+            record: RequestRecord | None = await anyio.to_thread.run_sync(start)
+        except StateConflict as conflict:
+            record = conflict.current
+        except StoreDown as error:
+            raise StoreUnavailable(f"request store unavailable: {error}") from error
+        return Progress.of(record)
+
+    async def generated(self, job: Job, content: str, receive: int) -> str | None:
+        """The result to deliver: `content`, now stored; or the one stored before it (a copy of
+        the message raced this one); None when the request ended meanwhile."""
+        if self._store is None:
+            return content
+        store = functools.partial(self._store.store_result, job.request_id, content, receive)
+        try:
+            await anyio.to_thread.run_sync(store)
+        except StateConflict as conflict:
+            if conflict.current is None:  # no record: a message the backend published itself
+                return content
+            log.warning("request %s: %s before this result", job.request_id, conflict)
+            progress = Progress.of(conflict.current)
+            return None if progress.finished else progress.content or content
+        except StoreDown as error:
+            log.warning("request %s: result not stored: %s", job.request_id, error)
+        return content
+
+    async def delivered(self, job: Job, channels: list[str], outcome: str) -> None:
+        if self._store is not None:
+            mark = functools.partial(self._store.mark_delivered, job.request_id, channels, outcome)
+            await self._quietly("delivered", mark)
+
+    async def ended(self, job: Job, state: RequestState, reason: str) -> None:
+        """`failed` or `expired`; the notice goes out whether or not the record could be kept."""
+        if self._store is not None:
+            end = functools.partial(self._store.end, job.request_id, state, reason)
+            await self._quietly(state.value, end)
+        if self._notices is not None:
+            notice = {
+                "request_id": job.request_id,
+                "member_id": job.request.member_id,
+                "state": state.value,
+                "reason": reason,
+                # Zone-less like the result's: the worker's local time (set TZ).
+                "timestamp": datetime.now(),
+            }
+            await self._notices.send(FailureNotice.model_validate(notice))
+
+    @staticmethod
+    async def _quietly(what: str, write: Callable[[], object]) -> None:
+        try:
+            await anyio.to_thread.run_sync(write)
+        except StateConflict as conflict:
+            if conflict.current is not None:  # None: a message the backend published itself
+                log.warning("request record not marked %s: %s", what, conflict)
+        except StoreDown as error:
+            log.warning("request record not marked %s: %s", what, error)

@@ -1,0 +1,123 @@
+"""`python -m feedback_worker admin`: each command as an operator runs it, a process of its own
+on the worker's environment, against moto's SQS and DynamoDB and the callback receiver."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from devstack.queues import FeedbackQueues
+from llm_common.requests_store import RequestState, RequestStore
+from mypy_boto3_sqs import SQSClient
+
+from tests.support.fakes import CallbackReceiver
+from tests.support.queues import enqueue, receive_all
+
+DEADLINE = datetime.now(UTC) + timedelta(days=7)
+
+
+@pytest.fixture
+def admin_env(worker_env: dict[str, str], request_table: str) -> dict[str, str]:
+    aws = {name: value for name, value in os.environ.items() if name.startswith(("AWS_", "PATH"))}
+    return {**worker_env, **aws, "REQUEST_TABLE_NAME": request_table}
+
+
+@pytest.fixture
+def store(request_table: str) -> RequestStore:
+    return RequestStore(request_table, "us-east-1")
+
+
+def admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "feedback_worker", "admin", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_status_prints_the_record_and_fails_for_an_unknown_id(
+    admin_env: dict[str, str], store: RequestStore
+) -> None:
+    store.accept("adm-1", 501, DEADLINE)
+    store.store_result("adm-1", "잘했어요! 다음 주도 화이팅이에요.", receive=1)
+    store.end("adm-1", RequestState.FAILED, "callback rejected the result: HTTP 404: ")
+
+    known = admin(admin_env, "status", "adm-1")
+    unknown = admin(admin_env, "status", "adm-404")
+
+    assert known.returncode == 0, known.stderr
+    record = json.loads(known.stdout)
+    assert (record["state"], record["memberId"]) == ("failed", 501)
+    assert record["failureReason"] == "callback rejected the result: HTTP 404: "
+    assert unknown.returncode == 1
+    assert "adm-404" in unknown.stderr
+
+
+def test_redrive_moves_the_dlq_back_to_the_request_queue_with_why_it_was_there(
+    admin_env: dict[str, str], sqs: SQSClient, feedback_queues: FeedbackQueues
+) -> None:
+    for n in range(3):
+        enqueue(sqs, feedback_queues.dead_letters, member_id=510 + n, request_id=f"adm-dlq-{n}")
+
+    done = admin(admin_env, "redrive")
+
+    assert done.returncode == 0, done.stderr
+    assert "moved 3 message(s)" in done.stdout
+    assert receive_all(sqs, feedback_queues.dead_letters, wait_s=0) == []
+    back = receive_all(sqs, feedback_queues.requests, wait_s=0)
+    assert sorted(json.loads(m["Body"])["requestId"] for m in back) == [
+        "adm-dlq-0",
+        "adm-dlq-1",
+        "adm-dlq-2",
+    ]
+    assert {m["Attributes"]["MessageGroupId"] for m in back} == {"510", "511", "512"}
+
+
+def test_redeliver_sends_the_stored_result_and_marks_it_delivered(
+    admin_env: dict[str, str],
+    store: RequestStore,
+    receiver: CallbackReceiver,
+    sqs: SQSClient,
+    feedback_queues: FeedbackQueues,
+) -> None:
+    text = "지난주에 써 둔 피드백이에요. 이번 주도 정말 잘했어요!"
+    store.accept("adm-2", 502, DEADLINE)
+    store.store_result("adm-2", text, receive=1)
+    store.end("adm-2", RequestState.FAILED, "undelivered 4500s after it was generated")
+
+    done = admin(admin_env, "redeliver", "adm-2", "--channel", "callback")
+
+    assert done.returncode == 0, done.stderr
+    [delivery] = receiver.deliveries()
+    assert (delivery["webhook_id"], delivery["body"]["content"]) == ("adm-2", text)
+    assert receive_all(sqs, feedback_queues.results, wait_s=0) == []  # only the channel asked
+    record = store.get("adm-2")
+    assert record is not None
+    assert (record.state, record.channels) == (RequestState.DELIVERED, ("callback",))
+
+
+def test_redeliver_without_a_stored_result_does_nothing_and_says_why(
+    admin_env: dict[str, str], store: RequestStore, receiver: CallbackReceiver
+) -> None:
+    store.accept("adm-3", 503, DEADLINE)
+    store.end("adm-3", RequestState.EXPIRED, "deadline passed before the LLM was asked")
+
+    done = admin(admin_env, "redeliver", "adm-3")
+
+    assert done.returncode == 1
+    assert "no stored result" in done.stderr
+    assert receiver.deliveries() == []
+
+
+def test_without_a_request_table_the_record_commands_say_so(
+    admin_env: dict[str, str],
+) -> None:
+    done = admin({**admin_env, "REQUEST_TABLE_NAME": ""}, "status", "adm-1")
+
+    assert done.returncode == 2
+    assert "REQUEST_TABLE_NAME" in done.stderr

@@ -1,0 +1,121 @@
+"""Feedback fit to show a member: each content check on the real handler, with drafts scripted
+into the fake LLM, delivered through the callback receiver over HTTP."""
+
+import pytest
+from feedback_worker.content import ContentRules, review
+from feedback_worker.memory import InMemorySource
+from llm_common.telemetry.metrics import REGISTRY
+
+from tests.support.factories import RunFeedback
+from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.records import weekly_record
+
+FIT = (
+    "이번 주도 정말 수고 많았어요! 😊 아침 산책을 꾸준히 해낸 노력이 멋져요. "
+    "다음 주도 응원할게요! 🎉"
+)
+CUT = FIT + " 러닝은 조금 아쉬웠지만 다음 주에는 분명히"
+CHECKS = "feedback_worker_content_checks_total"
+
+UNFIT = [
+    pytest.param("empty", "\u200b\u200b \ufeff", "stop", id="zero-width only"),
+    pytest.param("empty", "<think>Praise the three runs.</think>", "stop", id="thinking only"),
+    pytest.param(
+        "incomplete", "이번 주도 정말 수고 많았고 아침 산책을 꾸준히 해낸", "length", id="cut"
+    ),
+    pytest.param("too_short", "잘했어요!", "stop", id="too short"),
+    pytest.param("too_long", "정말 잘했어요! " * 200, "stop", id="too long"),
+    pytest.param("link", FIT + " 기록은 https://example.com/me 에서 봐요.", "stop", id="link"),
+    pytest.param("email", FIT + " 문의는 coach@example.com 으로 주세요.", "stop", id="e-mail"),
+    pytest.param("phone", FIT + " 궁금하면 010-1234-5678 로 연락 주세요.", "stop", id="phone"),
+    pytest.param(
+        "not_korean",
+        "Great job this week! You kept your morning walk going and ran three times.",
+        "stop",
+        id="english",
+    ),
+]
+LINK = {"content": FIT + " 기록은 https://example.com/me 에서 봐요.", "finish_reason": "stop"}
+
+
+def count(check: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value(CHECKS, {"check": check, "outcome": outcome}) or 0.0
+
+
+def send(source: InMemorySource, member_id: int) -> str:
+    return source.send(weekly_record(member_id, f"req-{member_id}"), group_id=str(member_id))
+
+
+async def test_a_draft_cut_by_max_tokens_is_delivered_up_to_its_last_complete_sentence(
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
+) -> None:
+    trimmed = count("incomplete", "trimmed")
+    llm.control(answers=[{"content": CUT, "finish_reason": "length"}])
+    send(source, 31)
+
+    await run_feedback(source)
+
+    [delivery] = receiver.deliveries()
+    assert delivery["body"]["content"] == FIT
+    assert llm.stats()["requests"] == 1
+    assert count("incomplete", "trimmed") == trimmed + 1
+
+
+@pytest.mark.parametrize(("check", "content", "finish_reason"), UNFIT)
+async def test_an_unfit_draft_is_written_once_more_and_the_fit_one_delivered(
+    run_feedback: RunFeedback,
+    source: InMemorySource,
+    llm: FakeLlm,
+    receiver: CallbackReceiver,
+    check: str,
+    content: str,
+    finish_reason: str,
+) -> None:
+    regenerated = count(check, "regenerated")
+    llm.control(answers=[{"content": content, "finish_reason": finish_reason}])
+    send(source, 32)
+
+    await run_feedback(source)
+
+    [delivery] = receiver.deliveries()
+    assert "이번 주도 정말 수고 많았어요" in delivery["body"]["content"]
+    assert llm.stats()["requests"] == 2
+    assert count(check, "regenerated") == regenerated + 1
+
+
+async def test_two_unfit_drafts_fail_the_request_with_the_reason_and_nothing_is_delivered(
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
+) -> None:
+    failed = count("link", "failed")
+    llm.control(answers=[LINK, LINK])
+    message_id = send(source, 33)
+
+    await run_feedback(source)
+
+    assert receiver.deliveries() == []
+    [dead] = source.dead_letters
+    assert dead.message_id == message_id
+    assert dead.reason == "feedback unfit to show after 2 drafts: contains a link"
+    assert llm.stats()["requests"] == 2
+    assert count("link", "failed") == failed + 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "6월 9일부터 15일까지(2025-06-09 ~ 2025-06-15) 3/5번 성공했어요. 정말 대단해요!",
+        "하루 10000보 걷기를 12회나 해냈어요. 다음 주에도 꾸준히 이어 가 봐요!",
+        "물 2L 마시기, 주 3회 러닝, 아침 6시 기상까지 모두 해낸 한 주였어요. 멋져요!",
+    ],
+)
+def test_dates_counts_and_amounts_are_not_taken_for_contact_details(text: str) -> None:
+    assert review(text, "stop", ContentRules(min_chars=10)).failed is None
+
+
+def test_a_cut_draft_keeps_ranges_decimals_and_emoji_of_its_last_sentence() -> None:
+    cut = "한국어 5~6문장으로 정리했어요. 이번 주 2.5km를 달렸어요!😊 다음 주에는 3"
+
+    verdict = review(cut, "length", ContentRules(min_chars=10))
+
+    assert verdict.text == "한국어 5~6문장으로 정리했어요. 이번 주 2.5km를 달렸어요!😊"
+    assert verdict.trimmed

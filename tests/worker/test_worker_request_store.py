@@ -1,0 +1,219 @@
+"""The worker keeps the request store's record: the feedback handler on an in-memory queue, the
+store in moto's DynamoDB over HTTP, the fake LLM and the callback receiver. The whole lifecycle
+through real processes, as GET shows it, is tests/e2e/test_e2e_request_lifecycle.py."""
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from feedback_worker.memory import InMemorySource
+from llm_common.requests_store import RequestRecord, RequestState, RequestStore
+
+from tests.support.clock import SimulatedClock
+from tests.support.factories import RunFeedback
+from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.records import weekly_record
+from tests.support.reliability import TcpProxy
+from tests.support.waiting import eventually
+
+DEADLINE = datetime.now(UTC) + timedelta(days=7)
+HOUR = 3600.0
+
+
+@dataclass
+class Tracked:
+    """The feedback handler on an in-memory queue with the request store in moto, and what it
+    talks to."""
+
+    source: InMemorySource
+    store: RequestStore
+    llm: FakeLlm
+    receiver: CallbackReceiver
+    run_feedback: RunFeedback
+    table: str
+
+    async def run(self, clock: SimulatedClock | None = None, **env: str) -> None:
+        await self.run_feedback(self.source, clock=clock, REQUEST_TABLE_NAME=self.table, **env)
+
+    def behind_a_receiver_down(self, member_id: int) -> tuple[str, SimulatedClock]:
+        """A request on the queue (its record accepted) whose callback answers 503 until told
+        otherwise; the simulated clock its delivery rounds will wait on."""
+        self.store.accept(f"req-{member_id}", member_id, DEADLINE)
+        self.receiver.script(status=503, times=10_000)
+        return send(self.source, member_id), SimulatedClock()
+
+    def record(self, request_id: str) -> RequestRecord:
+        record = self.store.get(request_id)
+        assert record is not None
+        return record
+
+
+@pytest.fixture
+def tracked(
+    run_feedback: RunFeedback,
+    source: InMemorySource,
+    request_table: str,
+    llm: FakeLlm,
+    receiver: CallbackReceiver,
+) -> Tracked:
+    store = RequestStore(request_table, "us-east-1")
+    return Tracked(source, store, llm, receiver, run_feedback, request_table)
+
+
+def send(source: InMemorySource, member_id: int) -> str:
+    return source.send(weekly_record(member_id, f"req-{member_id}"), group_id=str(member_id))
+
+
+async def test_a_permanent_refusal_ends_failed_with_a_notice_on_the_failure_path_only(
+    tracked: Tracked,
+) -> None:
+    tracked.store.accept("req-41", 41, DEADLINE)
+    tracked.receiver.script(status=404)
+    send(tracked.source, 41)
+
+    await tracked.run(CALLBACK_PATH="/feedback", CALLBACK_FAILURE_PATH="/feedback-failures")
+
+    record = tracked.record("req-41")
+    assert record.state is RequestState.FAILED
+    assert record.failure_reason == "callback rejected the result: HTTP 404: "
+    result, notice = tracked.receiver.deliveries()
+    assert (result["path"], result["status"]) == ("/feedback", 404)
+    assert notice["path"] == "/feedback-failures"
+    assert notice["webhook_id"] == "req-41"
+    assert notice["body"] == {
+        "requestId": "req-41",
+        "memberId": 41,
+        "state": "failed",
+        "reason": "callback rejected the result: HTTP 404: ",
+        "timestamp": notice["body"]["timestamp"],
+    }
+    assert "content" not in notice["body"]
+
+
+async def test_without_a_failure_path_no_notice_is_sent(
+    run_feedback: RunFeedback, source: InMemorySource, receiver: CallbackReceiver
+) -> None:
+    receiver.script(status=400)
+    send(source, 42)
+
+    await run_feedback(source)
+
+    assert [d["status"] for d in receiver.deliveries()] == [400]
+
+
+async def test_a_receiver_down_for_an_hour_gets_the_result_after_with_one_llm_call(
+    tracked: Tracked,
+) -> None:
+    message_id, clock = tracked.behind_a_receiver_down(43)
+    clock.at(HOUR, tracked.receiver.reset)  # the backend's deploy is over: it answers again
+
+    await tracked.run(clock, CALLBACK_MAX_ATTEMPTS="1")
+
+    assert clock.elapsed > HOUR - 1
+    assert tracked.source.deleted == [message_id]
+    assert tracked.source.receives == 1  # held all along: no receive spent
+    assert tracked.llm.stats()["requests"] == 1
+    [delivered] = tracked.receiver.deliveries()
+    record = tracked.record("req-43")
+    assert record.state is RequestState.DELIVERED
+    assert record.content == delivered["body"]["content"]
+    assert max(clock.sleeps) <= 60  # DELIVERY_RETRY_MAX_DELAY_SECONDS: back soon after
+
+
+async def test_a_receiver_down_past_the_delivery_budget_ends_failed_with_the_reason(
+    tracked: Tracked,
+) -> None:
+    _, clock = tracked.behind_a_receiver_down(44)
+
+    await tracked.run(clock, DELIVERY_RETRY_SECONDS="600", CALLBACK_MAX_ATTEMPTS="1")
+
+    [dead] = tracked.source.dead_letters
+    assert (dead.reason or "").startswith("undelivered 600s after it was generated: callback")
+    record = tracked.record("req-44")
+    assert (record.state, record.failure_reason) == (RequestState.FAILED, dead.reason)
+    assert record.content is not None  # kept: `admin redeliver` can send it later
+    assert 599 < clock.elapsed < 700  # the budget, to the microsecond
+    assert tracked.llm.stats()["requests"] == 1
+
+
+async def test_a_message_back_after_its_result_was_stored_sends_that_result_without_the_llm(
+    tracked: Tracked,
+) -> None:
+    text = "지난번에 써 둔 피드백이에요. 이번 주도 수고 많았어요!"
+    tracked.store.accept("req-45", 45, DEADLINE)
+    tracked.store.store_result("req-45", text, receive=1)
+    send(tracked.source, 45)
+    # The worker that stored it died before delivering: its receive counted, the message is back.
+    await tracked.source.receive(1, 0, 0)
+
+    await tracked.run()
+
+    assert tracked.llm.stats()["requests"] == 0
+    [delivery] = tracked.receiver.deliveries()
+    assert delivery["body"]["content"] == text
+    record = tracked.record("req-45")
+    assert (record.state, record.attempts) == (RequestState.DELIVERED, 2)
+
+
+async def test_a_copy_of_a_delivered_request_is_deleted_without_work(tracked: Tracked) -> None:
+    tracked.store.accept("req-46", 46, DEADLINE)
+    tracked.store.store_result(
+        "req-46", "이미 전달된 피드백이에요. 다음 주도 응원할게요!", receive=1
+    )
+    tracked.store.mark_delivered("req-46", ["callback"], "delivered")
+    message_id = send(tracked.source, 46)
+    await tracked.source.receive(1, 0, 0)
+
+    await tracked.run()
+
+    assert tracked.source.deleted == [message_id]
+    assert tracked.llm.stats()["requests"] == 0
+    assert tracked.receiver.deliveries() == []
+
+
+async def test_an_llm_failing_on_every_receive_ends_failed_with_why(tracked: Tracked) -> None:
+    tracked.store.accept("req-47", 47, DEADLINE)
+    tracked.llm.control(refuse=True, fail_status=503)
+    send(tracked.source, 47)
+
+    for _ in range(3):  # the in-memory queue allows 3 receives
+        await tracked.run(LLM_MAX_RETRIES="0")
+        tracked.source.advance(60)
+
+    record = tracked.record("req-47")
+    assert record.state is RequestState.FAILED
+    assert record.failure_reason == "gave up after 3 receives: LLM call failed: HTTP 503"
+    assert record.attempts == 3
+
+
+async def test_a_store_outage_after_acceptance_loses_nothing(
+    tracked: Tracked, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB cut while work is under way: a message at the LLM is still delivered (the writes
+    after it are logged, not fatal); one that needs its record first waits in the queue until
+    the store is back, then is delivered."""
+    proxy = TcpProxy(int(moto_endpoint.rsplit(":", 1)[1]))
+    proxy.up()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
+    for member in (48, 49):
+        tracked.store.accept(f"req-{member}", member, DEADLINE)
+    tracked.llm.control(latency_s=1.0)
+    send(tracked.source, 49)
+    run = asyncio.create_task(tracked.run())
+    await eventually(lambda: tracked.llm.stats()["requests"] >= 1, what="req-49 at the LLM")
+    proxy.down()
+    send(tracked.source, 48)
+    await tracked.source.receive(1, 0, 0)  # received before by a worker that died
+    await run
+
+    assert [d["webhook_id"] for d in tracked.receiver.deliveries()] == ["req-49"]
+    assert tracked.source.counts() == (0, 1)  # req-48 back in the queue, not in the DLQ
+    proxy.up()
+    tracked.source.advance(60)
+    await tracked.run()
+    proxy.down()
+
+    assert sorted(d["webhook_id"] for d in tracked.receiver.deliveries()) == ["req-48", "req-49"]
+    assert tracked.record("req-48").state is RequestState.DELIVERED
+    assert tracked.source.dead_letters == []
