@@ -110,7 +110,14 @@ class Emulator:
 def emulator(name: str = "moto") -> Iterator[Emulator]:
     port = free_port()
     proc = process(
-        name, "bench.moto_server", "-H", "127.0.0.1", "-p", str(port), ready_path="/moto-api/", port=port
+        name,
+        "bench.moto_server",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        ready_path="/moto-api/",
+        port=port,
     )
     with running(proc):
         yield Emulator(proc, port)

@@ -99,15 +99,19 @@ async def test_a_probe_that_answers_while_calls_fail_lets_one_trial_call_at_a_ti
     llm.control(refuse=True, fail_status=503)
     for member in range(1, 9):
         enqueue(sqs, queues.requests, member_id=member, request_id=f"trial-{member}")
-    worker = await start_worker(**on_queues, WORKER_CONCURRENCY="8")
-    await eventually(lambda: llm.stats()["failures"] >= 3, 30)
+    # The gate starts open: the first receive brings all 8, two go to the LLM and fail.
+    worker = await start_worker(**on_queues, WORKER_CONCURRENCY="2", WORKER_PREFETCH="6")
+    calls_at_close = 2
+    await eventually(lambda: llm.stats()["failures"] >= calls_at_close + 3, 30)
     worker.stop()
     await eventually(lambda: queue_counts(sqs, queues.requests) == (8, 0))
 
-    # Every receive was a trial call: no message was received only to be handed back.
+    # Past the first close, every receive was a trial call: the six held ahead were handed
+    # back once, and no reopening received a batch only for it to fail or be handed back.
     copies = receive_all(sqs, queues.requests, visibility_s=1)
     receives = sum(int(m["Attributes"]["ApproximateReceiveCount"]) - 1 for m in copies)
-    assert receives == llm.stats()["requests"] == llm.stats()["failures"]
+    assert llm.stats()["requests"] == llm.stats()["failures"]
+    assert receives == llm.stats()["requests"] + 6
 
     llm.control(refuse=False)
     await start_worker(**on_queues, WORKER_CONCURRENCY="8")

@@ -16,8 +16,8 @@ CLOSED: nothing is received, and on the way from OPEN what is held ahead of the 
 back once, at once; the probe runs with backoff (0.5 s doubling to 30 s). TRIAL: one message
 is received and called, nothing else: a server whose probe answers while its calls fail (a
 /v1/models that answers during a model load, an overloaded proxy) costs one receive per probe,
-not a receive of every held message each time the gate opens. A worker starts in TRIAL: the
-start-up check has just seen the LLM answer.
+not a receive of every held message each time the gate opens. A worker starts OPEN: its start-up
+check (feedback_worker/startup.py) waited for the LLM to list its model, as a probe would.
 
 The limit: how many calls this worker may have in flight, between 1 and WORKER_CONCURRENCY.
 It follows vLLM's own `vllm:num_requests_waiting`, read from the LLM's `/metrics` every
@@ -140,8 +140,10 @@ class LlmGate:
         self._receiving = asyncio.Event()
         self._closed_since = time.monotonic()
         self._probing: asyncio.Task[None] | None = None
-        self.state = GateState.CLOSED
-        self._enter(GateState.TRIAL)
+        self.state = GateState.OPEN
+        self._receiving.set()
+        metrics.WORKER_LLM_GATE_OPEN.set(1)
+        bounds.set_limit(self._limit)
 
     @property
     def receiving(self) -> bool:
@@ -230,6 +232,8 @@ class LlmGate:
                 self._server_url,
             )
             self._limit, self._slow_start = self._bounds.ceiling, False
+            if self.state is GateState.OPEN:
+                self._bounds.set_limit(self._limit)
 
     async def stop(self) -> None:
         if self._probing is not None:
