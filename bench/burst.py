@@ -51,6 +51,7 @@ from typing import Any
 import httpx
 from devstack.fakes.vllm_sim import Calibration
 from devstack.processes import ManagedProcess, free_port
+from devstack.queues import FeedbackQueues
 
 from bench.common import (
     Emulator,
@@ -60,6 +61,7 @@ from bench.common import (
     percentile,
     process,
     running,
+    worker_env,
 )
 from bench.worker_throughput import Backlog, fresh_queues
 from tests.support.waiting import wait_until
@@ -221,26 +223,29 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
-def worker_env(
-    aws: Emulator, callback: Receiver, queues: Any, llm_url: str, gate: bool, scale: float
+def burst_worker_env(
+    aws: Emulator,
+    callback: Receiver,
+    queues: FeedbackQueues,
+    llm_url: str,
+    gate: bool,
+    scale: float,
 ) -> dict[str, str]:
-    return {
-        **aws.env(),
-        "FEEDBACK_QUEUE_URL": queues.requests,
-        "FEEDBACK_DLQ_URL": queues.dead_letters,
-        "CALLBACK_URL": callback.url,
-        "CALLBACK_SECRET": callback.secret,
-        "LLM_BASE_URL": f"{llm_url}/v1",
-        "LLM_MODEL": MODEL,
-        "LLM_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT_S / scale),
-        "WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
-        "LLM_GATE_ENABLED": "true" if gate else "false",
-        "METRICS_PORT": "0",
+    return worker_env(
+        aws,
+        queues,
+        callback,
+        f"{llm_url}/v1",
+        MODEL,
+        LLM_TIMEOUT_SECONDS=str(CLIENT_TIMEOUT_S / scale),
+        WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
+        LLM_GATE_ENABLED="true" if gate else "false",
+        METRICS_PORT="0",
         # One line per request would cost the 2-core machine more than the work itself.
-        "LOG_LEVEL": "WARNING",
+        LOG_LEVEL="WARNING",
         # One poll per real second of a GPU, whatever the time scale.
-        "LLM_CAPACITY_POLL_SECONDS": str(max(0.1, 1.0 / scale)),
-    }
+        LLM_CAPACITY_POLL_SECONDS=str(max(0.1, 1.0 / scale)),
+    )
 
 
 def measure(
@@ -258,7 +263,7 @@ def measure(
     queues = fresh_queues(sqs, label)
     httpx.post(f"{callback.url}/reset").raise_for_status()
     with simulators(replicas, scale) as sims, ExitStack() as stack:
-        env = worker_env(aws, callback, queues, sims.url, gate, scale)
+        env = burst_worker_env(aws, callback, queues, sims.url, gate, scale)
         procs: list[ManagedProcess] = [
             process(f"burst-{label}-{n}", "feedback_worker", env=env) for n in range(workers)
         ]

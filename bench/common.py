@@ -18,6 +18,7 @@ from llm_common.contracts import FeedbackJob, FeedbackRequest
 from llm_common.contracts.example import example_weekly_record
 
 if TYPE_CHECKING:
+    from devstack.queues import FeedbackQueues
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
@@ -140,6 +141,28 @@ def queued_job(member_id: int, request_id: str) -> FeedbackJob:
 class Receiver:
     url: str
     secret: str
+
+
+def worker_env(
+    aws: Emulator,
+    queues: "FeedbackQueues",
+    callback: Receiver,
+    llm_base_url: str,
+    model: str,
+    **settings: str,
+) -> dict[str, str]:
+    """A worker's environment on the bench's emulator, queues, receiver and LLM; `settings`
+    add or override single variables (WORKER_CONCURRENCY="64")."""
+    return {
+        **aws.env(),
+        "FEEDBACK_QUEUE_URL": queues.requests,
+        "FEEDBACK_DLQ_URL": queues.dead_letters,
+        "CALLBACK_URL": callback.url,
+        "CALLBACK_SECRET": callback.secret,
+        "LLM_BASE_URL": llm_base_url,
+        "LLM_MODEL": model,
+        **settings,
+    }
 
 
 @contextmanager

@@ -21,7 +21,7 @@ def _within_retention(backend: SQSBackend, queue_name: str, message: Message) ->
     return sent_s + retention_s > unix_time()
 
 
-SQSBackend.is_message_valid_based_on_retention_period = _within_retention  # type: ignore[method-assign]
+SQSBackend.is_message_valid_based_on_retention_period = _within_retention  # type: ignore[assignment]
 
 if __name__ == "__main__":
     main()

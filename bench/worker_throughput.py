@@ -38,6 +38,7 @@ from bench.common import (
     process,
     queued_job,
     running,
+    worker_env,
 )
 from tests.support.waiting import wait_until
 
@@ -124,16 +125,9 @@ def measure_worker(aws: Emulator, llm_url: str, callback: Receiver, in_flight: i
     worker = process(
         f"worker-{in_flight}",
         "feedback_worker",
-        env={
-            **aws.env(),
-            "FEEDBACK_QUEUE_URL": queues.requests,
-            "FEEDBACK_DLQ_URL": queues.dead_letters,
-            "CALLBACK_URL": callback.url,
-            "CALLBACK_SECRET": callback.secret,
-            "LLM_BASE_URL": f"{llm_url}/v1",
-            "LLM_MODEL": MODEL,
-            "WORKER_CONCURRENCY": str(in_flight),
-        },
+        env=worker_env(
+            aws, queues, callback, f"{llm_url}/v1", MODEL, WORKER_CONCURRENCY=str(in_flight)
+        ),
     )
     with running(worker):
         wait_until(

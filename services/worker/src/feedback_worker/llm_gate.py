@@ -134,7 +134,7 @@ class LlmGate:
         """The limit while open; TRIAL and CLOSED set the bounds to one call meanwhile."""
         self._slow_start = True
         self._has_metrics: bool | None = None
-        """Unknown until the first reading while open."""
+        """Unknown until the first reading of /metrics."""
         self._failed_tries = 0
         """Probes and trial calls that failed since the gate was last open: the backoff."""
         self._receiving = asyncio.Event()
