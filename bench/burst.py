@@ -28,20 +28,18 @@ Figures:
 - accepted → delivered p50/p99: from the burst (every request accepted at once) to its
   callback, real seconds x time scale.
 
-moto's receive rescans the whole queue for every message it returns, so the queue is kept
-topped up with what the workers can hold rather than filled with all 20,000 at once; to a
-worker the queue is never empty until the last request is sent, as with a real full queue.
+Every request is queued before the workers start; the burst's clock starts when the first
+worker is past its start-up checks (vLLM is up then too; the restart scenario has its start).
+With more than one replica the workers reach them through bench/round_robin_proxy.py, the
+Service, in its own process.
 
 `--burst-requests` scales the count down (on a 2-core machine a 20,000 burst takes an hour
 over the whole matrix); `--burst-smallest` runs only 1 replica x 1 worker, with and without
 the gate, and its restart scenario.
 """
 
-import asyncio
 import contextlib
 import math
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -50,8 +48,9 @@ from typing import Any
 
 import httpx
 from devstack.fakes.vllm_sim import Calibration
-from devstack.processes import ManagedProcess, free_port
+from devstack.processes import free_port
 from devstack.queues import FeedbackQueues
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
     Emulator,
@@ -63,7 +62,7 @@ from bench.common import (
     running,
     worker_env,
 )
-from bench.worker_throughput import Backlog, fresh_queues
+from bench.worker_throughput import fill, fresh_queues
 from tests.support.waiting import wait_until
 
 REQUESTS = 20_000
@@ -176,51 +175,18 @@ def simulators(replicas: int, time_scale: float) -> Iterator[Simulators]:
         if replicas == 1:
             yield Simulators(controls, f"http://127.0.0.1:{ports[0]}")
             return
-        proxy = stack.enter_context(RoundRobinProxy(ports))
-        yield Simulators(controls, f"http://127.0.0.1:{proxy.port}")
-
-
-class RoundRobinProxy:
-    """kube-proxy's part: each new connection to the Service goes to the next replica."""
-
-    def __init__(self, backends: list[int]) -> None:
-        self._backends = backends
-        self._next = 0
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port: int = self._socket.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> "RoundRobinProxy":
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-
-    async def _serve(self) -> None:
-        await asyncio.start_server(self._connect, sock=self._socket)
-
-    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        port = self._backends[self._next % len(self._backends)]
-        self._next += 1
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            writer.close()  # the replica is down: the client sees its connection dropped
-            return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(65_536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
+        proxy_port = free_port()
+        proxy = process(
+            "vllm-service",
+            "bench.round_robin_proxy",
+            "--port",
+            str(proxy_port),
+            *(arg for port in ports for arg in ("--backend", str(port))),
+            ready_path="/health",
+            port=proxy_port,
+        )
+        stack.enter_context(running(proxy))
+        yield Simulators(controls, f"http://127.0.0.1:{proxy_port}")
 
 
 def burst_worker_env(
@@ -240,7 +206,6 @@ def burst_worker_env(
         LLM_TIMEOUT_SECONDS=str(CLIENT_TIMEOUT_S / scale),
         WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
         LLM_GATE_ENABLED="true" if gate else "false",
-        METRICS_PORT="0",
         # One line per request would cost the 2-core machine more than the work itself.
         LOG_LEVEL="WARNING",
         # One poll per real second of a GPU, whatever the time scale.
@@ -261,18 +226,22 @@ def measure(
     label = f"{replicas}r{workers}w{'-gate' if gate else ''}{'-restart' if restart else ''}"
     sqs = aws.sqs()
     queues = fresh_queues(sqs, label)
+    fill(sqs, queues.requests, range(1, total + 1))  # the burst: every request queued at once
     httpx.post(f"{callback.url}/reset").raise_for_status()
     with simulators(replicas, scale) as sims, ExitStack() as stack:
         env = burst_worker_env(aws, callback, queues, sims.url, gate, scale)
-        procs: list[ManagedProcess] = [
-            process(f"burst-{label}-{n}", "feedback_worker", env=env) for n in range(workers)
-        ]
-        backlog = Backlog(sqs, queues.requests, total, ahead=workers * WORKER_CONCURRENCY * 2)
         start = sims.stats()
-        started = time.time()  # every request counts as accepted now: the burst
-        backlog.top_up(0)
-        for proc in procs:
-            stack.enter_context(running(proc))
+        metrics_ports = [free_port() for _ in range(workers)]
+        for n, port in enumerate(metrics_ports):
+            worker_proc = process(
+                f"burst-{label}-{n}", "feedback_worker", env=env | {"METRICS_PORT": str(port)}
+            )
+            stack.enter_context(running(worker_proc))
+        # The burst starts when the first worker is past its start-up checks: a worker's
+        # process start (seconds here, times the time scale) is not the GPU's drain, and vLLM
+        # is up at the start too (the restart scenario has its start).
+        wait_until(lambda: any(map(worker_ready, metrics_ports)), 120, f"the {label} workers")
+        started = time.time()
         samples = Sampler(sims, total, replicas)
         deadline_s = (
             3 * CALIBRATION.ideal_seconds(total * 225, total * 450, replicas) / scale
@@ -286,7 +255,6 @@ def measure(
             samples.take(delivered)
             if outage is not None:
                 outage.maybe(delivered, total)
-            backlog.top_up(delivered)
             return delivered + dlq_count(sqs, queues.dead_letters) >= total
 
         # Past the deadline the figures say what was delivered (`complete` false), no crash.
@@ -304,6 +272,20 @@ def measure(
         deliveries=deliveries,
         samples=samples,
         dlq=dlq_count(sqs, queues.dead_letters),
+    )
+
+
+def worker_ready(metrics_port: int) -> bool:
+    """Past its start-up checks: the worker has set its in-flight limit."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+    except httpx.TransportError:
+        return False
+    return any(
+        sample.value > 0
+        for family in text_string_to_metric_families(text)
+        if family.name == "feedback_worker_llm_limit"
+        for sample in family.samples
     )
 
 

@@ -1,0 +1,50 @@
+"""kube-proxy's part for the burst bench: each new connection to the Service goes to the next
+vLLM replica, in its own process.
+
+In the bench's own process it competed for the GIL with the bench's SQS calls: filling the queue
+with 1,000 requests took 41 s instead of under 2 s, and that time counted as drain.
+
+    python -m bench.round_robin_proxy --port P --backend PORT [--backend PORT ...]
+"""
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+
+
+async def serve(port: int, backends: list[int]) -> None:
+    turns = itertools.cycle(backends)
+
+    async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", next(turns))
+        except OSError:
+            writer.close()  # the replica is down: the client sees its connection dropped
+            return
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(connect, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await reader.read(65_536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+def main() -> None:
+    parse = argparse.ArgumentParser(prog="python -m bench.round_robin_proxy")
+    parse.add_argument("--port", type=int, required=True)
+    parse.add_argument("--backend", type=int, action="append", required=True)
+    args = parse.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.port, args.backend))
+
+
+if __name__ == "__main__":
+    main()
