@@ -33,9 +33,9 @@ worker is past its start-up checks (vLLM is up then too; the restart scenario ha
 With more than one replica the workers reach them through bench/round_robin_proxy.py, the
 Service, in its own process.
 
-`--burst-requests` scales the count down (on a 2-core machine a 20,000 burst takes an hour
-over the whole matrix); `--burst-smallest` runs only 1 replica x 1 worker, with and without
-the gate, and its restart scenario.
+`--burst-requests` scales the count down (on 2 cores the host, not the GPU, is the limit
+above ~30 requests/s: docs/benchmarks.md); `--burst-smallest` runs only 1 replica x 1 worker,
+with and without the gate, and its restart scenario.
 """
 
 import contextlib

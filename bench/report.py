@@ -1,6 +1,7 @@
 """The figures as a Markdown table (printed and written), JSON and a PNG plot."""
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +157,9 @@ def qa_sync_table(q: dict[str, Any]) -> str:
 def plot(r: dict[str, Any], path: Path) -> None:
     if not all(key in r for key in ("worker_throughput", "added_latency", "ingest", "qa_sync")):
         return
-    figure, ((top_left, top_right), (bottom_left, bottom_right)) = plt.subplots(
-        2, 2, figsize=(12, 9)
-    )
+    rows = 3 if "burst" in r else 2
+    figure, panels = plt.subplots(rows, 2, figsize=(12, 4.5 * rows), squeeze=False)
+    (top_left, top_right), (bottom_left, bottom_right) = panels[0], panels[1]
     w = r["worker_throughput"]
     in_flight = [row["in_flight"] for row in w["rows"]]
     top_left.plot(in_flight, [row["ideal_per_second"] for row in w["rows"]], "k--", label="ideal")
@@ -213,8 +214,43 @@ def plot(r: dict[str, Any], path: Path) -> None:
     bottom_right.set(xlabel="output lines", ylabel="peak RSS MiB", title="4. qa-sync peak memory")
     bottom_right.legend()
 
+    if "burst" in r:
+        burst_panels(r["burst"], panels[2][0], panels[2][1])
+
     m = r["machine"]
     figure.suptitle(f"make bench — {m['cpu']}, {m['cores']} cores, commit {m['commit']}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def burst_panels(b: dict[str, Any], drain: Any, fill: Any) -> None:
+    """5. The weekly burst: drain ÷ ideal and batch fill, the gate beside the baseline."""
+    configs = sorted({(run["replicas"], run["workers"], run["restart"]) for run in b["runs"]})
+    names = [
+        f"{replicas} vLLM\n{workers} workers" + ("\nrestart" if restart else "")
+        for replicas, workers, restart in configs
+    ]
+    x = range(len(configs))
+
+    def figure_of(key: str, gate: bool) -> list[float]:
+        # A run that did not deliver everything has no drain to compare (its table row says why).
+        by_config = {
+            (run["replicas"], run["workers"], run["restart"]): (
+                run[key] if run["complete"] or key != "drain_ratio" else math.nan
+            )
+            for run in b["runs"]
+            if run["gate"] == gate
+        }
+        return [by_config.get(config, 0.0) for config in configs]
+
+    for panel, key, target, label in (
+        (drain, "drain_ratio", 1.1, "drain ÷ ideal"),
+        (fill, "batch_fill", 0.9, "batch fill"),
+    ):
+        panel.bar([i - 0.2 for i in x], figure_of(key, True), 0.4, label="LLM gate on")
+        panel.bar([i + 0.2 for i in x], figure_of(key, False), 0.4, label="off (baseline)")
+        panel.axhline(target, color="k", linestyle="--", label=f"target {target}")
+        panel.set_xticks(list(x), names, fontsize=8)
+        panel.set(ylabel=label, title=f"5. Weekly burst ({b['requests']} requests): {label}")
+        panel.legend(fontsize=8)
