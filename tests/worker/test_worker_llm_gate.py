@@ -178,6 +178,16 @@ def test_waiting_beyond_the_target_scales_every_limit_to_the_batch() -> None:
     assert (limit, slow_start) == (68, False)
 
 
+def test_a_queue_still_draining_does_not_cut_the_limit_again() -> None:
+    # A poll later the 512 calls are still in flight (none can be taken back) and 240 still
+    # wait: each worker stays near 68 (128 * 272 / 496 = 70), not 68 * 272 / 496 = 37.
+    assert next_limit(68, 128, Capacity(256, 240), 16, slow_start=False) == (70, False)
+
+
+def test_waiting_caused_by_others_brings_an_idle_limit_down_to_its_calls() -> None:
+    assert next_limit(100, 20, Capacity(256, 256), 16, slow_start=False) == (10, False)
+
+
 def test_nothing_waiting_doubles_in_slow_start_then_grows_by_a_tenth() -> None:
     assert next_limit(16, 16, Capacity(16, 0), 16, slow_start=True) == (32, True)
     assert next_limit(100, 95, Capacity(100, 3), 16, slow_start=False) == (110, False)

@@ -23,9 +23,10 @@ The limit: how many calls this worker may have in flight, between 1 and WORKER_C
 It follows vLLM's own `vllm:num_requests_waiting`, read from the LLM's `/metrics` every
 LLM_CAPACITY_POLL_SECONDS (a poll the LLM does not answer closes the gate too, so an idle
 worker learns of an outage before it receives anything): while requests wait beyond a small
-target, every worker scales its limit by (running + target) / (running + waiting), so all pods
-together converge in one poll on what vLLM runs plus the target, whatever their number; while
-none wait and the limit binds, it doubles (slow start, until the first wait) and then grows by
+target, every worker sets its limit to its calls in flight times (running + target) / (running +
+waiting), so all pods together converge in one poll on what vLLM runs plus the target, whatever
+their number, and stay there while the queue drains; while none wait and the limit binds, it
+doubles (slow start, until the first wait) and then grows by
 a tenth. A latency-based limiter (AIMD on latency, a gradient limiter) does not fit a batching
 GPU: a call's time grows with the batch even when nothing waits (a decode step costs
 a + b x running), so it would read a fuller batch as overload and keep the GPU below its
@@ -92,8 +93,12 @@ def next_limit(
 ) -> tuple[int, bool]:
     """The control law (see the module docstring); returns (limit, still in slow start)."""
     if capacity.waiting > target_waiting:
+        # The share scales the calls in flight, which the reading describes, not the limit: a
+        # call cannot be taken back, so vLLM's queue drains only as its batch ends sequences
+        # (a whole generation, ~13 s at 256 running), and scaling the limit again at every poll
+        # meanwhile cut it to a quarter of the batch (2 replicas x 8 workers: drain 1.22 x ideal).
         share = (capacity.running + target_waiting) / (capacity.running + capacity.waiting)
-        return max(1, math.floor(limit * share)), False
+        return max(1, math.floor(in_flight * share)), False
     if in_flight >= BINDING_FRACTION * limit:
         growth = limit if slow_start else max(1, math.ceil(limit * GROWTH_AFTER_SLOW_START))
         return limit + growth, slow_start
