@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import date
 from typing import Any
 
 from bench import added_latency, burst, ingest_load, qa_sync_memory, report, worker_throughput
@@ -72,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = report.RESULTS / "latest.json"
     results: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
     results["machine"] = machine_info()
+    # Which commit and day each section's figures are from: a section not chosen keeps its own.
+    measured = results.setdefault("measured", {})
     for name in chosen:
+        measured[name] = {"commit": results["machine"]["commit"], "date": date.today().isoformat()}
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         section_started = time.monotonic()
         results[name] = asdict(available[name]())

@@ -25,12 +25,21 @@ def write(results: dict[str, Any]) -> str:
     return markdown
 
 
+def measured_line(measured: dict[str, dict[str, str]]) -> str:
+    """Where a section was rerun alone (`python -m bench burst`), the others are older."""
+    by_run: dict[str, list[str]] = {}
+    for section, run in measured.items():
+        by_run.setdefault(f"commit {run['commit']} on {run['date']}", []).append(section)
+    return "".join(f"Measured at {run}: {', '.join(names)}.\n" for run, names in by_run.items())
+
+
 def tables(r: dict[str, Any]) -> str:
     m = r["machine"]
     parts = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
         f"{m['os']}; commit {m['commit']}; load average at start {m['load_average']}; "
-        f"run took {r['duration_s']:.0f} s.\n"
+        f"run took {r['duration_s']:.0f} s.\n",
+        measured_line(r.get("measured", {})),
     ]
     # A section never run yet (e.g. only `python -m bench burst` so far) has no table.
     for key, render in (
