@@ -70,7 +70,7 @@ def test_sigkilled_workers_lose_nothing_and_duplicates_share_the_webhook_id(
         worker_env={"VISIBILITY_TIMEOUT_SECONDS": "3", "WORKER_CONCURRENCY": "6"}
     )
     platform.stack.add_worker("worker-2")
-    # One second at the LLM: each kill catches a dozen requests mid-work.
+    # One second at the LLM: each kill catches about six calls there (WORKER_CONCURRENCY).
     platform.llm_control(latency_s=1.0)
     workers = ["worker", "worker-2"]
     accepted: list[str] = []

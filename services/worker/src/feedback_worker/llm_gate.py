@@ -26,12 +26,12 @@ worker learns of an outage before it receives anything): while requests wait bey
 target, every worker sets its limit to its calls in flight times (running + target) / (running +
 waiting), so all pods together converge in one poll on what vLLM runs plus the target, whatever
 their number, and stay there while the queue drains; while none wait and the limit binds, it
-doubles (slow start, until the first wait) and then grows by
-a tenth. A latency-based limiter (AIMD on latency, a gradient limiter) does not fit a batching
-GPU: a call's time grows with the batch even when nothing waits (a decode step costs
-a + b x running), so it would read a fuller batch as overload and keep the GPU below its
-plateau. A timeout or an overload answer halves the limit. An LLM without vLLM's metrics
-starts at WORKER_CONCURRENCY (today's worker) and is followed by those failures alone.
+doubles (slow start, until the first wait) and then grows by a tenth. A latency-based limiter
+(AIMD on latency, a gradient limiter) does not fit a batching GPU: a call's time grows with the
+batch even when nothing waits (a decode step costs a + b x running), so it would read a fuller
+batch as overload and keep the GPU below its plateau. A timeout or an overload answer halves
+the limit. An LLM without vLLM's metrics starts at WORKER_CONCURRENCY (today's worker) and is
+followed by those failures alone.
 
 Behind a Service with several replicas each poll reads one replica; the calls are spread evenly
 over them, so the target holds per replica.
