@@ -72,15 +72,16 @@ TIME_SCALE = 1.0
 """On 2 cores the host keeps up with one simulated H100 at time scale 1 (14.6 requests/s), not 5."""
 REPLICAS = (1, 2)
 WORKERS = (1, 4, 8)
-WORKER_CONCURRENCY = 256
-"""Every pod's ceiling: one pod may fill a whole vLLM batch. With the gate off it is also
-every pod's fixed number of calls, as WORKER_CONCURRENCY is today."""
+CALIBRATION = Calibration.published()
+WORKER_CONCURRENCY = 2 * CALIBRATION.max_num_seqs
+"""Every pod's ceiling: two batches, so one pod can fill both replicas (the gate keeps what is
+in flight to what vLLM takes; at one batch, 1 pod x 2 replicas drained in 1.28 x the ideal,
+batch fill 0.42). With the gate off it is every pod's fixed number of calls, today's worker."""
 CLIENT_TIMEOUT_S = 60.0
 OUTAGE_S = 300.0
 LOAD_S = 120.0
 MODEL = "sim-7b"
 SAMPLE_EVERY_S = 0.25
-CALIBRATION = Calibration.published()
 
 
 @dataclass(frozen=True)
