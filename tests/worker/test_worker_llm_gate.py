@@ -15,7 +15,15 @@ import httpx
 import pytest
 from devstack.fakes.vllm_sim import Calibration, SimulatorThread
 from devstack.queues import FeedbackQueues, create_feedback_queues
-from feedback_worker.llm_gate import Capacity, next_limit, read_capacity
+from feedback_worker.errors import LlmUnavailable
+from feedback_worker.llm_gate import (
+    Capacity,
+    GateReason,
+    GateState,
+    LlmGate,
+    next_limit,
+    read_capacity,
+)
 from feedback_worker.slots import Bounds
 from llm_common.telemetry.metrics import REGISTRY
 from mypy_boto3_sqs import SQSClient
@@ -166,6 +174,48 @@ async def test_a_restart_mid_burst_delivers_every_request_once(
         assert queue_counts(sqs, feedback_queues.dead_letters) == (0, 0)
         assert sim_stats(sim)["aborted"] > 0  # the stop did interrupt calls in flight
     await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 0))
+
+
+async def test_after_an_outage_the_limit_doubles_again_from_the_start_limit() -> None:
+    # One sequence at a time, a call ~2 s of real time: four calls leave three waiting.
+    with SimulatorThread(Calibration.published(max_num_seqs=1), time_scale=1) as one_seq:
+        bounds = Bounds(concurrency=64, prefetch=0)
+        async with httpx.AsyncClient(timeout=30) as http:
+            gate = LlmGate(bounds, http, one_seq.url, 60, 1, 8, on_close=lambda _: None)
+            calls = [
+                asyncio.create_task(
+                    http.post(
+                        f"{one_seq.url}/v1/chat/completions",
+                        json={"model": SIM_MODEL, "messages": [{"role": "user", "content": "hi"}]},
+                    )
+                )
+                for _ in range(4)
+            ]
+            await eventually(lambda: sim_stats(one_seq)["waiting"] == 3)
+            await take_work_slots(bounds, 4)
+            await gate.poll()  # 3 waiting, target 1: slow start ends, 4 x (1 + 1) / (1 + 3)
+            assert bounds.limit == 2
+            for call in calls:
+                call.cancel()
+            bounds.work.release(4)
+
+            gate.call_failed(LlmUnavailable("refused", gate_reason=GateReason.UNREACHABLE))
+            await eventually(lambda: gate.state is GateState.TRIAL)  # the probe answered
+            gate.call_answered()
+            await eventually(lambda: sim_stats(one_seq)["waiting"] == 0)
+
+            # Back at the start limit and doubling, not 2 growing by a tenth (2, 3, 4, ...).
+            assert bounds.limit == 8
+            for doubled in (16, 32):
+                await take_work_slots(bounds, bounds.limit - bounds.work.in_use)
+                await gate.poll()
+                assert bounds.limit == doubled
+            await gate.stop()
+
+
+async def take_work_slots(bounds: Bounds, count: int) -> None:
+    for _ in range(count):
+        await bounds.work.reserve(1)
 
 
 # The control law and the limit on their own.
