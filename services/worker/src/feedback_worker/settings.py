@@ -64,7 +64,8 @@ class WorkerSettings(ServiceSettings):
     freed between two polls (at the 3,300 tokens/s plateau ~15 feedbacks end per second), few
     enough that none waits long."""
     llm_start_limit: int = Field(8, ge=1)
-    """Calls in flight before the first capacity reading; doubles per poll until vLLM waits."""
+    """Calls in flight before the first capacity reading, and at least that many when the gate
+    reopens after an outage; doubles per poll until vLLM waits."""
     llm_temperature: float = Field(0.7, ge=0, le=2)
     llm_max_tokens: int = Field(400, ge=1)
     """5-6 Korean sentences are about 150-300 tokens; the cap stops a rambling model early."""
