@@ -135,8 +135,8 @@ class LlmGate:
         self._poll_seconds = poll_seconds
         self._target_waiting = target_waiting
         self._on_close = on_close
-        self._start_limit = start_limit
-        self._limit = max(1, min(bounds.ceiling, start_limit))
+        self._start_limit = max(1, min(bounds.ceiling, start_limit))
+        self._limit = self._start_limit
         """The limit while open; TRIAL and CLOSED set the bounds to one call meanwhile."""
         self._slow_start = True
         self._has_metrics: bool | None = None
