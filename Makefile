@@ -51,7 +51,13 @@ reliability: setup ## fault and abuse suite, then its figures as a table
 	$(RUN) pytest tests/reliability; status=$$?; \
 	$(RUN) python -m tests.support.reliability_report || status=1; exit $$status
 
-bench: setup ## benchmarks beside same-run baselines: Markdown table, JSON and plot in bench/results/
+# The burst's SQS emulator (fauxqs, Node.js), at the version its package-lock.json pins.
+FAUXQS := bench/fauxqs/node_modules/fauxqs/package.json
+$(FAUXQS): bench/fauxqs/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make bench: the burst's SQS emulator (fauxqs) needs Node.js 20+ and npm; or run: $(RUN) python -m bench --burst-sqs moto" >&2; exit 1; }
+	npm ci --prefix bench/fauxqs --no-audit --no-fund --loglevel=error
+
+bench: setup $(FAUXQS) ## benchmarks beside same-run baselines: Markdown table, JSON and plot in bench/results/
 	$(RUN) python -m bench
 
 images: ## build the service images with docker or podman (needs a running engine)

@@ -20,7 +20,10 @@ from bench.machine import machine_info
 
 def sections(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     options = burst.BurstOptions(
-        requests=args.burst_requests, time_scale=args.burst_time_scale, smallest=args.burst_smallest
+        requests=args.burst_requests,
+        time_scale=args.burst_time_scale,
+        smallest=args.burst_smallest,
+        sqs=args.burst_sqs,
     )
     return {
         "worker_throughput": worker_throughput.run,
@@ -52,6 +55,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=burst.TIME_SCALE,
         help=f"simulated GPU seconds per real second (default {burst.TIME_SCALE})",
+    )
+    parse.add_argument(
+        "--burst-sqs",
+        choices=sorted(burst.SQS_EMULATORS),
+        default=burst.BurstOptions.sqs,
+        help="the queue's emulator in the burst (default fauxqs: moto slows down with depth)",
     )
     parse.add_argument(
         "--burst-smallest",
