@@ -22,8 +22,9 @@ def sections(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     options = burst.BurstOptions(
         requests=args.burst_requests,
         time_scale=args.burst_time_scale,
-        smallest=args.burst_smallest,
         sqs=args.burst_sqs,
+        configs=args.burst_configs,
+        restart_configs=args.burst_restart,
     )
     return {
         "worker_throughput": worker_throughput.run,
@@ -32,6 +33,23 @@ def sections(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         "qa_sync": qa_sync_memory.run,
         "burst": lambda: burst.run(options),
     }
+
+
+def configs(text: str) -> tuple[tuple[int, int], ...]:
+    """`2x1,1x4` → ((2, 1), (1, 4)); `none` → ()."""
+    if text == "none":
+        return ()
+    try:
+        pairs = [tuple(int(n) for n in item.split("x")) for item in text.split(",")]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 or min(p) < 1 for p in pairs):
+        raise argparse.ArgumentTypeError(f"{text!r}: want replicas x workers, e.g. 2x1,1x4")
+    return tuple((p[0], p[1]) for p in pairs)
+
+
+def shown(pairs: tuple[tuple[int, int], ...]) -> str:
+    return ",".join(f"{r}x{w}" for r, w in pairs)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,9 +81,18 @@ def parser() -> argparse.ArgumentParser:
         help="the queue's emulator in the burst (default fauxqs: moto slows down with depth)",
     )
     parse.add_argument(
-        "--burst-smallest",
-        action="store_true",
-        help="only 1 vLLM replica x 1 worker (and its restart scenario)",
+        "--burst-configs",
+        type=configs,
+        default=burst.CONFIGS,
+        metavar="RxW[,RxW...]",
+        help=f"vLLM replicas x worker processes of the bursts (default: {shown(burst.CONFIGS)})",
+    )
+    parse.add_argument(
+        "--burst-restart",
+        type=configs,
+        default=burst.RESTART_CONFIGS,
+        metavar="RxW[,RxW...]|none",
+        help=f"the same, for the restart scenario (default: {shown(burst.RESTART_CONFIGS)})",
     )
     return parse
 

@@ -37,8 +37,8 @@ Service, in its own process.
 `--burst-requests` and `--burst-time-scale` set the size (the defaults, 1,000 at time scale 1,
 are what 2 cores carry in under an hour: `REQUESTS`, docs/benchmarks.md); `--burst-sqs` the
 queue's emulator (fauxqs, whose calls stay fast at any depth; moto's slow down with it);
-`--burst-smallest` runs only 1 replica x 1 worker, with and without the gate, and its restart
-scenario.
+`--burst-configs` and `--burst-restart` choose the replicas x workers of the bursts and of the
+restart scenario (`2x1`; `none` runs no restart), each with and without the gate.
 """
 
 import contextlib
@@ -75,8 +75,9 @@ scale 1), so the matrix of 14 runs at 20,000 would take about 5 hours here: 20,0
 with 8 cores or more (`--burst-requests 20000`, on fauxqs)."""
 TIME_SCALE = 1.0
 """On 2 cores the host keeps up with one simulated H100 at time scale 1 (14.6 requests/s), not 5."""
-REPLICAS = (1, 2)
-WORKERS = (1, 4, 8)
+CONFIGS = tuple((replicas, workers) for replicas in (1, 2) for workers in (1, 4, 8))
+"""(vLLM replicas, worker processes) of the bursts: 1 and 2 replicas, 1, 4 and 8 pods."""
+RESTART_CONFIGS = ((1, 4),)
 CALIBRATION = Calibration.published()
 WORKER_CONCURRENCY = 2 * CALIBRATION.max_num_seqs
 """Every pod's ceiling: two batches, so one pod can fill both replicas (the gate keeps what is
@@ -98,8 +99,9 @@ SendMessageBatch at 20,000 deep), fauxqs's do not."""
 class BurstOptions:
     requests: int = REQUESTS
     time_scale: float = TIME_SCALE
-    smallest: bool = False
     sqs: str = "fauxqs"
+    configs: tuple[tuple[int, int], ...] = CONFIGS
+    restart_configs: tuple[tuple[int, int], ...] = RESTART_CONFIGS
 
 
 @dataclass(frozen=True)
@@ -137,14 +139,12 @@ class Burst:
 
 def run(options: BurstOptions | None = None) -> Burst:
     options = options or BurstOptions()
-    configs = [(1, 1)] if options.smallest else [(r, w) for r in REPLICAS for w in WORKERS]
-    restart_configs = [configs[0]] if options.smallest else [(1, 4)]
     runs = []
     with SQS_EMULATORS[options.sqs](f"{options.sqs}-burst") as aws, callback_receiver() as callback:
-        for replicas, workers in configs:
+        for replicas, workers in options.configs:
             for gate in (True, False):
                 runs.append(measure(aws, callback, options, replicas, workers, gate, False))
-        for replicas, workers in restart_configs:
+        for replicas, workers in options.restart_configs:
             for gate in (True, False):
                 runs.append(measure(aws, callback, options, replicas, workers, gate, True))
     return Burst(
