@@ -18,7 +18,7 @@ from bench import added_latency, burst, ingest_load, qa_sync_memory, report, wor
 from bench.machine import machine_info
 
 
-def sections(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
+def sections(args: argparse.Namespace, measured: str) -> dict[str, Callable[[], Any]]:
     options = burst.BurstOptions(
         requests=args.burst_requests,
         time_scale=args.burst_time_scale,
@@ -31,7 +31,7 @@ def sections(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         "added_latency": added_latency.run,
         "ingest": ingest_load.run,
         "qa_sync": qa_sync_memory.run,
-        "burst": lambda: burst.run(options),
+        "burst": lambda: burst.run(options, measured),
     }
 
 
@@ -99,7 +99,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    available = sections(args)
+    machine = machine_info()
+    today = date.today().isoformat()
+    available = sections(args, f"{machine['commit']} {today}")
     chosen = args.sections or list(available)
     unknown = sorted(set(chosen) - set(available))
     if unknown:
@@ -108,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     previous = report.RESULTS / "latest.json"
     results: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
-    results["machine"] = machine_info()
+    results["machine"] = machine
     # Which commit and day each section's figures are from: a section not chosen keeps its own.
     measured = results.setdefault("measured", {})
     for name in chosen:
-        measured[name] = {"commit": results["machine"]["commit"], "date": date.today().isoformat()}
+        measured[name] = {"commit": machine["commit"], "date": today}
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         section_started = time.monotonic()
-        results[name] = asdict(available[name]())
+        figures = asdict(available[name]())
+        # The burst's other configurations at the same size stay (burst.merge).
+        results[name] = burst.merge(results.get(name), figures) if name == "burst" else figures
         print(
             f"bench: {name} done in {time.monotonic() - section_started:.0f} s",
             file=sys.stderr,

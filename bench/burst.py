@@ -110,6 +110,8 @@ class BurstRun:
     workers: int
     gate: bool
     restart: bool
+    measured: str
+    """The commit and day of the run ("dbec146 2026-12-04"): other days' runs stay (`merge`)."""
     requests: int
     delivered: int
     complete: bool
@@ -137,16 +139,16 @@ class Burst:
     runs: list[BurstRun]
 
 
-def run(options: BurstOptions | None = None) -> Burst:
-    options = options or BurstOptions()
+def run(options: BurstOptions, measured: str) -> Burst:
+    scenarios = [(config, False) for config in options.configs] + [
+        (config, True) for config in options.restart_configs
+    ]
     runs = []
     with SQS_EMULATORS[options.sqs](f"{options.sqs}-burst") as aws, callback_receiver() as callback:
-        for replicas, workers in options.configs:
+        for (replicas, workers), restart in scenarios:
             for gate in (True, False):
-                runs.append(measure(aws, callback, options, replicas, workers, gate, False))
-        for replicas, workers in options.restart_configs:
-            for gate in (True, False):
-                runs.append(measure(aws, callback, options, replicas, workers, gate, True))
+                label = (replicas, workers, gate, restart)
+                runs.append(measure(aws, callback, options, label, measured))
     return Burst(
         requests=options.requests,
         time_scale=options.time_scale,
@@ -234,15 +236,15 @@ def measure(
     aws: Emulator,
     callback: Receiver,
     options: BurstOptions,
-    replicas: int,
-    workers: int,
-    gate: bool,
-    restart: bool,
+    label: tuple[int, int, bool, bool],
+    measured: str,
 ) -> BurstRun:
+    """One run: (replicas, workers, gate, restart) of `label`, on fresh queues and simulators."""
+    replicas, workers, gate, restart = label
     scale, total = options.time_scale, options.requests
-    label = f"{replicas}r{workers}w{'-gate' if gate else ''}{'-restart' if restart else ''}"
+    name = f"{replicas}r{workers}w{'-gate' if gate else ''}{'-restart' if restart else ''}"
     sqs = aws.sqs()
-    queues = fresh_queues(sqs, label)
+    queues = fresh_queues(sqs, name)
     fill(sqs, queues.requests, range(1, total + 1))  # the burst: every request queued at once
     httpx.post(f"{callback.url}/reset").raise_for_status()
     with simulators(replicas, scale) as sims, ExitStack() as stack:
@@ -251,13 +253,13 @@ def measure(
         metrics_ports = [free_port() for _ in range(workers)]
         for n, port in enumerate(metrics_ports):
             worker_proc = process(
-                f"burst-{label}-{n}", "feedback_worker", env=env | {"METRICS_PORT": str(port)}
+                f"burst-{name}-{n}", "feedback_worker", env=env | {"METRICS_PORT": str(port)}
             )
             stack.enter_context(running(worker_proc))
         # The burst starts when the first worker is past its start-up checks: a worker's
         # process start (seconds here, times the time scale) is not the GPU's drain, and vLLM
         # is up at the start too (the restart scenario has its start).
-        wait_until(lambda: any(map(worker_ready, metrics_ports)), 120, f"the {label} workers")
+        wait_until(lambda: any(map(worker_ready, metrics_ports)), 120, f"the {name} workers")
         started = time.time()
         samples = Sampler(sims, total, replicas)
         deadline_s = (
@@ -276,11 +278,12 @@ def measure(
 
         # Past the deadline the figures say what was delivered (`complete` false), no crash.
         with contextlib.suppress(AssertionError):
-            wait_until(finished, deadline_s, f"the {label} burst", every=SAMPLE_EVERY_S)
+            wait_until(finished, deadline_s, f"the {name} burst", every=SAMPLE_EVERY_S)
         end = sims.stats()
     deliveries = httpx.get(f"{callback.url}/deliveries", timeout=60).json()
     return figures(
-        label=(replicas, workers, gate, restart),
+        label=label,
+        measured=measured,
         total=total,
         scale=scale,
         start=start,
@@ -363,6 +366,7 @@ def dlq_count(sqs: Any, url: str) -> int:
 
 def figures(
     label: tuple[int, int, bool, bool],
+    measured: str,
     total: int,
     scale: float,
     start: list[dict[str, Any]],
@@ -397,6 +401,7 @@ def figures(
         workers=workers,
         gate=gate,
         restart=restart,
+        measured=measured,
         requests=total,
         delivered=len(accepted),
         complete=len(accepted) == total,
@@ -415,6 +420,28 @@ def figures(
     )
 
 
+SIZE = ("requests", "time_scale", "sqs", "max_num_seqs", "worker_concurrency")
+"""What makes two runs comparable: a run of another size replaces every earlier one."""
+
+
+def merge(previous: dict[str, Any] | None, latest: dict[str, Any]) -> dict[str, Any]:
+    """`latest`'s runs, and `previous`'s runs of other configurations at the same size.
+
+    A burst of 20,000 takes 12-25 minutes a run on 2 cores, so its matrix is measured a few
+    configurations at a time (`--burst-configs`); each run keeps its commit and day, and each
+    gate run sits beside the baseline measured right after it."""
+    if previous is None or any(previous.get(key) != latest[key] for key in SIZE):
+        return latest
+
+    def config(run: dict[str, Any]) -> tuple[bool, int, int]:
+        return run["restart"], run["replicas"], run["workers"]
+
+    rerun = {config(run) for run in latest["runs"]}
+    kept = [run for run in previous["runs"] if config(run) not in rerun]
+    runs = sorted(kept + latest["runs"], key=lambda run: (*config(run), not run["gate"]))
+    return latest | {"runs": runs}
+
+
 def table(b: dict[str, Any]) -> str:
     lines = [
         f"### 5. Weekly burst ({b['requests']} requests at once, time scale {b['time_scale']}, "
@@ -422,8 +449,8 @@ def table(b: dict[str, Any]) -> str:
         f"SQS: {b.get('sqs', 'moto')})\n",
         "| vLLM | workers | scenario | gate | delivered | drain s | ideal s | drain ÷ ideal "
         "| batch fill | waiting p50 / max | client timeouts | wasted ÷ generated "
-        "| extra LLM calls | DLQ | accepted→delivered p50 / p99 s |",
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| extra LLM calls | DLQ | accepted→delivered p50 / p99 s | measured |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in b["runs"]:
         lines.append(
@@ -433,7 +460,7 @@ def table(b: dict[str, Any]) -> str:
             f"| {r['batch_fill']:.2f} | {r['waiting_p50']:.0f} / {r['waiting_max']} "
             f"| {r['client_timeouts']} | {100 * r['wasted_ratio']:.2f} % "
             f"| {r['extra_llm_calls']} | {r['dlq']} "
-            f"| {r['latency_p50_s']:.0f} / {r['latency_p99_s']:.0f} |"
+            f"| {r['latency_p50_s']:.0f} / {r['latency_p99_s']:.0f} | {r.get('measured', '')} |"
         )
     lines.append(
         "\nTargets: drain ≤ 1.1 x ideal, batch fill ≥ 0.9, 0 client timeouts, 0 DLQ, wasted "
