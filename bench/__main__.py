@@ -80,20 +80,17 @@ def parser() -> argparse.ArgumentParser:
         default=burst.BurstOptions.sqs,
         help="the queue's emulator in the burst (default fauxqs: moto slows down with depth)",
     )
-    parse.add_argument(
-        "--burst-configs",
-        type=configs,
-        default=burst.CONFIGS,
-        metavar="RxW[,RxW...]",
-        help=f"vLLM replicas x worker processes of the bursts (default: {shown(burst.CONFIGS)})",
-    )
-    parse.add_argument(
-        "--burst-restart",
-        type=configs,
-        default=burst.RESTART_CONFIGS,
-        metavar="RxW[,RxW...]|none",
-        help=f"the same, for the restart scenario (default: {shown(burst.RESTART_CONFIGS)})",
-    )
+    for flag, default, what in (
+        ("--burst-configs", burst.CONFIGS, "vLLM replicas x worker processes of the bursts"),
+        ("--burst-restart", burst.RESTART_CONFIGS, "the same for the restart scenario, or none"),
+    ):
+        parse.add_argument(
+            flag,
+            type=configs,
+            default=default,
+            metavar="RxW[,RxW...]",
+            help=f"{what} (default: {shown(default)})",
+        )
     return parse
 
 

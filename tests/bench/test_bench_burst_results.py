@@ -31,38 +31,31 @@ def configs_of(merged: dict[str, Any]) -> list[tuple[int, int, bool, bool, str]]
     ]
 
 
+def pair(
+    replicas: int, workers: int, restart: bool, measured: str
+) -> list[tuple[int, int, bool, bool, str]]:
+    """A configuration's two runs: the gate's, then the baseline's."""
+    return [(replicas, workers, gate, restart, measured) for gate in (True, False)]
+
+
 def test_a_rerun_of_one_configuration_keeps_the_others_at_the_same_size() -> None:
     earlier = result(
-        20_000,
-        (1, 4, True, False, "old"),
-        (1, 4, False, False, "old"),
-        (2, 1, True, False, "old"),
-        (2, 1, False, False, "old"),
-        (1, 4, True, True, "old"),
-        (1, 4, False, True, "old"),
+        20_000, *pair(1, 4, False, "old"), *pair(2, 1, False, "old"), *pair(1, 4, True, "old")
     )
-    rerun = result(20_000, (2, 1, True, False, "new"), (2, 1, False, False, "new"))
+    rerun = result(20_000, *pair(2, 1, False, "new"))
 
-    merged = burst.merge(earlier, rerun)
-
-    assert configs_of(merged) == [
-        (1, 4, True, False, "old"),
-        (1, 4, False, False, "old"),
-        (2, 1, True, False, "new"),
-        (2, 1, False, False, "new"),
-        (1, 4, True, True, "old"),
-        (1, 4, False, True, "old"),
+    assert configs_of(burst.merge(earlier, rerun)) == [
+        *pair(1, 4, False, "old"),
+        *pair(2, 1, False, "new"),
+        *pair(1, 4, True, "old"),
     ]
 
 
 def test_a_run_of_another_size_replaces_every_earlier_run() -> None:
-    earlier = result(1_000, (1, 4, True, False, "old"), (1, 4, False, False, "old"))
-    rerun = result(20_000, (2, 1, True, False, "new"), (2, 1, False, False, "new"))
+    earlier = result(1_000, *pair(1, 4, False, "old"))
+    rerun = result(20_000, *pair(2, 1, False, "new"))
 
-    assert configs_of(burst.merge(earlier, rerun)) == [
-        (2, 1, True, False, "new"),
-        (2, 1, False, False, "new"),
-    ]
+    assert configs_of(burst.merge(earlier, rerun)) == pair(2, 1, False, "new")
     assert configs_of(burst.merge(None, rerun)) == configs_of(rerun)
 
 
