@@ -263,3 +263,37 @@ async def test_a_queue_failure_loses_nothing(source: InMemorySource, operation: 
         await runner.run(burst=True)
 
     assert source.deleted == [message_id]
+
+
+async def test_work_stopped_on_its_last_receive_is_sent_again_with_its_receives_counted(
+    source: InMemorySource,
+) -> None:
+    source.send("job", group_id="member-1", deduplication_id="request-1")
+    failing = Scripted(raising(RetryLater("LLM down")))
+    for _ in range(2):
+        await Runner(source, failing, config()).run(burst=True)
+        source.advance(10)
+    # Its third and last allowed receive is at work when the worker is stopped.
+    stuck = Scripted(lambda _: asyncio.Event().wait())  # type: ignore[arg-type, return-value]
+    runner = Runner(source, stuck, config(drain_grace_seconds=0.1))
+    running = asyncio.create_task(runner.run())
+    await eventually(lambda: stuck.at_work == 1, what="at work")
+    runner.stop()
+    await running
+
+    # Made visible, its next receive would have let the queue's redrive take it, reasonless.
+    assert source.dead_letters == []
+    [copy_id] = source.receive_counts()
+    seen: list[QueueMessage] = []
+
+    async def fail_again(message: QueueMessage) -> None:
+        seen.append(message)
+        raise RetryLater("LLM down")
+
+    await Runner(source, Scripted(fail_again), config()).run(burst=True)
+    # The copy is the same request, with the one receive the stop took back, and no more.
+    assert [(m.message_id, m.deduplication_id, m.receives) for m in seen] == [
+        (copy_id, "request-1", 3)
+    ]
+    [dead] = source.dead_letters
+    assert dead.reason == "gave up after 3 receives: LLM down"

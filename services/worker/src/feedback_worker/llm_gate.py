@@ -7,17 +7,21 @@ a model) every call fails and every receive burns one of a message's maxReceiveC
 
 The gate has three states:
 
-    OPEN ──a call fails: unreachable, 429/502/503/504, timeout──▶ CLOSED
+    OPEN ──a call fails: unreachable, 429/500/502/503/504, a 200 that is no completion,
+           timeout──▶ CLOSED
     CLOSED ──the probe answers (/health; /v1/models where there is none)──▶ TRIAL
     TRIAL ──the one trial call is answered──▶ OPEN
     TRIAL ──the trial call fails──▶ CLOSED (the probe's backoff goes on where it was)
 
-CLOSED: nothing is received, and on the way from OPEN what is held ahead of the LLM is handed
-back once, at once; the probe runs with backoff (0.5 s doubling to 5 s). TRIAL: one message
-is received and called, nothing else: a server whose probe answers while its calls fail (a
-/v1/models that answers during a model load, an overloaded proxy) costs one receive per probe,
-not a receive of every held message each time the gate opens. A worker starts OPEN: its start-up
-check (feedback_worker/startup.py) waited for the LLM to list its model, as a probe would.
+CLOSED: nothing is received and nothing starts a call (`Bounds.close`): what the worker holds
+waits for the gate, the messages whose call failed with it (handler.py), so the outage spends
+none of their receives; the probe runs with backoff (0.5 s doubling to 5 s). TRIAL: one call,
+by a message already held or else one received for it: a server whose probe answers while its
+calls fail (a /v1/models that answers during a model load, an overloaded proxy) costs one call
+per probe, not a call of every held message each time the gate opens. A worker starts OPEN: its
+start-up check (feedback_worker/startup.py) waited for the LLM to list its model, as a probe
+would. vLLM answers HTTP 500 (EngineDeadError) to the calls in flight when it shuts down: a 500
+closes the gate like a 503.
 
 The limit: how many calls this worker may have in flight, between 1 and WORKER_CONCURRENCY.
 It follows vLLM's own `vllm:num_requests_waiting`, read from the LLM's `/metrics` every
@@ -45,7 +49,6 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -81,7 +84,16 @@ class GateReason(StrEnum):
 
     UNREACHABLE = "unreachable"
     OVERLOADED = "overloaded"
+    """429 or 503: too much work."""
+    FAILING = "failing"
+    """500, 502 or 504: the server or its engine is broken or going away."""
+    MALFORMED = "malformed"
+    """HTTP 200 with a body that is no chat completion (an error object, say)."""
     TIMEOUT = "timeout"
+
+
+LIMIT_HALVING = frozenset({GateReason.OVERLOADED, GateReason.TIMEOUT})
+"""Failures that say too many calls are in flight: the limit halves (while open)."""
 
 
 @dataclass(frozen=True)
@@ -131,14 +143,12 @@ class LlmGate:
         poll_seconds: float,
         target_waiting: int,
         start_limit: int,
-        on_close: Callable[[str], None],
     ) -> None:
         self._bounds = bounds
         self._http = http
         self._server_url = server_url.rstrip("/")
         self._poll_seconds = poll_seconds
         self._target_waiting = target_waiting
-        self._on_close = on_close
         self._start_limit = max(1, min(bounds.ceiling, start_limit))
         self._limit = self._start_limit
         """The limit while open; TRIAL and CLOSED set the bounds to one call meanwhile."""
@@ -175,7 +185,7 @@ class LlmGate:
         if reason is None:
             self.call_answered()  # a 4xx for this call: the server answered
             return
-        if reason is not GateReason.UNREACHABLE and self.state is GateState.OPEN:
+        if reason in LIMIT_HALVING and self.state is GateState.OPEN:
             self._limit = max(1, self._limit // 2)
         if self.state is GateState.CLOSED:
             return
@@ -270,11 +280,9 @@ class LlmGate:
             self._receiving.set()
         else:
             self._receiving.clear()
-            self._bounds.set_limit(1, ahead=False)
+            self._bounds.close()
             if was is GateState.OPEN:
                 self._closed_since = time.monotonic()
-                # Only on the way from OPEN is anything held ahead of the LLM.
-                self._on_close("the LLM gate closed")
             self._probing = asyncio.get_running_loop().create_task(
                 self._probe_until_up(), name="llm probe"
             )

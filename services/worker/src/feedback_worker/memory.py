@@ -8,6 +8,7 @@ runner can tell, on a clock the test moves.
 - a group's next message waits while an earlier one of the same group is in flight;
 - after `max_receive_count` receives the queue itself moves a message to the dead letters,
   without a reason (SQS's redrive);
+- `hand_back` sends a message on its last receive again as a new copy, as `SqsSource` does;
 - `fail(operation)` makes the next calls of an operation raise `SourceError`.
 
 Time is the source's own (`advance`): a message returned "in 60 s" comes back when the test
@@ -34,6 +35,7 @@ class _Stored:
     group_id: str | None
     deduplication_id: str | None
     receive_count: int = 0
+    earlier_receives: int = 0
     visible_at: float = 0.0
     receipt_handle: str | None = None
     """The newest receipt handle; None while the message has never been received."""
@@ -151,6 +153,7 @@ class InMemorySource:
                     receive_count=stored.receive_count,
                     group_id=stored.group_id,
                     deduplication_id=stored.deduplication_id,
+                    earlier_receives=stored.earlier_receives,
                 )
             )
         return taken
@@ -171,6 +174,24 @@ class InMemorySource:
                 log.warning("message %s: receipt handle no longer valid", message.message_id)
                 continue
             stored.visible_at = self.now + seconds
+        self._changed.set()
+
+    async def hand_back(self, messages: Sequence[QueueMessage]) -> None:
+        self._maybe_fail("hand_back")
+        for message in messages:
+            stored = self._current(message)
+            if stored is None:
+                log.warning("message %s: receipt handle no longer valid", message.message_id)
+            elif (
+                self.max_receive_count is not None
+                and message.receive_count >= self.max_receive_count
+            ):
+                del self._messages[stored.message_id]
+                original = message.deduplication_id or message.message_id
+                copy = self.send(stored.body, stored.group_id, original)
+                self._messages[copy].earlier_receives = message.receives - 1
+            else:
+                stored.visible_at = self.now
         self._changed.set()
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:

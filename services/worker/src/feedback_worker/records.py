@@ -38,7 +38,7 @@ from feedback_worker.delivery.notices import FailureNotices
 from feedback_worker.errors import StoreUnavailable
 from feedback_worker.jobs import Job
 from feedback_worker.source import QueueMessage
-from feedback_worker.sqs import REASON_ATTRIBUTE
+from feedback_worker.sqs import EARLIER_RECEIVES_ATTRIBUTE, REASON_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,10 @@ class Progress:
 
 def first_sight(message: QueueMessage) -> bool:
     """No worker can have worked this request yet: the message's first receive, neither re-sent
-    by ingest nor brought back from the DLQ (whose reason attribute it keeps)."""
-    seen = {RESENT_ATTRIBUTE, REASON_ATTRIBUTE} & message.attributes.keys()
+    by ingest, nor by a worker sparing its last receive, nor brought back from the DLQ (whose
+    reason attribute it keeps)."""
+    seen = {RESENT_ATTRIBUTE, EARLIER_RECEIVES_ATTRIBUTE, REASON_ATTRIBUTE}
+    seen &= message.attributes.keys()
     return message.receive_count == 1 and not seen
 
 
@@ -80,9 +82,7 @@ class RequestRecords:
     async def start(self, job: Job, message: QueueMessage) -> Progress:
         if self._store is None or first_sight(message):
             return Progress()
-        start = functools.partial(
-            self._store.start_processing, job.request_id, message.receive_count
-        )
+        start = functools.partial(self._store.start_processing, job.request_id, message.receives)
         try:
             record: RequestRecord | None = await anyio.to_thread.run_sync(start)
         except StateConflict as conflict:

@@ -7,19 +7,23 @@ message hidden while it is held (`heartbeat.py`); the handler does the work, tel
 
     returns          → delete
     DeadLetter       → the DLQ now, with the reason (`on_dead_letter` is told first)
-    RetryLater       → back to the queue after a growing delay (on its last allowed receive:
-                       the DLQ, with the reason, `on_dead_letter` told first; SQS's redrive
-                       would move it without one)
+    RetryLater       → back to the queue after a growing delay (on its last allowed receive,
+                       its earlier copies' receives counted: the DLQ, with the reason,
+                       `on_dead_letter` told first; SQS's redrive would move it without one)
     anything else    → logged, then as RetryLater
 
 A message is worked once at a time: a copy received again while it is held (after a renewal
 failed, say) is recognised by its message id, and only its newest receipt handle is used from
 then on. On SIGTERM (`stop`) no more receives start; messages still waiting for a work slot go
-back to the queue at once; the rest may finish within the drain grace, then are made visible.
+back to the queue at once; the rest may finish within the drain grace, then go back too.
+Whatever goes back unworked goes through `MessageSource.hand_back`, which never spends a
+message's last receive: that receive would let SQS's redrive move it to the DLQ silently.
 
 A `Gate` (for feedback: the LLM gate, `llm_gate.py`) may hold the receives: while it says no
-nothing is received, what a receive brings anyway goes straight back, and `hand_back_waiting()`
-returns at once what waits for a work slot; the gate also moves the work limit (`Bounds`).
+nothing is received, and what is held (a receive begun before it closed brings some too) waits
+for a work slot, which a closed gate does not give (`Bounds.close`). Handing those messages
+back would spend a receive of each for nothing, and the next open receive would take them again
+(21 receives of 13 messages, none worked, against vLLM on CPU failing at once).
 
 `run(burst=True)` returns once the source has nothing visible and nothing is held, as arq's
 burst mode does: tests run a queue to its end without sleeps.
@@ -136,7 +140,6 @@ class Runner:
         self._config = config
         self._bounds = bounds or Bounds(config.concurrency, config.prefetch)
         self._gate = gate
-        self._handing_back: set[asyncio.Task[None]] = set()
         self._on_dead_letter = on_dead_letter
         self._heartbeat = Heartbeat(source, config.visibility_timeout)
         self._held: dict[str, _Held] = {}
@@ -190,11 +193,6 @@ class Runner:
                 return
             failed_receives = 0
             self._bounds.received.release(reserved - len(messages))
-            if messages and self._gate is not None and not self._gate.receiving:
-                # A receive that began before the gate closed: not one of them is started.
-                self._bounds.received.release(len(messages))
-                await self._make_visible(messages)
-                continue
             for message in messages:
                 self._hold(message)
             if burst and not messages:
@@ -202,12 +200,6 @@ class Runner:
                     return
                 self._left.clear()
                 await self._unless_stopped(self._left.wait())
-
-    def hand_back_waiting(self, why: str) -> None:
-        """Give back at once every message not yet at work (the gate closed)."""
-        task = asyncio.create_task(self._release_unstarted(why))
-        self._handing_back.add(task)
-        task.add_done_callback(self._handing_back.discard)
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, T]) -> T | None:
         """`work`'s result, or None (and `work` cancelled) if a stop comes first."""
@@ -310,14 +302,14 @@ class Runner:
     async def _retry_later(self, held: _Held, failure: RetryLater) -> None:
         message = held.message
         limit = self._source.max_receive_count
-        if limit is not None and message.receive_count >= limit:
-            reason = f"gave up after {message.receive_count} receives: {failure}"
+        if limit is not None and message.receives >= limit:
+            reason = f"gave up after {message.receives} receives: {failure}"
             await self._dead_letter(held, reason, DeadLetterReason.RETRIES_EXHAUSTED)
             return
         if failure.operation is not None:
             metrics.WORKER_RETRIES.labels(failure.operation).inc()
         delay = backoff_delay(
-            message.receive_count,
+            message.receives,
             self._config.retry_delay_seconds,
             self._config.retry_max_delay_seconds,
         )
@@ -325,7 +317,7 @@ class Runner:
         log.warning(
             "message %s (receive %d): %s; back in the queue in %ds",
             message.message_id,
-            message.receive_count,
+            message.receives,
             failure,
             seconds,
         )
@@ -359,9 +351,7 @@ class Runner:
                 return True
 
     async def _drain(self) -> None:
-        if self._handing_back:
-            await asyncio.wait(self._handing_back)
-        await self._release_unstarted("the worker is stopping")
+        await self._release_unstarted()
         unfinished: set[asyncio.Task[None]] = set()
         tasks = {held.task for held in self._held.values() if held.task is not None}
         if tasks:
@@ -376,13 +366,12 @@ class Runner:
         outcome = DrainOutcome.TIMED_OUT if leftover else DrainOutcome.COMPLETED
         metrics.WORKER_DRAINS.labels(outcome).inc()
         if leftover:
-            log.warning("grace over: %d unfinished message(s) made visible again", len(leftover))
-            await self._make_visible(leftover)
+            log.warning("grace over: %d unfinished message(s) handed back", len(leftover))
+            await self._hand_back(leftover)
 
-    async def _release_unstarted(self, why: str) -> None:
-        """Give back at once what is still waiting for a work slot (the pod is going away, or
-        the gate closed): another worker can start those messages now instead of after the
-        grace period or the outage."""
+    async def _release_unstarted(self) -> None:
+        """Give back at once what is still waiting for a work slot (the pod is going away):
+        another worker can start those messages now instead of after the grace period."""
         unstarted = (Stage.RECEIVED, Stage.WAITING)
         waiting = [held for held in self._held.values() if held.place.stage in unstarted]
         if not waiting:
@@ -392,16 +381,16 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks)
-        log.info("%d message(s) not yet at work made visible again: %s", len(messages), why)
-        await self._make_visible(messages)
+        log.info("the worker is stopping: %d message(s) not yet at work handed back", len(messages))
+        await self._hand_back(messages)
 
-    async def _make_visible(self, messages: list[QueueMessage]) -> None:
+    async def _hand_back(self, messages: list[QueueMessage]) -> None:
         for message in messages:
             self._heartbeat.forget(message.message_id)
         # No renewal may land after this release and hide the messages again.
         await self._heartbeat.quiet()
         try:
-            await self._source.change_visibility(messages, 0)
+            await self._source.hand_back(messages)
         except SourceError as error:
             log.error(
                 "could not release %d message(s) (%s): they come back when their visibility ends",

@@ -112,6 +112,13 @@ class Bounds:
         self.received.resize(limit + received_ahead, batch=min(MAX_BATCH, received_ahead))
         self._on_limit(limit)
 
+    def close(self) -> None:
+        """Nothing may start work and nothing is received (the LLM gate closed): what is held
+        waits in `Place.start_work` until a limit is set again."""
+        self.work.resize(0)
+        self.received.resize(0)
+        self._on_limit(0)
+
     def place(self) -> "Place":
         """The place of a message just received into one of `received`'s slots."""
         return Place(self)
@@ -126,11 +133,17 @@ class Place:
         self.stage = Stage.RECEIVED
 
     async def start_work(self) -> None:
-        """Wait for a work slot. A message still waiting here when the runner stops (or its gate
-        closes) is handed back to the queue at once, for another worker to start."""
+        """Wait for a work slot (none is free while the gate is closed). A message still waiting
+        here when the runner stops is handed back to the queue at once, for another worker."""
         self.stage = Stage.WAITING
         await self._bounds.work.reserve(1)
         self.stage = Stage.WORKING
+
+    def stop_work(self) -> None:
+        """The work failed and will be tried again: free the work slot, keep the message."""
+        if self.stage is Stage.WORKING:
+            self._bounds.work.release()
+        self.stage = Stage.RECEIVED
 
     async def finish_work(self) -> None:
         """Take a finishing slot, then free the work slot and the received slot.

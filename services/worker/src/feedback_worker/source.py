@@ -32,6 +32,16 @@ class QueueMessage:
     """The sender's message attributes; the trace context arrives here (docs/observability.md)."""
     sent_timestamp: str | None = None
     """When it was sent (epoch milliseconds, SQS's SentTimestamp): queue wait starts there."""
+    earlier_receives: int = 0
+    """Receives its earlier copies spent, when it is a copy the runner re-sent to spare its
+    last receive (`MessageSource.hand_back`); 0 for a message as its sender sent it."""
+
+    @property
+    def receives(self) -> int:
+        """The receives this message has had, its earlier copies' included: what its retries
+        are counted by. Never below `receive_count`, so the runner gives up on a message no
+        later than the queue's own redrive would."""
+        return self.earlier_receives + self.receive_count
 
     def as_sqs_message(self) -> "MessageTypeDef":
         """The parts of the received message that `queue_wait_span` reads."""
@@ -65,8 +75,16 @@ class MessageSource(Protocol):
         """Settle `message` as done."""
 
     async def change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> None:
-        """Hide each message for `seconds` from now (0: visible at once). A message the queue
-        refuses is logged and skipped; the others still change."""
+        """Hide each message for `seconds` from now. A message the queue refuses is logged and
+        skipped; the others still change."""
+
+    async def hand_back(self, messages: Sequence[QueueMessage]) -> None:
+        """Return messages that were not worked to the queue at once, never spending the last
+        receive of one: a message on its last allowed receive would be moved to the DLQ by the
+        queue's own redrive when next received, without a reason. Such a message is sent again
+        as a copy that carries its identity and the receives it spent, not counting this one
+        (`QueueMessage.earlier_receives`), then deleted; the others are made visible. A message
+        the queue refuses is logged and skipped."""
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         """Move `message` to the dead-letter queue with `reason`, then delete it here."""

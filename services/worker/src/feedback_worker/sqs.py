@@ -41,6 +41,11 @@ MAX_MESSAGE_ATTRIBUTES = 10
 MAX_REASON_LENGTH = 1_000
 REASON_ATTRIBUTE = "DeadLetterReason"
 SOURCE_MESSAGE_ATTRIBUTE = "DeadLetterSourceMessageId"
+EARLIER_RECEIVES_ATTRIBUTE = "EarlierReceives"
+"""On a copy sent again to spare its original's last receive: the receives spent before it."""
+ORIGINAL_DEDUPLICATION_ATTRIBUTE = "OriginalDeduplicationId"
+"""On such a copy: the original's deduplication id, which the copy cannot reuse (SQS would drop
+it within 5 minutes) but which names the request of a message the backend published itself."""
 SQS_ERRORS = (BotoCoreError, ClientError)
 
 
@@ -137,7 +142,7 @@ class SqsSource:
             return
         log.info("shutting down: releasing %d message(s) a poll returned", len(messages))
         try:
-            self._change_visibility_blocking(messages, 0)
+            self._hand_back_blocking(messages)
         except SQS_ERRORS as error:
             log.error(
                 "could not release them (%s): they come back when their visibility ends", error
@@ -164,6 +169,48 @@ class SqsSource:
         except SQS_ERRORS as error:
             raise SourceError(f"change visibility: {error}") from error
 
+    async def hand_back(self, messages: Sequence[QueueMessage]) -> None:
+        try:
+            await self._sqs.call(self._hand_back_blocking, messages)
+        except SQS_ERRORS as error:
+            raise SourceError(f"hand back: {error}") from error
+
+    def _hand_back_blocking(self, messages: Sequence[QueueMessage]) -> None:
+        self._change_visibility_blocking([m for m in messages if not self._on_last_receive(m)], 0)
+        for message in messages:
+            if self._on_last_receive(message):
+                self._send_again_blocking(message)
+
+    def _on_last_receive(self, message: QueueMessage) -> bool:
+        limit = self.max_receive_count
+        return limit is not None and message.receive_count >= limit
+
+    def _send_again_blocking(self, message: QueueMessage) -> None:
+        """A copy of `message` that does not count the receive it is handed back from; then the
+        original is deleted (a copy that lands twice is one request: the request store knows)."""
+        self._sqs.client.send_message(
+            QueueUrl=self.url,
+            MessageBody=message.body,
+            MessageAttributes=carried_attributes(
+                message,
+                {
+                    EARLIER_RECEIVES_ATTRIBUTE: str(message.receives - 1),
+                    ORIGINAL_DEDUPLICATION_ATTRIBUTE: message.deduplication_id
+                    or message.message_id,
+                },
+            ),
+            MessageGroupId=message.group_id or "handed-back",
+            # One copy per handed-back receive, even if this send is retried.
+            MessageDeduplicationId=f"{message.message_id}-{message.receive_count}",
+        )
+        self._sqs.client.delete_message(QueueUrl=self.url, ReceiptHandle=message.receipt_handle)
+        log.info(
+            "message %s handed back on its last receive (%d): sent again, %d receive(s) counted",
+            message.message_id,
+            message.receive_count,
+            message.receives - 1,
+        )
+
     def _change_visibility_blocking(self, messages: Sequence[QueueMessage], seconds: int) -> None:
         for start in range(0, len(messages), MAX_BATCH):
             chunk = messages[start : start + MAX_BATCH]
@@ -187,22 +234,19 @@ class SqsSource:
                 )
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
-        attributes: dict[str, MessageAttributeValueTypeDef] = {
-            name: {"DataType": "String", "StringValue": value}
-            for name, value in (
-                (REASON_ATTRIBUTE, reason[:MAX_REASON_LENGTH]),
-                (SOURCE_MESSAGE_ATTRIBUTE, message.message_id),
-            )
-        }
-        # Keep the sender's attributes (trace context) where SQS's limit of ten leaves room.
-        room = MAX_MESSAGE_ATTRIBUTES - len(attributes)
-        kept = dict(list(resendable(message.attributes).items())[:room])
+        attributes = carried_attributes(
+            message,
+            {
+                REASON_ATTRIBUTE: reason[:MAX_REASON_LENGTH],
+                SOURCE_MESSAGE_ATTRIBUTE: message.message_id,
+            },
+        )
         try:
             await self._sqs.call(
                 self._sqs.client.send_message,
                 QueueUrl=self.dead_letter_url,
                 MessageBody=message.body,
-                MessageAttributes={**kept, **attributes},
+                MessageAttributes=attributes,
                 # The same group keeps a member's messages in order; the message id never repeats.
                 MessageGroupId=message.group_id or "dead-letters",
                 MessageDeduplicationId=message.message_id,
@@ -280,21 +324,45 @@ def _release_later(
 
 def message_from_sqs(raw: MessageTypeDef) -> QueueMessage:
     system = raw.get("Attributes", {})
+    attributes = raw.get("MessageAttributes", {})
+    original = _string_attribute(attributes, ORIGINAL_DEDUPLICATION_ATTRIBUTE)
+    earlier = _string_attribute(attributes, EARLIER_RECEIVES_ATTRIBUTE) or "0"
     return QueueMessage(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
         body=raw.get("Body", ""),
         receive_count=int(system.get("ApproximateReceiveCount", "1")),
         group_id=system.get("MessageGroupId"),
-        deduplication_id=system.get("MessageDeduplicationId"),
-        attributes=raw.get("MessageAttributes", {}),
+        deduplication_id=original or system.get("MessageDeduplicationId"),
+        attributes=attributes,
         sent_timestamp=system.get("SentTimestamp"),
+        earlier_receives=int(earlier) if earlier.isdigit() else 0,
     )
+
+
+def _string_attribute(
+    attributes: Mapping[str, MessageAttributeValueOutputTypeDef], name: str
+) -> str | None:
+    value = attributes.get(name)
+    return None if value is None else value.get("StringValue")
 
 
 def queue_name(url: str) -> str:
     """A queue's name: the last part of its URL."""
     return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def carried_attributes(
+    message: QueueMessage, own: Mapping[str, str]
+) -> dict[str, MessageAttributeValueTypeDef]:
+    """`own` string attributes, and the sender's (trace context) where SQS's limit of ten
+    leaves room: what a message sent on (to the DLQ, or again) keeps of the one received."""
+    attributes: dict[str, MessageAttributeValueTypeDef] = {
+        name: {"DataType": "String", "StringValue": value} for name, value in own.items()
+    }
+    senders = {n: v for n, v in resendable(message.attributes).items() if n not in own}
+    kept = dict(list(senders.items())[: MAX_MESSAGE_ATTRIBUTES - len(attributes)])
+    return {**kept, **attributes}
 
 
 def resendable(

@@ -85,7 +85,6 @@ class Worker:
                 settings.llm_capacity_poll_seconds,
                 settings.llm_target_waiting,
                 settings.llm_start_limit,
-                on_close=lambda why: self.runner.hand_back_waiting(why),
             )
             if settings.llm_gate_enabled
             else None
