@@ -11,7 +11,7 @@ from llm_common.telemetry.metrics import REGISTRY
 from mypy_boto3_sqs import SQSClient
 
 from tests.support.factories import StartWorker
-from tests.support.fakes import TEST_MODEL, CallbackReceiver
+from tests.support.fakes import TEST_MODEL, CallbackReceiver, FakeLlm
 from tests.support.queues import enqueue, enqueue_raw, queue_counts
 from tests.support.waiting import eventually
 
@@ -114,3 +114,31 @@ async def test_a_refused_callback_and_a_poison_message_count_dlq_sends_by_reason
     await eventually(lambda: queue_counts(sqs, feedback_queues.dead_letters)[0] == 2)
 
     await eventually(lambda: change() == {"permanent": 1, "dlq permanent": 1, "dlq invalid": 1})
+
+
+async def test_an_llm_answering_200_with_an_error_body_counts_failed_calls_not_answers(
+    start_worker: StartWorker,
+    sqs: SQSClient,
+    feedback_queues: FeedbackQueues,
+    llm: FakeLlm,
+    receiver: CallbackReceiver,
+) -> None:
+    # The LLM error-ratio alert reads these: an error object under HTTP 200 is no answer.
+    change = moved(
+        {
+            "ok": counter(
+                "feedback_worker_llm_duration_seconds_count", model=TEST_MODEL, outcome="ok"
+            ),
+            "error": counter(
+                "feedback_worker_llm_duration_seconds_count", model=TEST_MODEL, outcome="error"
+            ),
+        }
+    )
+    llm.control(fail_next=2, fail_status=200)
+    enqueue(sqs, feedback_queues.requests, member_id=65, request_id="req-65")
+    await start_worker()
+
+    await eventually(lambda: [d["webhook_id"] for d in receiver.deliveries()] == ["req-65"])
+
+    assert change() == {"ok": 1, "error": 2}
+    assert queue_counts(sqs, feedback_queues.dead_letters) == (0, 0)

@@ -95,9 +95,7 @@ class FeedbackWriter:
             raise LlmUnavailable(
                 f"LLM call failed: {_describe(error)}", gate_reason=gate_reason(error)
             ) from error
-        choice = completion.choices[0] if completion.choices else None
-        if choice is None:
-            return review("", None, self._rules)
+        choice = completion.choices[0]
         return review(choice.message.content or "", choice.finish_reason, self._rules)
 
     async def _complete(self, prompt: Prompt) -> ChatCompletion:
@@ -124,8 +122,17 @@ class FeedbackWriter:
             except openai.APIError:
                 self._observe(Outcome.ERROR, started)
                 raise
-            self._observe(Outcome.OK, started)
             completion = response.parse()
+            choices = getattr(completion, "choices", None)  # absent from an error object
+            if not isinstance(choices, list) or not choices:
+                # A server that answers 200 with an error object is failing, not answering.
+                self._observe(Outcome.ERROR, started)
+                raise openai.APIResponseValidationError(
+                    response.http_response,
+                    None,
+                    message=f"HTTP 200 without a completion: {response.http_response.text[:200]}",
+                )
+            self._observe(Outcome.OK, started)
             record_chat_completion(span, completion)
         self._count(completion, response.retries_taken)
         return completion
@@ -150,7 +157,14 @@ class FeedbackWriter:
         await self._client.close()
 
 
-OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
+GATE_STATUSES = {
+    429: GateReason.OVERLOADED,
+    503: GateReason.OVERLOADED,
+    # vLLM answers 500 (EngineDeadError) to the calls in flight while it shuts down.
+    500: GateReason.FAILING,
+    502: GateReason.FAILING,
+    504: GateReason.FAILING,
+}
 
 
 def gate_reason(error: openai.APIError) -> GateReason | None:
@@ -160,8 +174,10 @@ def gate_reason(error: openai.APIError) -> GateReason | None:
         return GateReason.TIMEOUT
     if isinstance(error, openai.APIConnectionError):
         return GateReason.UNREACHABLE
-    if isinstance(error, openai.APIStatusError) and error.status_code in OVERLOAD_STATUSES:
-        return GateReason.OVERLOADED
+    if isinstance(error, openai.APIResponseValidationError):
+        return GateReason.MALFORMED
+    if isinstance(error, openai.APIStatusError):
+        return GATE_STATUSES.get(error.status_code)
     return None
 
 
@@ -184,4 +200,6 @@ def _count(check: ContentCheck, outcome: ContentOutcome) -> None:
 def _describe(error: openai.APIError) -> str:
     if isinstance(error, openai.APIStatusError):
         return f"HTTP {error.status_code}"
+    if isinstance(error, openai.APIResponseValidationError):
+        return error.message
     return type(error).__name__

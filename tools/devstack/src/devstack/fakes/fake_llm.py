@@ -12,7 +12,8 @@ HOST, PORT, FAKE_LLM_LATENCY_S and FAKE_LLM_MODEL are read when no argument is g
     GET  /v1/models            the one model it serves
     POST /control              change faults; only the fields given change; answers the faults
                                now in force: {"latency_s": 1.0, "fail_next": 3,
-                               "fail_status": 503, "retry_after": "1", "refuse": false,
+                               "fail_every": 0, "fail_status": 503, "retry_after": "1",
+                               "refuse": false,
                                "answers": [{"content": "...", "finish_reason": "length"}]}
     GET  /stats                {"requests", "completions", "failures", "in_flight",
                                "max_in_flight"}
@@ -21,9 +22,11 @@ HOST, PORT, FAKE_LLM_LATENCY_S and FAKE_LLM_MODEL are read when no argument is g
     POST /reset                counters, recorded requests and faults back to their start values
 
 `fail_next` answers the next N requests with `fail_status` (and `Retry-After` when set);
-`refuse` answers every request that way until turned off; `answers` script the content (null
-for none) and finish reason of the next answers, in order: drafts the worker's content checks
-must trim or refuse. Latency applies to the answers that succeed.
+`fail_every` N answers every Nth request so (2: one replica of two behind a Service is sick);
+`refuse` answers every request that way until turned off. A failure's body is an OpenAI error
+object, also with `fail_status` 200 (a proxy or server that reports errors that way). `answers`
+script the content (null for none) and finish reason of the next answers, in order: drafts the
+worker's content checks must trim or refuse. Latency applies to the answers that succeed.
 """
 
 import argparse
@@ -65,7 +68,8 @@ class Answer(BaseModel):
 class Control(BaseModel):
     latency_s: float | None = Field(None, ge=0)
     fail_next: int | None = Field(None, ge=0)
-    fail_status: int | None = Field(None, ge=400, le=599)
+    fail_every: int | None = Field(None, ge=0)
+    fail_status: int | None = Field(None, ge=200, le=599)
     retry_after: str | None = None
     refuse: bool | None = None
     answers: list[Answer] | None = None
@@ -75,6 +79,7 @@ class Control(BaseModel):
 class Faults:
     latency_s: float = 0.0
     fail_next: int = 0
+    fail_every: int = 0
     fail_status: int = 503
     retry_after: str | None = None
     refuse: bool = False
@@ -108,9 +113,10 @@ class FakeLlm:
 
     def take_fault(self) -> JSONResponse | None:
         """The failure this request gets, if any (counting down `fail_next`)."""
-        if not self.faults.refuse and self.faults.fail_next == 0:
-            return None
-        if not self.faults.refuse:
+        every = self.faults.fail_every
+        if not (self.faults.refuse or (every and self.stats.requests % every == 0)):
+            if self.faults.fail_next == 0:
+                return None
             self.faults.fail_next -= 1
         self.stats.failures += 1
         headers = {"retry-after": self.faults.retry_after} if self.faults.retry_after else None
