@@ -319,6 +319,15 @@ def test_worker_grace_period_outlasts_llm_calls_and_drain(
     assert grace > budget
 
 
+def test_vllm_grace_period_outlasts_the_workers_llm_timeout(helm: Helm) -> None:
+    # A stopping vLLM waits for its calls: the worker's timeout, not the kill, must end one.
+    for timeout in (60, 120):
+        sets = {"worker.llm.timeoutSeconds": str(timeout)}
+        manifests = helm.template(MINIMAL_VALUES, sets=sets)
+        spec = one(manifests, "Deployment", "vllm")["spec"]["template"]["spec"]
+        assert spec["terminationGracePeriodSeconds"] > timeout
+
+
 def test_grace_period_follows_the_llm_timeout(helm: Helm) -> None:
     def grace(timeout: str, gate: str = "true") -> int:
         sets = {"worker.llm.timeoutSeconds": timeout, "worker.llm.gate.enabled": gate}

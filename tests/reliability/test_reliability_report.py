@@ -39,3 +39,15 @@ def test_a_failed_check_or_no_figures_at_all_is_a_failure(
 
     assert main(["--dir", str(tmp_path)]) == 1
     assert "**FAILED**" in capsys.readouterr().out
+
+
+def test_scenarios_are_in_their_numbers_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for scenario in ("10. Peers", "2. Outage", "9. Delivery"):
+        _record(tmp_path, scenario, scenario=scenario)
+
+    assert main(["--dir", str(tmp_path)]) == 0
+
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| 2. Outage", "| 9. Delivery", "| 10. Peers"]

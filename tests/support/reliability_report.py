@@ -48,6 +48,12 @@ class Record:
         )
 
 
+def scenario_order(scenario: str) -> tuple[int, str]:
+    """Scenarios by their number ("10. ..." after "9. ..."), then by name."""
+    number, _, _ = scenario.partition(".")
+    return (int(number) if number.isdigit() else sys.maxsize, scenario)
+
+
 def read_records(directory: Path) -> list[Record]:
     return [Record.read(path) for path in sorted(directory.glob("*.json"))]
 
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no figures in {args.dir}: run `pytest tests/reliability` first", file=sys.stderr)
         return 1
     total = log_scan_total(records)
-    rows = sorted(merge_parametrized(records), key=lambda record: record.scenario)
+    rows = sorted(merge_parametrized(records), key=lambda record: scenario_order(record.scenario))
     shown = [*rows, total] if total else rows
     print(markdown_table(shown))
     return 0 if all(record.outcome == "passed" for record in shown) else 1

@@ -205,6 +205,16 @@ the final SQS delete. Kubernetes kills the pod at this deadline, so it must be a
 {{- add $llmBudget (int $worker.drainGraceSeconds) (int $worker.terminationMarginSeconds) }}
 {{- end }}
 
+{{/*
+vLLM's grace period after SIGTERM. vLLM 0.32's HTTP server waits for the requests in flight
+before it exits: a call still generating may finish (its GPU work is not thrown away), and one
+that hangs on a dead engine is ended by the worker's LLM timeout (its gate closes, the message
+waits and is tried again) before the kill cuts it. At 60 s, equal to that timeout, the two raced.
+*/}}
+{{- define "feedback-platform.vllm.terminationGracePeriodSeconds" -}}
+{{- add (int .Values.worker.llm.timeoutSeconds) (int .Values.worker.terminationMarginSeconds) }}
+{{- end }}
+
 {{/* KEDA's target queue length per pod: worker.concurrency unless set. */}}
 {{- define "feedback-platform.worker.queueLength" -}}
 {{- .Values.worker.autoscaling.queueLength | default .Values.worker.concurrency | int }}
