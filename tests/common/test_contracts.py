@@ -119,6 +119,8 @@ def test_one_empty_list_is_fine_but_both_empty_is_rejected() -> None:
         ("requestId", ""),
         ("requestId", "has space"),
         ("requestId", "x" * 129),
+        ("requestId", "team/7/week-24"),
+        ("requestId", ".."),
     ],
 )
 def test_invalid_fields_are_named_in_the_error(field: str, value: Any) -> None:
@@ -141,6 +143,12 @@ def test_the_backend_own_queue_message_reads_as_a_job_without_request_id() -> No
     assert job.request_id is None
     assert job.schema_version == 1
     assert job.accepted_at is None
+
+
+def test_a_job_queued_with_an_id_the_ingest_now_refuses_is_still_worked() -> None:
+    """Queued before the request id rule, or published by the backend itself: SQS's rule."""
+    job = FeedbackJob.model_validate({**_request(), "requestId": "team/7/week-24"})
+    assert job.request_id == "team/7/week-24"
 
 
 def test_job_round_trips_through_json_with_camel_case_keys() -> None:

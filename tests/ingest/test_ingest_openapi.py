@@ -1,5 +1,6 @@
 """/openapi.json is a valid document that shows the backend how to call POST /ai/feedback."""
 
+import re
 from typing import Any
 
 import httpx
@@ -70,3 +71,18 @@ async def test_the_documented_example_is_accepted(
     example = _operation(document)["requestBody"]["content"]["application/json"]["example"]
     response = await client.post("/ai/feedback", json=example)
     assert assert_envelope(response, 202) == {"requestId": example["requestId"]}
+
+
+def test_the_request_id_rule_is_documented_for_the_body_and_the_header(
+    document: dict[str, Any],
+) -> None:
+    """A client validating against the document refuses what the ingest refuses."""
+    body_id = document["components"]["schemas"]["FeedbackRequest"]["properties"]["requestId"]
+    [header] = _operation(document)["parameters"]
+    [body_schema] = [shape for shape in body_id["anyOf"] if shape["type"] == "string"]
+
+    for schema in (body_schema, header["schema"]):
+        assert schema["maxLength"] == 128
+        assert re.fullmatch(schema["pattern"], "weekly-1024-2025-06-16")
+        for unreachable in ("team/7/week-24", "..", "week?24"):
+            assert not re.fullmatch(schema["pattern"], unreachable)

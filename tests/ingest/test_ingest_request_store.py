@@ -1,6 +1,8 @@
 """Ingest with its request store: moto's SQS and DynamoDB over HTTP."""
 
+import string
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -9,7 +11,7 @@ from feedback_ingest.settings import IngestSettings
 from llm_common.contracts import RESENT_ATTRIBUTE
 from pydantic import ValidationError
 
-from tests.support.ingest import JSON, RequestQueue, Serve, assert_envelope
+from tests.support.ingest import JSON, RequestQueue, Serve, assert_envelope, error_fields
 
 
 @pytest.fixture
@@ -74,6 +76,57 @@ async def test_get_shows_an_accepted_request_and_404_for_an_unknown_one(
     assert set(status["times"]) == {"acceptedAt", "enqueuedAt"}
     assert "result" not in status
     assert_envelope(await client.get("/ai/feedback/unknown"), 404)
+
+
+# Every printable ASCII character that is not a letter or a digit, alone and inside an id; the
+# dot segments; the issue's id; the longest id.
+CANDIDATE_IDS = [
+    *string.punctuation,
+    *(f"w{c}24" for c in string.punctuation),
+    "..",
+    "team/7/week-24",
+    "A" * 128,
+]
+
+
+@pytest.mark.parametrize("sent_as", ["requestId", "Idempotency-Key"])
+async def test_every_request_id_the_ingest_accepts_can_be_looked_up(
+    client: httpx.AsyncClient, record: dict[str, Any], sent_as: str
+) -> None:
+    """An id is refused with 400 naming where it was sent, or accepted and found by GET, built
+    the way a careful client builds it: every reserved character percent-encoded."""
+    accepted: list[str] = []
+    lost: list[str] = []
+    for request_id in CANDIDATE_IDS:
+        if sent_as == "requestId":
+            answer = await client.post("/ai/feedback", json={**record, "requestId": request_id})
+        else:
+            answer = await client.post(
+                "/ai/feedback", json=record, headers={"Idempotency-Key": request_id}
+            )
+        if answer.status_code == 400:
+            assert error_fields(answer) == [sent_as], request_id
+            continue
+        assert assert_envelope(answer, 202) == {"requestId": request_id}
+        accepted.append(request_id)
+        found = await client.get(f"/ai/feedback/{quote(request_id, safe='')}")
+        if found.status_code != 200 or found.json()["data"]["requestId"] != request_id:
+            lost.append(request_id)
+
+    assert lost == []
+    assert {"w-24", "w.24", "w_24", "w~24", "A" * 128} <= set(accepted)
+
+
+async def test_a_request_id_with_a_slash_is_refused_and_nothing_is_queued(
+    client: httpx.AsyncClient, record: dict[str, Any], request_queue: RequestQueue
+) -> None:
+    body = {**record, "requestId": "team/7/week-24"}
+    response = await client.post("/ai/feedback", json=body, headers=JSON)
+    data = assert_envelope(response, 400)
+    [error] = data["errors"]
+    assert error["field"] == "requestId"
+    assert "pattern" in error["message"]
+    assert request_queue.count() == 0
 
 
 async def test_a_retry_after_a_refused_send_sends_again_flagged_for_the_worker(

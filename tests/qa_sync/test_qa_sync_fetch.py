@@ -10,7 +10,7 @@ from qa_sync.components import Components
 from qa_sync.fetch import JobPending, PairFormat, PairSource
 from qa_sync.registry.models import BatchJob
 
-from tests.support.qa_sync import pairs_file
+from tests.support.qa_sync import PHONE_NUMBER, answered_twice, pairs_file
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -81,6 +81,25 @@ def test_chat_format_gives_one_fine_tuning_example_per_pair(qa: Components, job:
             {"role": "assistant", "content": "답변 req-0."},
         ]
     }
+
+
+@pytest.mark.parametrize("processed_lost", [False, True], ids=["processed", "rebuilt"])
+def test_fine_tuning_examples_hold_one_answer_per_custom_id(
+    qa: Components, provider: FakeBatchApi, s3: "S3Client", bucket: str, processed_lost: bool
+) -> None:
+    output, errors = answered_twice()
+    registered = qa.registry.register("42", provider.seed_batch(output, errors)["id"])
+    qa.syncer.sync(registered)
+    job = qa.registry.get(registered.task_id)
+    if processed_lost:
+        s3.delete_object(Bucket=bucket, Key=str(job.processed_key))
+
+    with qa.fetcher.fetch(job.task_id) as fetched:
+        lines = b"".join(fetched.body(PairFormat.CHAT_JSONL, "system")).splitlines()
+
+    answers = [json.loads(line)["messages"][2]["content"] for line in lines]
+    assert answers == ["아침 7시에 달려요.", "김치찌개요."]
+    assert PHONE_NUMBER not in b"".join(lines).decode()
 
 
 def test_a_pending_job_is_not_synced_by_the_fetch(qa: Components, provider: FakeBatchApi) -> None:

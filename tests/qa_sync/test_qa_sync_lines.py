@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from qa_sync.custom_ids import CustomIdAnswers
 from qa_sync.qa_lines import BadLine, BadLineFound, QaPair, read_line
 
 from tests.support.qa_sync import error_line, pair_line, responses_line, result_line
@@ -84,3 +85,34 @@ def test_an_openai_error_file_line_is_a_request_error_with_its_code() -> None:
     with pytest.raises(BadLineFound) as found:
         read_line(line)
     assert (found.value.kind, found.value.error_code) == (BadLine.REQUEST_ERROR, "server_error")
+
+
+def test_a_custom_id_keeps_its_first_pair_unless_another_contradicts_it() -> None:
+    def pair(custom_id: str | None, answer: str) -> QaPair:
+        return QaPair(question="q", answer=answer, custom_id=custom_id)
+
+    lines = [
+        pair("thrice", "a"),
+        pair("split", "a"),
+        pair("thrice", "a"),
+        pair(None, "a"),
+        pair("split", "a"),
+        pair("thrice", "a"),
+        pair("split", "b"),
+        pair(None, "a"),
+    ]
+    with CustomIdAnswers() as answers:
+        answers.learn(lines)
+        verdicts = [answers.verdict(line) for line in lines]
+
+    duplicate, conflicting = BadLine.DUPLICATE_CUSTOM_ID, BadLine.CONFLICTING_CUSTOM_ID
+    assert verdicts == [
+        None,
+        conflicting,
+        duplicate,
+        None,
+        conflicting,
+        duplicate,
+        conflicting,
+        None,
+    ]

@@ -14,7 +14,9 @@ from qa_sync.settings import MIB, QaSyncSettings
 from qa_sync.sync import SyncOutcome
 
 from tests.support.qa_sync import (
+    PHONE_NUMBER,
     InjectedS3Failures,
+    answered_twice,
     error_line,
     jsonl,
     pair_line,
@@ -131,6 +133,30 @@ def test_every_kind_of_bad_line_is_counted_and_none_fails_the_job(
     assert [pair["custom_id"] for pair in document["qa_pairs"]] == ["ok-1", "text"]
     raw = stored(s3, bucket, job.raw_key)[0]
     assert raw == output + errors  # the error file is part of the raw results
+
+
+def test_one_pair_per_custom_id_and_the_dropped_ones_are_counted(
+    qa: Components, provider: FakeBatchApi, s3: "S3Client", bucket: str
+) -> None:
+    """The same pair twice is kept once; two contradicting pairs are both left out."""
+    output, errors = answered_twice()
+    job = qa.registry.register("8", provider.seed_batch(output, errors)["id"])
+
+    assert qa.syncer.sync(job).outcome == SyncOutcome.SYNCED
+
+    job = qa.registry.get(job.task_id)
+    processed = stored(s3, bucket, job.processed_key)[0]
+    document = json.loads(processed)
+    assert [(pair["custom_id"], pair["answer"]) for pair in document["qa_pairs"]] == [
+        ("same", "아침 7시에 달려요."),
+        ("once", "김치찌개요."),
+    ]
+    assert PHONE_NUMBER not in processed.decode()
+    assert document["total_qa_pairs"] == job.total_qa_pairs == job.generated_qa_pairs == 2
+    expected_bad = {"duplicate_custom_id": 1, "conflicting_custom_id": 2, "request_error": 2}
+    assert job.line_stats is not None
+    assert job.line_stats["bad"] == document["line_stats"]["bad"] == expected_bad
+    assert job.line_stats["lines"] == 7
 
 
 @pytest.mark.parametrize("status", ["failed", "expired", "cancelled"])

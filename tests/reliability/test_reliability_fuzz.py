@@ -17,6 +17,7 @@ from feedback_ingest.settings import IngestSettings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from llm_common.contracts import REQUEST_ID_PATTERN
 
 from tests.support.reliability import Figures
 
@@ -107,7 +108,7 @@ valid_week = st.fixed_dictionaries(
             max_size=3,
         ),
     },
-    optional={"requestId": st.from_regex(r"\A[\x21-\x7e]{1,128}\Z")},
+    optional={"requestId": st.from_regex(REQUEST_ID_PATTERN, fullmatch=True)},
 )
 content_types = st.sampled_from(
     [

@@ -92,6 +92,25 @@ def pairs_file(count: int, prefix: str = "req") -> tuple[bytes, list[str]]:
     return jsonl([pair_line(i, f"질문 {i}?", f"답변 {i}.") for i in ids]), ids
 
 
+PHONE_NUMBER = "010-1234-5678"
+
+
+def answered_twice() -> tuple[bytes, bytes]:
+    """(output file, error file) of a batch that answered two custom_ids twice: `same` with the
+    same pair both times, `split` with two contradicting answers, one giving a phone number;
+    `once` answered once; the error file holds failed attempts of `once` and `same`."""
+    output = jsonl(
+        [
+            pair_line("same", "운동은 언제 하나요?", "아침 7시에 달려요."),
+            pair_line("split", "연락은 어떻게 하나요?", "DM으로 물어봐 주세요."),
+            pair_line("once", "좋아하는 음식은?", "김치찌개요."),
+            pair_line("same", "운동은 언제 하나요?", "아침 7시에 달려요."),
+            pair_line("split", "연락은 어떻게 하나요?", f"{PHONE_NUMBER}로 전화 주세요."),
+        ]
+    )
+    return output, jsonl([error_line("once"), error_line("same", "server_error")])
+
+
 class InjectedS3Failures:
     """A botocore `before-send` hook: the first `failures` requests of an operation get the
     500 InternalError a struggling S3 answers, without reaching moto; the rest go through."""

@@ -35,11 +35,12 @@ def derived_request_id(request: FeedbackRequest) -> str:
 
 
 def _valid_idempotency_key(value: str) -> str:
+    """The header under the body's `requestId` rule: it becomes the request id just the same."""
     try:
         return _REQUEST_ID.validate_python(value)
-    except ValidationError:
+    except ValidationError as error:
         raise InvalidRequest.about(
-            IDEMPOTENCY_KEY_HEADER, "must be 1 to 128 printable ASCII characters without spaces"
+            IDEMPOTENCY_KEY_HEADER, error.errors(include_url=False)[0]["msg"]
         ) from None
 
 

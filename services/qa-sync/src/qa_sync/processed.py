@@ -3,8 +3,9 @@
 {"influencer_id", "task_id", "generated_at", "total_qa_pairs", "openai_batch_id", "provenance",
  "line_stats", "qa_pairs": [{"question", "answer", "custom_id"}, ...]}
 
-The document is a pure function of the raw results and the job, so rebuilding it gives the same
-bytes (and SHA-256) as the first time: `generated_at` is when the provider finished the batch.
+At most one pair per custom_id (custom_ids.py). The document is a pure function of the raw
+results and the job, so rebuilding it gives the same bytes (and SHA-256) as the first time:
+`generated_at` is when the provider finished the batch.
 """
 
 import json
@@ -16,6 +17,7 @@ from typing import IO, Any
 import ijson  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
+from qa_sync.custom_ids import CustomIdAnswers
 from qa_sync.qa_lines import BadLineFound, LineStats, QaPair, read_line
 from qa_sync.spool import Spool
 
@@ -56,19 +58,21 @@ class ProcessedHeader:
 def build_processed(
     raw: Spool, header: ProcessedHeader, memory_bytes: int
 ) -> tuple[Spool, LineStats]:
-    """The processed JSON for the raw results in `raw`, and what its lines held."""
+    """The processed JSON for the raw results in `raw`, and what its lines held.
+
+    Two passes over raw: whether a pair is kept depends on every other line with its custom_id.
+    """
     stats = LineStats()
-    with Spool(memory_bytes) as pairs:
-        for line in raw.lines():
-            if not line.strip():
-                continue
-            try:
-                pair = read_line(line)
-            except BadLineFound as bad:
-                stats.count_bad(bad.kind, bad.error_code)
-                continue
-            pairs.write((b",\n" if stats.pairs else b"") + _pair_json(pair))
-            stats.count_pair()
+    with CustomIdAnswers() as answers, Spool(memory_bytes) as pairs:
+        answers.learn(found for found in _read_lines(raw) if isinstance(found, QaPair))
+        for found in _read_lines(raw):
+            if isinstance(found, BadLineFound):
+                stats.count_bad(found.kind, found.error_code)
+            elif (dropped := answers.verdict(found)) is not None:
+                stats.count_bad(dropped)
+            else:
+                pairs.write((b",\n" if stats.pairs else b"") + _pair_json(found))
+                stats.count_pair()
         document = Spool(memory_bytes)
         try:
             head = json.dumps(header.fields(raw, stats), ensure_ascii=False)
@@ -80,6 +84,17 @@ def build_processed(
             document.close()
             raise
     return document, stats
+
+
+def _read_lines(raw: Spool) -> Iterator[QaPair | BadLineFound]:
+    """Each line of raw that is not blank, as its pair or as the bad line it is."""
+    for line in raw.lines():
+        if not line.strip():
+            continue
+        try:
+            yield read_line(line)
+        except BadLineFound as bad:
+            yield bad
 
 
 def _pair_json(pair: QaPair) -> bytes:

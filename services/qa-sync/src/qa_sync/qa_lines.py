@@ -4,7 +4,8 @@ Output lines: {"id", "custom_id", "response": {"status_code", "request_id", "bod
 The body is a chat completion (`choices[0].message.content`) or, for a /v1/responses batch, a
 response (`output[].content[].text` of its `message` items). The assistant's content is JSON
 {"q": ..., "a": ...} or the older text "Q: ... A: ...".
-A bad line is counted by kind and skipped: one line never fails a job.
+A bad line is counted by kind and skipped: one line never fails a job. The kinds that only
+several lines together reveal (a custom_id answered twice) are custom_ids.py's.
 """
 
 import json
@@ -35,6 +36,10 @@ class BadLine(StrEnum):
     """The content was cut off: finish_reason "length" (a response: status "incomplete" for
     max_output_tokens), whatever the text looks like, or a JSON object that never closes."""
     UNPARSEABLE = "unparseable"
+    DUPLICATE_CUSTOM_ID = "duplicate_custom_id"
+    """A pair equal to one kept for the same custom_id (custom_ids.py)."""
+    CONFLICTING_CUSTOM_ID = "conflicting_custom_id"
+    """A pair whose custom_id has another, different pair: neither is kept (custom_ids.py)."""
 
 
 class LineStats(BaseModel):

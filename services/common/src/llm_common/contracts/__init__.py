@@ -3,6 +3,7 @@
 from llm_common.contracts.dates import LocalDateTime
 from llm_common.contracts.envelope import Envelope
 from llm_common.contracts.feedback import (
+    REQUEST_ID_PATTERN,
     RESENT_ATTRIBUTE,
     FailureNotice,
     FeedbackJob,
@@ -15,6 +16,7 @@ from llm_common.contracts.feedback import (
 )
 
 __all__ = [
+    "REQUEST_ID_PATTERN",
     "RESENT_ATTRIBUTE",
     "Envelope",
     "FailureNotice",

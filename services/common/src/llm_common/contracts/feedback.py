@@ -20,11 +20,39 @@ RESENT_ATTRIBUTE = "ResentByIngest"
 """SQS message attribute on a message ingest sends again for a request it had accepted already
 (its first send's fate unknown): the worker reads the request's record before working it."""
 
-# SQS allows 128 printable ASCII characters in a deduplication id; the request id is used as one,
-# and as the callback's `webhook-id` header.
 # Strict types throughout: `true`, `"77"` or `77.0` as a member id, `"yes"` or `1` as isSuccess are
 # refused (400), never coerced into another member or another outcome.
-RequestId = Annotated[str, Field(strict=True), StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]
+
+REQUEST_ID_MAX_LENGTH = 128
+"""SQS's limit on a MessageDeduplicationId, which every request id is used as."""
+REQUEST_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._~-]{{0,{REQUEST_ID_MAX_LENGTH - 1}}}$"
+"""The whole rule in one pattern, as /openapi.json shows it: RFC 3986's unreserved characters,
+the first a letter or digit, at most 128."""
+
+RequestId = Annotated[
+    str,
+    Field(strict=True),
+    StringConstraints(min_length=1, max_length=REQUEST_ID_MAX_LENGTH, pattern=REQUEST_ID_PATTERN),
+]
+"""A request id the ingest accepts (`requestId` or `Idempotency-Key`).
+
+Every accepted id must come back through `GET /ai/feedback/{requestId}`, and through the
+worker's `admin` commands and the callback's `webhook-id`. Unreserved characters mean the same
+in a URL path whether a client percent-encodes them or not; anything else may not survive the
+trip (`/` splits the path even as `%2F`, `?` and `#` end it, `%` is read as an escape). The first
+character rules out `.` and `..`, which URL clients drop as dot segments, and ids read as
+command-line options.
+"""
+
+QueuedRequestId = Annotated[
+    str,
+    Field(strict=True),
+    StringConstraints(pattern=rf"^[\x21-\x7e]{{1,{REQUEST_ID_MAX_LENGTH}}}$"),
+]
+"""A request id as the worker may meet it: SQS's own rule for a MessageDeduplicationId (1 to 128
+printable ASCII characters). Wider than `RequestId`: the backend's direct publishes take their
+dedup id as request id, and a message queued before `RequestId` was narrowed must still be
+worked, never refused as invalid."""
 
 # Limits well above any real week, so that an abusive body is refused before it reaches the LLM.
 MAX_CHALLENGES = 200
@@ -95,6 +123,7 @@ class FeedbackJob(FeedbackRequest):
     worker then takes the SQS message id as the request id.
     """
 
+    request_id: QueuedRequestId | None = None
     schema_version: Literal[1] = 1
     accepted_at: datetime | None = None
 
@@ -106,7 +135,7 @@ class FeedbackResult(_Contract):
     content: str = Field(min_length=1)
     status: Literal["success"] = "success"
     timestamp: LocalDateTime
-    request_id: RequestId
+    request_id: QueuedRequestId
 
 
 class FailureNotice(_Contract):
@@ -114,7 +143,7 @@ class FailureNotice(_Contract):
     without a result. Never sent to the result queue or CALLBACK_PATH, whose consumer needs
     `content`."""
 
-    request_id: RequestId
+    request_id: QueuedRequestId
     member_id: int
     state: Literal["failed", "expired"]
     reason: str
