@@ -151,7 +151,7 @@ class LlmGate:
         self._target_waiting = target_waiting
         self._start_limit = max(1, min(bounds.ceiling, start_limit))
         self._limit = self._start_limit
-        """The limit while open; TRIAL and CLOSED set the bounds to one call meanwhile."""
+        """The limit while open; TRIAL sets the bounds to one call meanwhile, CLOSED to none."""
         self._slow_start = True
         self._has_metrics: bool | None = None
         """Unknown until the first reading of /metrics."""
