@@ -5,6 +5,7 @@ import re
 import selectors
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -164,10 +165,15 @@ def duplicates_by_id(deliveries: list[dict[str, Any]]) -> int:
 class TcpProxy:
     """A loopback TCP forwarder that can be cut (connections refused, open ones reset) and
     restored on the same port: an SQS outage as the client sees it, without losing moto's state.
+
+    `delay_s` holds what a client sends that long before passing it on: a slow link, or a
+    client that lags between taking a pooled connection and writing to it, so that a request
+    reaches the server after the keep-alive close it was sent before.
     """
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay_s: float = 0.0) -> None:
         self._target = ("127.0.0.1", target_port)
+        self._delay_s = delay_s
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         self.port: int = probe.getsockname()[1]
@@ -224,6 +230,8 @@ class TcpProxy:
                         data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                         if not data:
                             return
+                        if key.fileobj is client:
+                            time.sleep(self._delay_s)
                         peers[key.fileobj].sendall(data)  # type: ignore[index]
             except (OSError, ValueError):
                 return
