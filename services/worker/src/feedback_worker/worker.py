@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import logging
 
-import httpx
+import httpx2
 from llm_common.requests_store import RequestStore
 from llm_common.telemetry import metrics
 
@@ -41,20 +41,20 @@ def runner_config(settings: WorkerSettings) -> RunnerConfig:
     )
 
 
-def callback_http(settings: WorkerSettings) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+def callback_http(settings: WorkerSettings) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
         timeout=settings.callback_timeout_seconds,
         # A redirect would take the signed result to a host CALLBACK_ALLOWED_HOSTS never
         # allowed: a 3xx is an unexpected answer instead.
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=settings.worker_concurrency),
+        limits=httpx2.Limits(max_connections=settings.worker_concurrency),
     )
 
 
-def probe_http(settings: WorkerSettings) -> httpx.AsyncClient:
+def probe_http(settings: WorkerSettings) -> httpx2.AsyncClient:
     """The LLM gate's own client: /health and /metrics answer while every call is busy."""
     key = settings.llm_api_key.get_secret_value() or NO_API_KEY
-    return httpx.AsyncClient(
+    return httpx2.AsyncClient(
         timeout=PROBE_TIMEOUT_SECONDS, headers={"authorization": f"Bearer {key}"}
     )
 
@@ -66,7 +66,7 @@ class Worker:
         source: MessageSource,
         writer: FeedbackWriter,
         prompt: PromptTemplate,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         sqs: Sqs,
         store: RequestStore | None,
     ) -> None:
