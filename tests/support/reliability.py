@@ -111,6 +111,11 @@ class Platform:
         stats: dict[str, int] = self.http.get(f"{self.llm_url}/stats").json()
         return stats
 
+    def llm_requests(self) -> list[dict[str, Any]]:
+        """The fake LLM's last 100 requests, each with `received_at` (and `open_s` if dripped)."""
+        requests: list[dict[str, Any]] = self.http.get(f"{self.llm_url}/requests").json()
+        return requests
+
     def script_receiver(self, **script: Any) -> None:
         self.http.post(f"{self.stack.callback_url}/control", json=script).raise_for_status()
 
