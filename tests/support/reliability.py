@@ -1,6 +1,7 @@
 """What the reliability suite measures with: figures, the platform's clients, a cuttable proxy."""
 
 import contextlib
+import queue
 import re
 import selectors
 import socket
@@ -226,6 +227,7 @@ class TcpProxy:
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peers = {client: upstream, upstream: client}
+        to_upstream = DelayedSender(upstream, self._delay_s)
         with selectors.DefaultSelector() as selector:
             for sock in peers:
                 selector.register(sock, selectors.EVENT_READ)
@@ -236,13 +238,40 @@ class TcpProxy:
                         if not data:
                             return
                         if key.fileobj is client:
-                            time.sleep(self._delay_s)
-                        peers[key.fileobj].sendall(data)  # type: ignore[index]
+                            to_upstream.send(data)
+                        else:
+                            client.sendall(data)
             except (OSError, ValueError):
                 return
             finally:
+                to_upstream.close()
                 for sock in peers:
                     sock.close()
+
+
+class DelayedSender:
+    """Sends each chunk `delay_s` after it was handed over, in order, from its own thread: a
+    link's latency, which consecutive chunks share instead of adding up."""
+
+    def __init__(self, sock: socket.socket, delay_s: float) -> None:
+        self._chunks: queue.SimpleQueue[tuple[float, bytes] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, args=(sock, delay_s), daemon=True).start()
+
+    def send(self, data: bytes) -> None:
+        self._chunks.put((time.monotonic(), data))
+
+    def close(self) -> None:
+        """What is still on its way is dropped: the socket closes under it."""
+        self._chunks.put(None)
+
+    def _run(self, sock: socket.socket, delay_s: float) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            handed_over, data = chunk
+            time.sleep(max(0.0, handed_over + delay_s - time.monotonic()))
+            try:
+                sock.sendall(data)
+            except OSError:
+                return
 
 
 def _cut(sock: socket.socket) -> None:
