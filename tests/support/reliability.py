@@ -1,10 +1,12 @@
 """What the reliability suite measures with: figures, the platform's clients, a cuttable proxy."""
 
 import contextlib
+import queue
 import re
 import selectors
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -110,6 +112,11 @@ class Platform:
         stats: dict[str, int] = self.http.get(f"{self.llm_url}/stats").json()
         return stats
 
+    def llm_requests(self) -> list[dict[str, Any]]:
+        """The fake LLM's last 100 requests, each with `received_at` (and `open_s` if dripped)."""
+        requests: list[dict[str, Any]] = self.http.get(f"{self.llm_url}/requests").json()
+        return requests
+
     def script_receiver(self, **script: Any) -> None:
         self.http.post(f"{self.stack.callback_url}/control", json=script).raise_for_status()
 
@@ -164,10 +171,15 @@ def duplicates_by_id(deliveries: list[dict[str, Any]]) -> int:
 class TcpProxy:
     """A loopback TCP forwarder that can be cut (connections refused, open ones reset) and
     restored on the same port: an SQS outage as the client sees it, without losing moto's state.
+
+    `delay_s` holds what a client sends that long before passing it on: a slow link, or a
+    client that lags between taking a pooled connection and writing to it, so that a request
+    reaches the server after the keep-alive close it was sent before.
     """
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay_s: float = 0.0) -> None:
         self._target = ("127.0.0.1", target_port)
+        self._delay_s = delay_s
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         self.port: int = probe.getsockname()[1]
@@ -215,6 +227,7 @@ class TcpProxy:
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peers = {client: upstream, upstream: client}
+        to_upstream = DelayedSender(upstream, self._delay_s)
         with selectors.DefaultSelector() as selector:
             for sock in peers:
                 selector.register(sock, selectors.EVENT_READ)
@@ -224,12 +237,41 @@ class TcpProxy:
                         data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                         if not data:
                             return
-                        peers[key.fileobj].sendall(data)  # type: ignore[index]
+                        if key.fileobj is client:
+                            to_upstream.send(data)
+                        else:
+                            client.sendall(data)
             except (OSError, ValueError):
                 return
             finally:
+                to_upstream.close()
                 for sock in peers:
                     sock.close()
+
+
+class DelayedSender:
+    """Sends each chunk `delay_s` after it was handed over, in order, from its own thread: a
+    link's latency, which consecutive chunks share instead of adding up."""
+
+    def __init__(self, sock: socket.socket, delay_s: float) -> None:
+        self._chunks: queue.SimpleQueue[tuple[float, bytes] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, args=(sock, delay_s), daemon=True).start()
+
+    def send(self, data: bytes) -> None:
+        self._chunks.put((time.monotonic(), data))
+
+    def close(self) -> None:
+        """What is still on its way is dropped: the socket closes under it."""
+        self._chunks.put(None)
+
+    def _run(self, sock: socket.socket, delay_s: float) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            handed_over, data = chunk
+            time.sleep(max(0.0, handed_over + delay_s - time.monotonic()))
+            try:
+                sock.sendall(data)
+            except OSError:
+                return
 
 
 def _cut(sock: socket.socket) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from devstack.fakes.vllm_sim import Calibration, SimulatorThread
 from devstack.queues import FeedbackQueues, create_feedback_queues
@@ -185,7 +186,7 @@ async def test_after_an_outage_the_limit_doubles_again_from_the_start_limit() ->
     # One sequence at a time, a call ~2 s of real time: four calls leave three waiting.
     with SimulatorThread(Calibration.published(max_num_seqs=1), time_scale=1) as one_seq:
         bounds = Bounds(concurrency=64, prefetch=0)
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx2.AsyncClient(timeout=30) as http:
             gate = LlmGate(bounds, http, one_seq.url, 60, 1, 8)
             calls = [
                 asyncio.create_task(

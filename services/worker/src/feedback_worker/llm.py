@@ -17,6 +17,7 @@ from openai.types.chat import ChatCompletion
 
 from feedback_worker.content import ContentRules, Review, review
 from feedback_worker.errors import LlmUnavailable, UnfitContent
+from feedback_worker.http_clients import bounded_client
 from feedback_worker.llm_gate import GateReason
 from feedback_worker.prompt import Prompt
 from feedback_worker.settings import WorkerSettings
@@ -60,6 +61,11 @@ class FeedbackWriter:
             api_key=settings.llm_api_key.get_secret_value() or NO_API_KEY,
             timeout=settings.llm_timeout_seconds,
             max_retries=settings.client_retries,
+            # Calls never exceed WORKER_CONCURRENCY; redirects followed as the openai
+            # client's own default does.
+            http_client=bounded_client(
+                settings.llm_timeout_seconds, settings.worker_concurrency, follow_redirects=True
+            ),
         )
         rules = ContentRules(
             settings.content_min_chars,

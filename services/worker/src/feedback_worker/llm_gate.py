@@ -52,7 +52,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-import httpx
+import httpx2
 from llm_common.telemetry import metrics
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -138,7 +138,7 @@ class LlmGate:
     def __init__(
         self,
         bounds: Bounds,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         server_url: str,
         poll_seconds: float,
         target_waiting: int,
@@ -214,7 +214,7 @@ class LlmGate:
             return
         try:
             reading = await self._capacity()
-        except httpx.TransportError as error:
+        except httpx2.TransportError as error:
             self.call_failed(
                 LlmUnavailable(
                     f"{type(error).__name__} on /metrics", gate_reason=GateReason.UNREACHABLE
@@ -238,7 +238,7 @@ class LlmGate:
     async def learn_metrics(self) -> None:
         """Before the first receive: whether the LLM serves vLLM's metrics (an LLM without
         them starts at WORKER_CONCURRENCY); an LLM that does not answer is learnt later."""
-        with contextlib.suppress(httpx.TransportError):
+        with contextlib.suppress(httpx2.TransportError):
             self._note_metrics(await self._capacity())
 
     def _note_metrics(self, reading: Capacity | None) -> None:
@@ -303,14 +303,14 @@ class LlmGate:
         for path in ("/health", "/v1/models"):
             try:
                 response = await self._http.get(f"{self._server_url}{path}")
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 return False
             if response.status_code != 404:
                 return response.status_code == 200
         return False
 
     async def _capacity(self) -> Capacity | None:
-        """vLLM's reading; None without one; raises httpx.TransportError when unreachable."""
+        """vLLM's reading; None without one; raises httpx2.TransportError when unreachable."""
         response = await self._http.get(f"{self._server_url}/metrics")
         try:
             return read_capacity(response.text) if response.status_code == 200 else None

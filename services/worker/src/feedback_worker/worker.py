@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import logging
 
-import httpx
+import httpx2
 from llm_common.requests_store import RequestStore
 from llm_common.telemetry import metrics
 
@@ -13,6 +13,7 @@ from feedback_worker.delivery import delivery_from_settings
 from feedback_worker.delivery.notices import notices_from_settings
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.handler import FeedbackHandler
+from feedback_worker.http_clients import bounded_client
 from feedback_worker.llm import NO_API_KEY, FeedbackWriter
 from feedback_worker.llm_gate import LlmGate
 from feedback_worker.prompt import InvalidTemplate, PromptTemplate
@@ -27,6 +28,8 @@ from feedback_worker.startup import check_model, open_request_queue, open_reques
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS = 5.0
+PROBE_CONNECTIONS = 2
+"""The capacity poll and the probe of a closed gate; each waits for its answer."""
 
 
 def runner_config(settings: WorkerSettings) -> RunnerConfig:
@@ -41,21 +44,19 @@ def runner_config(settings: WorkerSettings) -> RunnerConfig:
     )
 
 
-def callback_http(settings: WorkerSettings) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=settings.callback_timeout_seconds,
-        # A redirect would take the signed result to a host CALLBACK_ALLOWED_HOSTS never
-        # allowed: a 3xx is an unexpected answer instead.
-        follow_redirects=False,
-        limits=httpx.Limits(max_connections=settings.worker_concurrency),
-    )
+def callback_http(settings: WorkerSettings) -> httpx2.AsyncClient:
+    """The results' and the failure notices' client, CALLBACK_TIMEOUT_SECONDS per attempt. A
+    redirect would take the signed result to a host CALLBACK_ALLOWED_HOSTS never allowed: a 3xx
+    is an unexpected answer instead."""
+    return bounded_client(settings.callback_timeout_seconds, settings.worker_concurrency)
 
 
-def probe_http(settings: WorkerSettings) -> httpx.AsyncClient:
-    """The LLM gate's own client: /health and /metrics answer while every call is busy."""
+def probe_http(settings: WorkerSettings) -> httpx2.AsyncClient:
+    """The LLM gate's own client: /health and /metrics answer while every call is busy, and a
+    probe that drips ends like a call that does."""
     key = settings.llm_api_key.get_secret_value() or NO_API_KEY
-    return httpx.AsyncClient(
-        timeout=PROBE_TIMEOUT_SECONDS, headers={"authorization": f"Bearer {key}"}
+    return bounded_client(
+        PROBE_TIMEOUT_SECONDS, PROBE_CONNECTIONS, headers={"authorization": f"Bearer {key}"}
     )
 
 
@@ -66,7 +67,7 @@ class Worker:
         source: MessageSource,
         writer: FeedbackWriter,
         prompt: PromptTemplate,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         sqs: Sqs,
         store: RequestStore | None,
     ) -> None:

@@ -12,6 +12,8 @@ import uvicorn
 from fastapi import FastAPI
 
 START_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 5
+"""uvicorn's default idle keep-alive, and vLLM's (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 unless set)."""
 
 
 def listen_args(parser: argparse.ArgumentParser) -> None:
@@ -22,22 +24,33 @@ def listen_args(parser: argparse.ArgumentParser) -> None:
 
 def serve(app: FastAPI, host: str, port: int) -> None:
     """Serve in the foreground until SIGINT/SIGTERM."""
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
 
 
 class BackgroundServer:
     """`app` on a uvicorn thread, on a free loopback port: a real HTTP server for tests.
 
     The socket is bound before the thread starts, so the port is known and cannot be taken by
-    another process in between.
+    another process in between. `keep_alive_s`: how long an idle connection stays open.
     """
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, keep_alive_s: int = KEEP_ALIVE_S) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, timeout_graceful_shutdown=2
+            app,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+            timeout_keep_alive=keep_alive_s,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -8,6 +8,7 @@ Everything else (headers, timeout, compression, sampler, batch sizes, resource a
 by the SDK itself from its own variables.
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -18,8 +19,9 @@ from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+from opentelemetry.instrumentation.dependencies import DependencyConflictError
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_PROTOCOL,
@@ -45,13 +47,15 @@ _FASTAPI_EXCLUDED_URLS_ENV = "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"
 DEFAULT_UNTRACED_PATHS = ("/metrics", "/healthz", "/readyz", "/livez")
 
 _provider: TracerProvider | None = None
-# The instrumentors are process-wide singletons; these are the client libraries every service uses.
+# The instrumentors are process-wide singletons; these are the client libraries the services use
+# (httpx2: the openai client's and the worker's own; httpx where an image still ships it).
 _BOTOCORE = BotocoreInstrumentor()  # type: ignore[no-untyped-call]
-_CLIENT_INSTRUMENTORS = (_BOTOCORE, HTTPXClientInstrumentor())
+_CLIENT_INSTRUMENTORS = (_BOTOCORE, HTTPXClientInstrumentor(), HTTPX2ClientInstrumentor())
 
 
 def setup_tracing(service_name: str) -> None:
-    """Install the process's tracer provider and instrument botocore and httpx (idempotent).
+    """Install the process's tracer provider and instrument botocore, httpx and httpx2, those
+    of them installed (idempotent).
 
     `service_name` is the default `service.name`; `OTEL_SERVICE_NAME` or a `service.name` in
     `OTEL_RESOURCE_ATTRIBUTES` wins over it.
@@ -68,7 +72,9 @@ def setup_tracing(service_name: str) -> None:
         if not instrumentor.is_instrumented_by_opentelemetry:
             # botocore's SQS spans under the messaging conventions (messaging.py).
             hooks = {"request_hook": botocore_request_hook} if instrumentor is _BOTOCORE else {}
-            instrumentor.instrument(**hooks)
+            # A library the service's image does not ship is skipped without an error line.
+            with contextlib.suppress(DependencyConflictError):
+                instrumentor.instrument(raise_exception_on_conflict=True, **hooks)
 
 
 def shutdown_tracing() -> None:

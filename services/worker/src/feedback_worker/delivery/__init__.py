@@ -3,7 +3,7 @@ the delivery budget that retries them (budget.py)."""
 
 from typing import Protocol
 
-import httpx
+import httpx2
 from llm_common.contracts import FeedbackResult
 from llm_common.telemetry.names import DeliveryOutcome
 
@@ -34,7 +34,7 @@ class Channel(Protocol):
 
 
 def channels_from_settings(
-    settings: WorkerSettings, sqs: Sqs, http: httpx.AsyncClient
+    settings: WorkerSettings, sqs: Sqs, http: httpx2.AsyncClient
 ) -> list[Channel]:
     channels: list[Channel] = []
     if settings.result_queue_url:
@@ -59,5 +59,7 @@ def delivery_budget(settings: WorkerSettings) -> DeliveryBudget:
     )
 
 
-def delivery_from_settings(settings: WorkerSettings, sqs: Sqs, http: httpx.AsyncClient) -> Delivery:
+def delivery_from_settings(
+    settings: WorkerSettings, sqs: Sqs, http: httpx2.AsyncClient
+) -> Delivery:
     return Delivery(channels_from_settings(settings, sqs, http), delivery_budget(settings))

@@ -11,7 +11,7 @@ import logging
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-import httpx
+import httpx2
 from llm_common.contracts import FeedbackResult
 from llm_common.telemetry import metrics
 from llm_common.telemetry.names import DeliveryOutcome, DeliveryTarget, RetryOperation
@@ -38,7 +38,7 @@ class SignedWebhook:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         url: str,
         secret: str,
         max_attempts: int,
@@ -95,7 +95,7 @@ class SignedWebhook:
         }
         try:
             response = await self._http.post(self._url, content=body.encode(), headers=headers)
-        except httpx.TransportError as error:  # timeouts and connection errors
+        except httpx2.TransportError as error:  # timeouts and connection errors
             record.settle(DeliveryOutcome.TRANSIENT_FAILURE, error)
             return type(error).__name__, None
         status = response.status_code
@@ -116,7 +116,7 @@ class SignedWebhook:
 class CallbackChannel:
     name = "callback"
 
-    def __init__(self, http: httpx.AsyncClient, url: str, secret: str, max_attempts: int) -> None:
+    def __init__(self, http: httpx2.AsyncClient, url: str, secret: str, max_attempts: int) -> None:
         self._webhook = SignedWebhook(
             http, url, secret, max_attempts, DeliveryTarget.CALLBACK, "the result"
         )

@@ -8,7 +8,7 @@ and the DLQ keep the failure either way.
 
 import logging
 
-import httpx
+import httpx2
 from llm_common.contracts import FailureNotice
 from llm_common.telemetry.names import DeliveryTarget
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class FailureNotices:
-    def __init__(self, http: httpx.AsyncClient, url: str, secret: str, max_attempts: int) -> None:
+    def __init__(self, http: httpx2.AsyncClient, url: str, secret: str, max_attempts: int) -> None:
         self._webhook = SignedWebhook(
             http, url, secret, max_attempts, DeliveryTarget.FAILURE_NOTICE, "the notice"
         )
@@ -34,7 +34,7 @@ class FailureNotices:
 
 
 def notices_from_settings(
-    settings: WorkerSettings, http: httpx.AsyncClient
+    settings: WorkerSettings, http: httpx2.AsyncClient
 ) -> FailureNotices | None:
     """The notices to CALLBACK_FAILURE_PATH, signed like the callback; None when it is unset."""
     if settings.failure_endpoint is None:

@@ -10,9 +10,15 @@ HOST, PORT and CALLBACK_SECRET (required) are read when no argument is given.
                            already accepted on that path (as the backend answers a duplicate);
                            else the scripted answer, or 200
     GET  /deliveries       every verified call, oldest first: {"webhook_id", "path", "status",
-                           "body", "headers", "received_at"} (Unix seconds, for `make bench`)
+                           "body", "headers", "received_at"} (Unix seconds, for `make bench`),
+                           and `open_s` for a dripped answer: the seconds from its arrival
+                           until the client hung up (or the last byte)
     POST /control          script the next calls: {"status": 429, "times": 2, "retry_after": "1",
-                           "delay_s": 0.0}; `status` omitted: answer normally (after `delay_s`)
+                           "delay_s": 0.0, "drip_s": 0.0}; `status` omitted: answer normally
+                           (after `delay_s`); `drip_s` sends the answer's body (the backend's
+                           envelope) one byte every `drip_s` seconds after the status and
+                           headers: a receiver whose every read arrives in time while the
+                           answer never ends
     GET  /stats            {"deliveries", "accepted", "bad_signatures"}
     POST /reset            forget deliveries, script and counters
 """
@@ -23,13 +29,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from llm_common.webhooks import WebhookVerificationError, verify_signature
 from pydantic import BaseModel, Field
 
+from devstack.fakes.drip import dripping
 from devstack.serving import listen_args, serve
 
 
@@ -38,6 +47,7 @@ class Script(BaseModel):
     times: int = Field(1, ge=0)
     retry_after: str | None = None
     delay_s: float = Field(0.0, ge=0)
+    drip_s: float = Field(0.0, ge=0)
 
 
 @dataclass
@@ -113,20 +123,34 @@ def create_app(secret: str) -> FastAPI:
         webhook_id = headers["webhook-id"]
         response = receiver.answer(path, webhook_id, scripted)
         body = _json_or_text(raw)
-        receiver.deliveries.append(
-            {
-                "webhook_id": webhook_id,
-                "path": f"/{path}",
-                "status": response.status_code,
-                "body": body,
-                "headers": headers,
-                "received_at": received_at,
-            }
-        )
+        recorded = {
+            "webhook_id": webhook_id,
+            "path": f"/{path}",
+            "status": response.status_code,
+            "body": body,
+            "headers": headers,
+            "received_at": received_at,
+        }
+        receiver.deliveries.append(recorded)
         _print_delivery(response.status_code, webhook_id, body)
-        return response
+        if scripted is None or not scripted.drip_s:
+            return response
+
+        def ended() -> None:
+            recorded["open_s"] = round(time.time() - received_at, 3)
+
+        return _dripped(response, scripted.drip_s, ended)
 
     return app
+
+
+def _dripped(response: Response, every_s: float, ended: Callable[[], None]) -> Response:
+    """`response` (its status and Retry-After) with the backend's envelope for a body,
+    {"status", "message", "data"}, dripped."""
+    status = response.status_code
+    envelope = {"status": status, "message": HTTPStatus(status).phrase, "data": None}
+    headers = {name: value for name, value in response.headers.items() if name == "retry-after"}
+    return dripping(json.dumps(envelope).encode(), every_s, ended, status, headers)
 
 
 def _json_or_text(raw: bytes) -> Any:

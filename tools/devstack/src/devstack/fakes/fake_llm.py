@@ -12,13 +12,17 @@ HOST, PORT, FAKE_LLM_LATENCY_S and FAKE_LLM_MODEL are read when no argument is g
     GET  /v1/models            the one model it serves
     POST /control              change faults; only the fields given change; answers the faults
                                now in force: {"latency_s": 1.0, "fail_next": 3,
+                               now in force: {"latency_s": 1.0, "fail_next": 3,
                                "fail_every": 0, "fail_status": 503, "retry_after": "1",
                                "refuse": false,
-                               "answers": [{"content": "...", "finish_reason": "length"}]}
+                               "answers": [{"content": "...", "finish_reason": "length"}],
+                               "drip_s": 0.5}
     GET  /stats                {"requests", "completions", "failures", "in_flight",
                                "max_in_flight"}
     GET  /requests             the last 100 request bodies, oldest first, each with the
-                               `received_at` (Unix seconds) of its arrival: for `make bench`
+                               `received_at` (Unix seconds) of its arrival: for `make bench`;
+                               a dripped answer's also has `open_s`, the seconds from its
+                               arrival until the client hung up (or the last byte)
     POST /reset                counters, recorded requests and faults back to their start values
 
 `fail_next` answers the next N requests with `fail_status` (and `Retry-After` when set);
@@ -27,20 +31,25 @@ HOST, PORT, FAKE_LLM_LATENCY_S and FAKE_LLM_MODEL are read when no argument is g
 object, also with `fail_status` 200 (a proxy or server that reports errors that way). `answers`
 script the content (null for none) and finish reason of the next answers, in order: drafts the
 worker's content checks must trim or refuse. Latency applies to the answers that succeed.
+`drip_s` sends the answers that succeed, and the model list, one byte every `drip_s` seconds
+after the status and headers (0: at once): an LLM whose every read arrives in time while the
+answer never ends.
 """
 
 import argparse
 import asyncio
+import json
 import os
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from devstack.fakes.drip import dripping
 from devstack.serving import listen_args, serve
 
 RECENT_REQUESTS = 100
@@ -73,6 +82,7 @@ class Control(BaseModel):
     retry_after: str | None = None
     refuse: bool | None = None
     answers: list[Answer] | None = None
+    drip_s: float | None = Field(None, ge=0)
 
 
 @dataclass
@@ -84,6 +94,7 @@ class Faults:
     retry_after: str | None = None
     refuse: bool = False
     answers: list[Answer] = field(default_factory=list)
+    drip_s: float = 0.0
 
 
 @dataclass
@@ -170,9 +181,10 @@ def create_app(model: str = DEFAULT_MODEL, latency_s: float = 0.0) -> FastAPI:
     llm = FakeLlm(model=model, start_latency_s=latency_s)
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(request: ChatRequest) -> JSONResponse | dict[str, Any]:
+    async def chat_completions(request: ChatRequest) -> Response | dict[str, Any]:
         llm.stats.requests += 1
-        llm.recent.append({**request.model_dump(exclude_none=True), "received_at": time.time()})
+        recorded = {**request.model_dump(exclude_none=True), "received_at": time.time()}
+        llm.recent.append(recorded)
         if request.stream:
             error = {"message": "the fake LLM does not stream", "type": "invalid_request_error"}
             return JSONResponse({"error": error}, status_code=400)
@@ -187,12 +199,22 @@ def create_app(model: str = DEFAULT_MODEL, latency_s: float = 0.0) -> FastAPI:
             llm.stats.in_flight -= 1
         answer = llm.take_answer(request.messages)
         llm.stats.completions += 1
-        return completion(request, answer, llm.stats.requests)
+        body = completion(request, answer, llm.stats.requests)
+        if not llm.faults.drip_s:
+            return body
 
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+        def ended() -> None:
+            recorded["open_s"] = round(time.time() - recorded["received_at"], 3)
+
+        return dripping(json.dumps(body).encode(), llm.faults.drip_s, ended)
+
+    @app.get("/v1/models", response_model=None)
+    async def models() -> Response | dict[str, Any]:
         entry = {"id": llm.model, "object": "model", "created": 0, "owned_by": "devstack"}
-        return {"object": "list", "data": [entry]}
+        body = {"object": "list", "data": [entry]}
+        if not llm.faults.drip_s:
+            return body
+        return dripping(json.dumps(body).encode(), llm.faults.drip_s, lambda: None)
 
     @app.post("/control")
     async def control(change: Control) -> dict[str, Any]:
