@@ -4,6 +4,8 @@ into the fake LLM, delivered through the callback receiver over HTTP."""
 import pytest
 from feedback_worker.content import ContentRules, review
 from feedback_worker.memory import InMemorySource
+from feedback_worker.prompt import PromptTemplate
+from llm_common.contracts import FeedbackRequest
 from llm_common.telemetry.metrics import REGISTRY
 
 from tests.support.factories import RunFeedback
@@ -17,12 +19,23 @@ FIT = (
 CUT = FIT + " 러닝은 조금 아쉬웠지만 다음 주에는 분명히"
 CHECKS = "feedback_worker_content_checks_total"
 
+# What Gemma 3 270M (a base model) delivered to a member from `make demo`: the prompt, continued.
+ECHOED = (
+    "아래는 사용자의 챌린지 기록을 바탕으로 사용자에게 보낼 "
+    "짧은 피드백을 한국어 5~6문장으로 써 줘.\n"
+    "1. 이번 주 챌린지를 요약하면서 칭찬과 격려를 담아 줘.\n"
+    "2. 친근하고 밝은 말투로 쓰고"
+)
+INSTRUCTIONS = (
+    PromptTemplate().render(FeedbackRequest.model_validate(weekly_record(1))).instructions
+)
 UNFIT = [
     pytest.param("empty", "\u200b\u200b \ufeff", "stop", id="zero-width only"),
     pytest.param("empty", "<think>Praise the three runs.</think>", "stop", id="thinking only"),
     pytest.param(
         "incomplete", "이번 주도 정말 수고 많았고 아침 산책을 꾸준히 해낸", "length", id="cut"
     ),
+    pytest.param("echo", ECHOED, "stop", id="the prompt handed back"),
     pytest.param("too_short", "잘했어요!", "stop", id="too short"),
     pytest.param("too_long", "정말 잘했어요! " * 200, "stop", id="too long"),
     pytest.param("link", FIT + " 기록은 https://example.com/me 에서 봐요.", "stop", id="link"),
@@ -109,13 +122,22 @@ async def test_two_unfit_drafts_fail_the_request_with_the_reason_and_nothing_is_
     ],
 )
 def test_dates_counts_and_amounts_are_not_taken_for_contact_details(text: str) -> None:
-    assert review(text, "stop", ContentRules(min_chars=10)).failed is None
+    assert review(text, "stop", ContentRules(min_chars=10), INSTRUCTIONS).failed is None
 
 
 def test_a_cut_draft_keeps_ranges_decimals_and_emoji_of_its_last_sentence() -> None:
     cut = "한국어 5~6문장으로 정리했어요. 이번 주 2.5km를 달렸어요!😊 다음 주에는 3"
 
-    verdict = review(cut, "length", ContentRules(min_chars=10))
+    verdict = review(cut, "length", ContentRules(min_chars=10), INSTRUCTIONS)
 
     assert verdict.text == "한국어 5~6문장으로 정리했어요. 이번 주 2.5km를 달렸어요!😊"
     assert verdict.trimmed
+
+
+def test_a_feedback_may_share_a_phrase_with_its_instructions_but_not_hand_them_back() -> None:
+    fair = (
+        "개인 챌린지와 그룹 챌린지 모두 정말 열심히 했어요! 😊 아침 산책을 꾸준히 이어 간 노력이 "
+        "멋져요. 다음 주도 응원할게요! 🎉"
+    )
+    assert review(fair, "stop", ContentRules(), INSTRUCTIONS).failed is None
+    assert review(ECHOED, "stop", ContentRules(), INSTRUCTIONS).failed == "echo"

@@ -6,9 +6,14 @@ The LLM's answer reaches a member as it is, so before delivery a draft must be:
 2. complete: a draft cut by `max_tokens` (finish_reason `length`) ends mid-sentence, so it is
    trimmed to its last complete sentence (one ending in `.!?…~` or in 다/요/죠 before a space,
    with what closes it: quotes, brackets, emoji); with no complete sentence it is `incomplete`;
-3. within `CONTENT_MIN_CHARS`..`CONTENT_MAX_CHARS` characters;
-4. free of e-mail addresses, links and phone numbers: the backend shows the text as it is;
-5. mostly Korean: at least `CONTENT_MIN_KOREAN_RATIO` of its letters are Hangul (a challenge
+3. not the prompt handed back: no run of `ECHO_RUN_CHARS` characters (spaces collapsed) taken
+   from the prompt's own instructions. A base model, or any model served without its chat
+   template, continues the prompt instead of answering it: Gemma 3 270M, a base model, wrote
+   "아래는 사용자의 챌린지 기록을 바탕으로 … 5~6문장으로 써 줘." back to the member, and every other
+   check passed it;
+4. within `CONTENT_MIN_CHARS`..`CONTENT_MAX_CHARS` characters;
+5. free of e-mail addresses, links and phone numbers: the backend shows the text as it is;
+6. mostly Korean: at least `CONTENT_MIN_KOREAN_RATIO` of its letters are Hangul (a challenge
    title in another language may be quoted; an answer in another language is not).
 
 The first check a draft fails is its reason. A draft that ends mid-sentence without having been
@@ -18,6 +23,7 @@ cut (finish_reason `stop`) is the model's own ending and is kept.
 import re
 import unicodedata
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 from llm_common.telemetry.names import ContentCheck
 
@@ -49,6 +55,12 @@ _SENTENCE_END = re.compile(
 )
 
 
+ECHO_RUN_CHARS = 24
+"""A feedback shares short phrases with its instructions ("개인 챌린지와 그룹 챌린지 ", 15
+characters, is both a fair sentence start and part of the default template); a run this long is
+the prompt copied, as in every echoed draft seen (the shortest, one instruction line, 29)."""
+
+
 @dataclass(frozen=True)
 class ContentRules:
     min_chars: int = 40
@@ -59,6 +71,7 @@ class ContentRules:
         """Why a draft that failed `failed` is unfit, in words for the record and the DLQ."""
         return {
             ContentCheck.EMPTY: "empty once invisible characters and <think> text are removed",
+            ContentCheck.ECHO: "repeats the prompt's own instructions instead of following them",
             ContentCheck.INCOMPLETE: "cut by max_tokens before its first sentence ended",
             ContentCheck.TOO_SHORT: f"shorter than {self.min_chars} characters",
             ContentCheck.TOO_LONG: f"longer than {self.max_chars} characters",
@@ -79,7 +92,9 @@ class Review:
     trimmed: bool = False
 
 
-def review(draft: str, finish_reason: str | None, rules: ContentRules) -> Review:
+def review(draft: str, finish_reason: str | None, rules: ContentRules, instructions: str) -> Review:
+    """Judge `draft`; `instructions` is the prompt's own text, without the member's record
+    (`Prompt.instructions`), which a draft must not hand back."""
     text = _THINKING.sub(" ", _INVISIBLE.sub("", draft)).strip()
     if not text:
         return Review(text, ContentCheck.EMPTY)
@@ -90,6 +105,7 @@ def review(draft: str, finish_reason: str | None, rules: ContentRules) -> Review
             return Review(text, ContentCheck.INCOMPLETE)
         trimmed = text != whole
     checks = (
+        (ContentCheck.ECHO, echoed_run(text, instructions) >= ECHO_RUN_CHARS),
         (ContentCheck.TOO_SHORT, len(text) < rules.min_chars),
         (ContentCheck.TOO_LONG, len(text) > rules.max_chars),
         (ContentCheck.EMAIL, _EMAIL.search(text) is not None),
@@ -99,6 +115,13 @@ def review(draft: str, finish_reason: str | None, rules: ContentRules) -> Review
     )
     failed = next((check for check, fails in checks if fails), None)
     return Review(text, failed, trimmed)
+
+
+def echoed_run(text: str, instructions: str) -> int:
+    """The longest run of characters `text` shares with `instructions`, spaces collapsed."""
+    draft, prompt = " ".join(text.split()), " ".join(instructions.split())
+    matcher = SequenceMatcher(None, draft, prompt, autojunk=False)
+    return matcher.find_longest_match().size
 
 
 def last_complete_sentence(text: str) -> str:

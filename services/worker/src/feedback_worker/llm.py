@@ -102,7 +102,8 @@ class FeedbackWriter:
                 f"LLM call failed: {_describe(error)}", gate_reason=gate_reason(error)
             ) from error
         choice = completion.choices[0]
-        return review(choice.message.content or "", choice.finish_reason, self._rules)
+        content = choice.message.content or ""
+        return review(content, choice.finish_reason, self._rules, prompt.instructions)
 
     async def _complete(self, prompt: Prompt) -> ChatCompletion:
         """The call as a GenAI `chat {model}` span; its latency, tokens and retries counted."""

@@ -45,6 +45,9 @@ class InvalidTemplate(ValueError):
 class Prompt:
     system: str
     user: str
+    instructions: str
+    """The system prompt and the template's own text, without the member's record: what a
+    draft must not hand back (content.py)."""
 
 
 class PromptTemplate:
@@ -60,6 +63,8 @@ class PromptTemplate:
                 f"unknown placeholders {sorted(unknown)}; available: {sorted(PLACEHOLDERS)}"
             )
         self._template = template
+        own_text = template.substitute({name: "" for name in PLACEHOLDERS})
+        self._instructions = f"{SYSTEM_PROMPT}\n{own_text}"
 
     @classmethod
     def from_file(cls, path: Path | None) -> "PromptTemplate":
@@ -70,7 +75,7 @@ class PromptTemplate:
             personal_challenges=personal_lines(request.personal_challenges),
             group_challenges=group_lines(request.group_challenges),
         )
-        return Prompt(system=SYSTEM_PROMPT, user=user)
+        return Prompt(system=SYSTEM_PROMPT, user=user, instructions=self._instructions)
 
 
 def personal_lines(challenges: Sequence[PersonalChallenge]) -> str:
