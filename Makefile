@@ -2,8 +2,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# llama.cpp's native build selects AMX kernels that crash (SIGSEGV) on our machines.
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 # uv from PATH, or a private copy installed on first use (a fresh machine has none).
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
@@ -27,7 +25,7 @@ help: ## list the targets
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools && .tools/bin/pip install --quiet uv
 
-setup: $(UV) ## install the locked environment into .venv (first time: compiles the local LLM)
+setup: $(UV) ## install the locked environment into .venv
 	$(UV) sync --locked
 
 # Exactly the locked set, hash-checked, nothing resolved: vLLM serves without the torchvision,
@@ -45,7 +43,7 @@ vllm-lock: $(UV) ## re-resolve tools/vllm/requirements.txt from requirements.in 
 	  --generate-hashes --excludes tools/vllm/excludes.txt $(TORCH_CPU_WHEELS) \
 	  tools/vllm/requirements.in -o tools/vllm/requirements.txt
 
-run: setup ## start the whole platform locally (moto, queues, LLM, ingest, worker, qa-sync, receiver)
+run: setup vllm ## start the whole platform locally (moto, queues, vLLM, ingest, worker, qa-sync, receiver)
 	$(RUN) python -m devstack run
 
 demo: ## post a realistic request to `make run`'s stack and print the feedback that comes back
@@ -54,7 +52,7 @@ demo: ## post a realistic request to `make run`'s stack and print the feedback t
 admin: ## an operator command on `make run`'s stack: make admin ARGS="status <requestId>" (or redrive, redeliver <requestId>)
 	$(RUN) python -m devstack admin $(ARGS)
 
-test: setup ## the whole suite, slow tests included (what CI runs)
+test: setup vllm ## the whole suite, slow tests included (what CI runs)
 	$(RUN) pytest
 
 test-fast: setup ## the suite without tests marked slow
