@@ -34,7 +34,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVllm]:
     """Real vLLM on CPU serving the local model, started once for the session: a start costs
-    about 50 s and 5 GB, so tests share one. Tests that use it are marked `slow` and `vllm`
+    1 to 2 minutes and 5.6 GB, so tests share one. Tests that use it are marked `slow` and `vllm`
     (below); it skips where vLLM is not installed, and fails instead under REQUIRE_VLLM=1 (CI)."""
     with running_vllm(tmp_path_factory.mktemp("vllm")) as server:
         yield server

@@ -73,7 +73,7 @@ def test_run_demo_interrupt_and_run_again(
 ) -> None:
     # First run: real vLLM with the local model. The session's, through LLM_BASE_URL: the one
     # `make run` starts by default is the same server (devstack.local_llm), and a second vLLM
-    # beside the session's would cost another 5 GB.
+    # beside the session's would cost another 5.6 GB.
     first = _launch(tmp_path, {"LLM_BASE_URL": vllm.base_url})
     try:
         assert first.stdout is not None

@@ -2,7 +2,7 @@
 
 The same server `make run` starts (`devstack.local_llm.vllm_server`), so a suite that pins what
 the worker relies on runs against the engine production deploys, not a simulation of it. One
-start costs about 50 s and 5 GB of memory: the root conftest.py starts one for the session
+start costs 1 to 2 minutes and 5.6 GB of memory: the root conftest.py starts one for the session
 (fixture `vllm`); a suite that needs other engine flags starts its own with `running_vllm`.
 """
 
