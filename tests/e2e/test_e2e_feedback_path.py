@@ -13,7 +13,9 @@ from llm_common.webhooks import verify_signature
 from mypy_boto3_sqs import SQSClient
 
 from tests.support.factories import StartStack
+from tests.support.scrape import Scrape
 from tests.support.stack import wait_for_callback
+from tests.support.vllm import RunningVllm
 
 pytestmark = pytest.mark.e2e
 
@@ -93,16 +95,18 @@ def test_request_comes_back_as_signed_callback_and_result_message(
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
 
 
-@pytest.mark.slow
-def test_real_llm_writes_the_feedback(start_stack: StartStack) -> None:
-    """The local llama.cpp server (Gemma 3 270M on CPU) answers through the whole path."""
-    stack = start_stack(llm="llama", llm_max_tokens=48)
-    _post_feedback(stack, "e2e-llama-1", member_id=4242)
+def test_real_llm_writes_the_feedback(start_stack: StartStack, vllm: RunningVllm) -> None:
+    """vLLM itself (its CPU build, Gemma 3 270M) answers through the whole path."""
+    stack = start_stack(llm=vllm.base_url, llm_model=vllm.model)
+    _post_feedback(stack, "e2e-vllm-1", member_id=4242)
 
-    via_callback = _assert_signed_callback(stack, "e2e-llama-1", member_id=4242)
-    via_queue = _assert_result_message(stack, "e2e-llama-1", member_id=4242)
+    via_callback = _assert_signed_callback(stack, "e2e-vllm-1", member_id=4242)
+    via_queue = _assert_result_message(stack, "e2e-vllm-1", member_id=4242)
 
     assert via_callback.content.strip()
     assert via_callback.content == via_queue.content
-    stats = httpx.get(f"{stack.llm_base_url}/models", timeout=5).json()
-    assert stats["data"][0]["id"] == "gemma-3-270m"
+    models = httpx.get(f"{vllm.base_url}/models", timeout=5).json()
+    assert models["data"][0]["id"] == "gemma-3-270m"
+    # The engine's own counters, which the LLM gate reads in production, saw the request.
+    scrape = Scrape.of(f"{vllm.url}/metrics")
+    assert scrape.value("vllm:generation_tokens_total", engine="0", model_name=vllm.model) > 0

@@ -13,6 +13,8 @@ import pytest
 from devstack.fakes import fake_llm
 from devstack.serving import BackgroundServer
 
+from tests.support.vllm import RunningVllm
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 UP_LINE = "platform up in"
@@ -66,12 +68,16 @@ def fake_llm_url() -> Iterator[str]:
         yield f"{server.url}/v1"
 
 
-def test_run_demo_interrupt_and_run_again(tmp_path: Path, fake_llm_url: str) -> None:
-    # First run: embedded defaults, the local Gemma model on CPU.
-    first = _launch(tmp_path, {"LLM_BASE_URL": ""})
+def test_run_demo_interrupt_and_run_again(
+    tmp_path: Path, fake_llm_url: str, vllm: RunningVllm
+) -> None:
+    # First run: real vLLM with the local model. The session's, through LLM_BASE_URL: the one
+    # `make run` starts by default is the same server (devstack.local_llm), and a second vLLM
+    # beside the session's would cost another 5.6 GB.
+    first = _launch(tmp_path, {"LLM_BASE_URL": vllm.base_url})
     try:
         assert first.stdout is not None
-        _read_until(first.stdout, UP_LINE, timeout=240)
+        _read_until(first.stdout, UP_LINE, timeout=120)
         printed = _demo(tmp_path)
         assert "202" in printed
         assert "signature verified" in printed

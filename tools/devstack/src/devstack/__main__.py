@@ -58,7 +58,7 @@ def run() -> int:
     with_prometheus = prometheus_binary() is not None
     config = StackConfig(
         run_dir=RUN_DIR,
-        llm=external_llm or "llama",
+        llm=external_llm or StackConfig.llm,
         llm_model=os.environ.get("LLM_MODEL", "") or StackConfig.llm_model,
         ports=Ports(worker_metrics=WORKER_METRICS_PORT) if with_prometheus else Ports(),
         prometheus_rules=() if with_prometheus else None,
@@ -110,7 +110,8 @@ def admin(args: list[str]) -> int:
 
 
 def _banner(stack: Stack, elapsed: float) -> str:
-    llm = stack.llm_base_url + ("" if stack.config.llm != "llama" else " (local Gemma 3 270M, CPU)")
+    local = stack.config.llm == StackConfig.llm
+    llm = stack.llm_base_url + (" (vLLM on CPU: Gemma 3 270M)" if local else "")
     return "\n".join(
         [
             f"platform up in {elapsed:.1f}s",

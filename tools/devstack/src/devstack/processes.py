@@ -1,10 +1,13 @@
 """Start, watch and stop the platform's processes; shared by `make run` and the end-to-end tests."""
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +38,10 @@ class ManagedProcess:
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
     ready_url: str | None = None
+    private_tmp: bool = False
+    """Give the process a TMPDIR of its own, removed when it stops: for servers such as vLLM
+    that leave files and sockets in the temporary directory when they stop."""
+    _tmp: Path | None = field(default=None, init=False, repr=False)
     _popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -46,11 +53,15 @@ class ManagedProcess:
     def start(self, timeout: float = 60.0) -> "ManagedProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
+        env = {**os.environ, **self.env}
+        if self.private_tmp:
+            self._tmp = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+            env["TMPDIR"] = str(self._tmp)
         # A new session so that Ctrl-C in the terminal reaches only the launcher, which then
         # stops its children in order instead of everything dying at once.
         self._popen = subprocess.Popen(  # noqa: S603 - argv is built by the project, not a user
             list(self.argv),
-            env={**os.environ, **self.env},
+            env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -92,7 +103,10 @@ class ManagedProcess:
             return None
 
     def stop(self, grace: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
+        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code.
+
+        What the process started in its session and left running (vLLM's engine processes when
+        its API server is killed) is killed with it."""
         if self._popen is None:
             return None
         if self.is_running():
@@ -100,8 +114,11 @@ class ManagedProcess:
             if self.wait(grace) is None:
                 self._popen.kill()
                 self._popen.wait()
+        _kill_session(self._popen.pid)
         if self._log is not None:
             self._log.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
         return self._popen.returncode
 
     def tail(self, lines: int = 30) -> str:
@@ -110,6 +127,12 @@ class ManagedProcess:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _kill_session(leader: int) -> None:
+    """SIGKILL whatever is left of the process group a child started (start_new_session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGKILL)
 
 
 def python_module(module: str, *args: str) -> list[str]:

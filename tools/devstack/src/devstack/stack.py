@@ -12,7 +12,8 @@ from pathlib import Path
 import boto3
 from llm_common.requests_store import create_request_table
 
-from devstack.local_llm import MODEL_ALIAS, llama_server
+from devstack.local_llm import START_TIMEOUT_S, vllm_server
+from devstack.local_model import MODEL_ALIAS
 from devstack.processes import ManagedProcess, ProcessFailedToStart, python_module
 from devstack.prometheus import prometheus_binary, prometheus_process, write_config
 from devstack.queues import FeedbackQueues, create_feedback_queues
@@ -42,8 +43,9 @@ class Ports:
 class StackConfig:
     run_dir: Path
     ports: Ports = Ports()
-    llm: str = "llama"
-    """"llama" (the local CPU model), "fake" (devstack.fakes.fake_llm) or a server's base URL."""
+    llm: str = "vllm"
+    """"vllm" (vLLM on CPU with the local model), "fake" (devstack.fakes.fake_llm) or a server's
+    base URL."""
     llm_model: str = MODEL_ALIAS
     llm_max_tokens: int = 160
     qa_bucket: str = "qa-data"
@@ -100,7 +102,7 @@ class Stack:
 
     @property
     def llm_base_url(self) -> str:
-        if self.config.llm in ("llama", "fake"):
+        if self.config.llm in ("vllm", "fake"):
             return f"http://127.0.0.1:{self.config.ports.llm}/v1"
         return self.config.llm
 
@@ -175,10 +177,10 @@ class Stack:
 
     def _start_llm(self) -> None:
         port = self.config.ports.llm
-        if self.config.llm == "llama":
-            process = llama_server(port, self.config.run_dir / "logs" / "llm.log")
+        if self.config.llm == "vllm":
+            process = vllm_server(port, self.config.run_dir / "logs" / "llm.log")
             self.processes["llm"] = process
-            process.start(timeout=180)
+            process.start(timeout=START_TIMEOUT_S)
         elif self.config.llm == "fake":
             # The worker checks at start-up that the LLM serves LLM_MODEL.
             env = {**_http(port), "FAKE_LLM_MODEL": self.config.llm_model}
