@@ -47,8 +47,15 @@ class CallbackReceiver:
         times: int = 1,
         retry_after: str | None = None,
         delay_s: float = 0.0,
+        path: str | None = None,
     ) -> None:
-        script = {"status": status, "times": times, "retry_after": retry_after, "delay_s": delay_s}
+        script = {
+            "status": status,
+            "times": times,
+            "retry_after": retry_after,
+            "delay_s": delay_s,
+            "path": path,
+        }
         httpx.post(f"{self.url}/control", json=script).raise_for_status()
 
     def deliveries(self) -> list[dict[str, Any]]:
