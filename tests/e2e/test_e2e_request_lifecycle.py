@@ -104,13 +104,15 @@ def test_expired_and_refused_requests_end_with_why_and_a_notice_on_the_failure_p
     wait_until(lambda: len(receiver.deliveries()) == 3, 30, "the notices")
 
     assert failed["failureReason"] == "callback rejected the result: HTTP 404: "
-    paths = {(d["path"], d["webhook_id"], d["status"]) for d in receiver.deliveries()}
+    paths = {(d["path"], d["body"]["requestId"], d["status"]) for d in receiver.deliveries()}
     assert paths == {
         ("/feedback-failures", "life-old", 200),
         ("/feedback", "life-404", 404),
         ("/feedback-failures", "life-404", 200),
     }
-    notices = {d["webhook_id"]: d["body"] for d in receiver.deliveries() if d["status"] == 200}
+    notices = {
+        d["body"]["requestId"]: d["body"] for d in receiver.deliveries() if d["status"] == 200
+    }
     assert notices["life-old"]["state"] == "expired"
     assert notices["life-404"] | {"timestamp": None} == {
         "requestId": "life-404",

@@ -1,9 +1,11 @@
 """What the reliability suite measures with: figures, the platform's clients, a cuttable proxy."""
 
 import contextlib
+import os
 import re
 import selectors
 import socket
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import httpx
+from devstack.processes import python_module
 from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, Stack
 
 from tests.support.queues import receive_all
@@ -93,9 +96,11 @@ class Platform:
 
     def records_agreeing(self, request_ids: Iterable[str]) -> int:
         """How many of `request_ids` the store has `delivered` with the content the receiver
-        stored (answered 200) for them."""
+        stored (answered 200) for them (failure notices, which carry none, aside)."""
         stored = {
-            d["webhook_id"]: d["body"]["content"] for d in self.deliveries() if d["status"] == 200
+            d["webhook_id"]: d["body"]["content"]
+            for d in self.deliveries()
+            if d["status"] == 200 and "content" in d["body"]
         }
         return sum(
             (record := self.record(request_id))["state"] == "delivered"
@@ -149,6 +154,19 @@ class Platform:
 
     def worker_log(self, name: str = "worker") -> str:
         return self.stack.processes[name].log_path.read_text(errors="replace")
+
+    def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`python -m feedback_worker admin ARGS` as an operator runs it: a process of its own,
+        with the worker's environment."""
+        env = {**os.environ, **self.stack.processes["worker"].env}
+        return subprocess.run(
+            python_module("feedback_worker", "admin", *args),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 StartPlatform = Callable[..., Platform]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from feedback_worker.memory import InMemorySource
+from llm_common.contracts import FailureNotice
 from llm_common.requests_store import RequestRecord, RequestState, RequestStore
 
 from tests.support.clock import SimulatedClock
@@ -80,7 +81,8 @@ async def test_a_permanent_refusal_ends_failed_with_a_notice_on_the_failure_path
     result, notice = tracked.receiver.deliveries()
     assert (result["path"], result["status"]) == ("/feedback", 404)
     assert notice["path"] == "/feedback-failures"
-    assert notice["webhook_id"] == "req-41"
+    assert notice["webhook_id"] == FailureNotice.model_validate(notice["body"]).webhook_id
+    assert notice["webhook_id"] != "req-41"  # the result's id: the backend keeps one store
     assert notice["body"] == {
         "requestId": "req-41",
         "memberId": 41,

@@ -1,0 +1,69 @@
+"""Delivery and the request store, as the backend sees them: a result redelivered after its
+failure notice reaches the member."""
+
+from typing import Any
+
+import pytest
+
+from tests.support.records import weekly_record
+from tests.support.reliability import Figures, Platform, StartPlatform
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+SCENARIO = "9. Delivery and the store"
+RESULTS_PATH = "/feedback"
+NOTICES_PATH = "/feedback-failures"
+TWO_PATHS = {"CALLBACK_PATH": RESULTS_PATH, "CALLBACK_FAILURE_PATH": NOTICES_PATH}
+
+
+def _on(platform: Platform, path: str, request_id: str) -> list[dict[str, Any]]:
+    """The receiver's record of every call about `request_id` to `path`."""
+    return [
+        d
+        for d in platform.deliveries()
+        if d["path"] == path and d["body"].get("requestId") == request_id
+    ]
+
+
+def _stored(platform: Platform, request_id: str) -> bool:
+    """The backend stored the result (answered 200 on the results path)."""
+    return any(d["status"] == 200 for d in _on(platform, RESULTS_PATH, request_id))
+
+
+def test_a_result_redelivered_after_its_failure_notice_reaches_the_member(
+    start_platform: StartPlatform, figures: Figures
+) -> None:
+    """Callback down past the delivery budget (3 s): a failure notice is taken; once the backend
+    is back, `admin redeliver` sends the result, which the backend stores."""
+    platform = start_platform(
+        worker_env={
+            **TWO_PATHS,
+            "RESULT_QUEUE_URL": "",  # the callback alone: its failure fails the request
+            "DELIVERY_RETRY_SECONDS": "3",
+            "CALLBACK_MAX_ATTEMPTS": "1",
+        }
+    )
+    platform.script_receiver(status=503, times=10_000, path=RESULTS_PATH)
+    request_id = platform.accept(weekly_record(90_000, "notice-then-result"))
+    wait_until(
+        lambda: any(d["status"] == 200 for d in _on(platform, NOTICES_PATH, request_id)),
+        60,
+        "the failure notice",
+    )
+    failed = platform.record(request_id)
+
+    platform.script_receiver(times=0)  # the backend is back
+    redeliver = platform.admin("redeliver", request_id)
+
+    [notice] = _on(platform, NOTICES_PATH, request_id)
+    figures["state after the budget"] = failed["state"]
+    figures["failure notices taken"] = int(notice["status"] == 200)
+    figures["admin redeliver said"] = redeliver.stdout.strip().rsplit(": ", 1)[-1]
+    figures["lost"] = int(not _stored(platform, request_id))
+    figures["records truthful"] = platform.records_agreeing([request_id])
+    assert failed["state"] == "failed"
+    assert redeliver.returncode == 0, redeliver.stderr
+    assert figures["admin redeliver said"] == "delivered"
+    assert figures["lost"] == 0
+    assert figures["records truthful"] == 1
