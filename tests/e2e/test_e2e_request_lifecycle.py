@@ -21,6 +21,9 @@ FAST = {
     "CALLBACK_TIMEOUT_SECONDS": "2",
     "CALLBACK_PATH": "/feedback",
     "CALLBACK_FAILURE_PATH": "/feedback-failures",
+    # The callback alone: while it fails the request is `processing`, and a refusal fails it
+    # (with the result queue too, the queue taking the result would make it `delivered`).
+    "RESULT_QUEUE_URL": "",
 }
 
 
@@ -75,7 +78,7 @@ def test_accepted_processing_delivered_and_a_late_retry_makes_no_second_job(
     assert "result" not in processing
     assert delivered["attempts"] == 1
     assert delivered["result"]["content"] == callback["body"]["content"]
-    assert delivered["result"]["channels"] == ["result queue", "callback"]
+    assert delivered["result"]["channels"] == ["callback"]
     assert llm.stats()["completions"] == 1
 
     # The message is consumed and deleted: SQS's deduplication has nothing left to compare.

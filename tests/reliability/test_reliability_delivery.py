@@ -1,10 +1,12 @@
 """Delivery and the request store, as the backend sees them: a result redelivered after its
-failure notice reaches the member."""
+failure notice reaches the member; a result the callback took is delivered although the result
+queue never takes it."""
 
 from typing import Any
 
 import pytest
 
+from tests.support.queues import queue_depth
 from tests.support.records import weekly_record
 from tests.support.reliability import Figures, Platform, StartPlatform
 from tests.support.waiting import wait_until
@@ -29,6 +31,10 @@ def _on(platform: Platform, path: str, request_id: str) -> list[dict[str, Any]]:
 def _stored(platform: Platform, request_id: str) -> bool:
     """The backend stored the result (answered 200 on the results path)."""
     return any(d["status"] == 200 for d in _on(platform, RESULTS_PATH, request_id))
+
+
+def _in_state(platform: Platform, request_id: str, state: str) -> bool:
+    return bool(platform.record(request_id)["state"] == state)
 
 
 def test_a_result_redelivered_after_its_failure_notice_reaches_the_member(
@@ -67,3 +73,41 @@ def test_a_result_redelivered_after_its_failure_notice_reaches_the_member(
     assert figures["admin redeliver said"] == "delivered"
     assert figures["lost"] == 0
     assert figures["records truthful"] == 1
+
+
+def test_a_result_the_callback_took_is_delivered_though_the_result_queue_never_takes_it(
+    start_platform: StartPlatform, figures: Figures
+) -> None:
+    """Callback 200, result queue missing (a queue that does not exist), budget 20 s."""
+    platform = start_platform(worker_env={**TWO_PATHS, "DELIVERY_RETRY_SECONDS": "20"})
+    assert platform.stack.queues is not None
+    missing_queue = platform.stack.queues.results.replace("feedback-results", "no-such-queue")
+    platform.restart("worker", RESULT_QUEUE_URL=missing_queue)
+    ids = [platform.accept(weekly_record(92_000 + n, f"partial-{n}")) for n in range(3)]
+    requests_queue = platform.stack.queues.requests
+    sqs = platform.sqs()
+
+    wait_until(lambda: all(_in_state(platform, i, "delivered") for i in ids), 60, "delivered")
+    held = queue_depth(sqs, requests_queue)  # still retrying the result queue
+    during = [platform.record(i)["result"] for i in ids]
+    wait_until(lambda: queue_depth(sqs, requests_queue) == 0, 60, "the budget's end")
+    after = [platform.record(i)["result"] for i in ids]
+
+    figures["requests"] = len(ids)
+    figures["delivered while the result queue was retried"] = sum(
+        r["missing"] == ["result queue"] for r in during
+    )
+    figures["messages held meanwhile"] = held
+    figures["lost"] = len(ids) - sum(_stored(platform, i) for i in ids)
+    figures["failure notices"] = sum(len(_on(platform, NOTICES_PATH, i)) for i in ids)
+    figures["DLQ"] = len(platform.dead_letters())
+    figures["records truthful"] = platform.records_agreeing(ids)
+    figures["records: callback took it, result queue missing"] = sum(
+        (r["channels"], r["missing"]) == (["callback"], ["result queue"]) for r in after
+    )
+    assert figures["delivered while the result queue was retried"] == len(ids)
+    assert figures["lost"] == 0
+    assert figures["failure notices"] == 0
+    assert figures["DLQ"] == 0
+    assert figures["records truthful"] == len(ids)
+    assert figures["records: callback took it, result queue missing"] == len(ids)

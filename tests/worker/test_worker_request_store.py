@@ -163,7 +163,7 @@ async def test_a_copy_of_a_delivered_request_is_deleted_without_work(tracked: Tr
     tracked.store.store_result(
         "req-46", "이미 전달된 피드백이에요. 다음 주도 응원할게요!", receive=1
     )
-    tracked.store.mark_delivered("req-46", ["callback"], "delivered")
+    tracked.store.mark_delivered("req-46", ["callback"], "delivered", missing=[])
     message_id = send(tracked.source, 46)
     await tracked.source.receive(1, 0, 0)
 

@@ -51,7 +51,7 @@ class UnfitContent(DeadLetter):
 
 
 class DeliveryBudgetSpent(DeadLetter):
-    """DELIVERY_RETRY_SECONDS passed since the result was generated, and it is still undelivered."""
+    """DELIVERY_RETRY_SECONDS passed since the result was generated, and no channel took it."""
 
     cause = DeadLetterReason.DELIVERY_BUDGET_SPENT
 
@@ -90,7 +90,8 @@ class CallbackFailed(DeliveryFailed):
 
 
 class CallbackRejected(DeadLetter):
-    """The callback answered 400 or 404: the backend will never accept this result."""
+    """The callback answered 400 or 404: the backend will never accept this result there. It
+    fails the request only when no other channel took the result (delivery/budget.py)."""
 
 
 class ConfigurationError(Exception):

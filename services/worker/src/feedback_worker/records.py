@@ -4,12 +4,14 @@ The handler calls it at clear points of a message's work, each one conditional w
 
 1. `start`, only for a message that may have been worked before (received again, re-sent by
    ingest, brought back from the DLQ): `processing`, and what the earlier work left: a stored
-   result (sent again; the LLM is not asked) or a delivered request (nothing to do). A message's
-   first receive has nothing to learn there and writes nothing before its LLM call.
+   result (sent again; the LLM is not asked), a partial delivery (the missing channels get it),
+   or a delivered request (nothing to do). A message's first receive has nothing to learn there
+   and writes nothing before its LLM call.
 2. `generated`, once the LLM has answered: `processing` with the result, stored before its first
    delivery attempt, so a delivery that a crash interrupts sends the same text again. Refused
    when a result is stored already (a copy raced this one): that result is sent instead.
-3. `delivered`, before the message is deleted;
+3. `partly_delivered` as soon as one channel took the result while another is still retried,
+   and `delivered` once the delivery ends, before the message is deleted;
 4. or `ended`, when the runner gives the message up: `failed` or `expired` with the reason, and
    the failure notice when CALLBACK_FAILURE_PATH is set.
 
@@ -34,6 +36,7 @@ from llm_common.requests_store import (
 )
 from llm_common.requests_store import StoreUnavailable as StoreDown
 
+from feedback_worker.delivery.budget import DeliveryReport
 from feedback_worker.delivery.notices import FailureNotices
 from feedback_worker.errors import StoreUnavailable
 from feedback_worker.jobs import Job
@@ -49,19 +52,23 @@ class Progress:
     a message the backend published itself) or not yet worked."""
 
     finished: bool = False
-    """Delivered or expired: a copy of its message has nothing left to do."""
+    """Delivered to every channel, or expired: a copy of its message has nothing left to do."""
     content: str | None = None
     """A result an earlier receive stored: delivered as it is."""
     generated_at: datetime | None = None
+    taken: tuple[str, ...] = ()
+    """The channels that took the stored result already (a partial delivery): not sent again."""
 
     @staticmethod
     def of(record: RequestRecord | None) -> "Progress":
         if record is None:
             return Progress()
+        delivered = record.state is RequestState.DELIVERED
         return Progress(
-            finished=record.state in (RequestState.DELIVERED, RequestState.EXPIRED),
+            finished=record.state is RequestState.EXPIRED or (delivered and not record.missing),
             content=record.content,
             generated_at=record.generated_at,
+            taken=record.channels if delivered else (),
         )
 
 
@@ -91,27 +98,39 @@ class RequestRecords:
             raise StoreUnavailable(f"request store unavailable: {error}") from error
         return Progress.of(record)
 
-    async def generated(self, job: Job, content: str, receive: int) -> str | None:
+    async def generated(self, job: Job, content: str, receive: int) -> Progress:
         """The result to deliver: `content`, now stored; or the one stored before it (a copy of
-        the message raced this one); None when the request ended meanwhile."""
+        the message raced this one); finished when the request ended meanwhile."""
+        fresh = Progress(content=content)
         if self._store is None:
-            return content
+            return fresh
         store = functools.partial(self._store.store_result, job.request_id, content, receive)
         try:
-            await anyio.to_thread.run_sync(store)
+            record = await anyio.to_thread.run_sync(store)
         except StateConflict as conflict:
             if conflict.current is None:  # no record: a message the backend published itself
-                return content
+                return fresh
             log.warning("request %s: %s before this result", job.request_id, conflict)
-            progress = Progress.of(conflict.current)
-            return None if progress.finished else progress.content or content
+            earlier = Progress.of(conflict.current)
+            return earlier if earlier.finished or earlier.content else fresh
         except StoreDown as error:
             log.warning("request %s: result not stored: %s", job.request_id, error)
-        return content
+            return fresh
+        return Progress.of(record)
 
-    async def delivered(self, job: Job, channels: list[str], outcome: str) -> None:
+    async def partly_delivered(self, job: Job, report: DeliveryReport) -> None:
+        """`delivered` while a channel is still retried: the backend has the result now."""
+        await self.delivered(job, report)
+
+    async def delivered(self, job: Job, report: DeliveryReport) -> None:
         if self._store is not None:
-            mark = functools.partial(self._store.mark_delivered, job.request_id, channels, outcome)
+            mark = functools.partial(
+                self._store.mark_delivered,
+                job.request_id,
+                report.taken,
+                report.outcome.value,
+                report.missing,
+            )
             await self._quietly("delivered", mark)
 
     async def ended(self, job: Job, state: RequestState, reason: str) -> None:
