@@ -1,14 +1,15 @@
 """Delivery and the request store, as the backend sees them: a result redelivered after its
-failure notice reaches the member; a result the callback took is delivered although the result
-queue never takes it."""
+failure notice reaches the member; a DynamoDB blip leaves every record telling the truth; a
+result the callback took is delivered although the result queue never takes it."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.support.queues import queue_depth
 from tests.support.records import weekly_record
-from tests.support.reliability import Figures, Platform, StartPlatform
+from tests.support.reliability import DynamoDbBlip, Figures, Platform, StartPlatform
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -17,6 +18,7 @@ SCENARIO = "9. Delivery and the store"
 RESULTS_PATH = "/feedback"
 NOTICES_PATH = "/feedback-failures"
 TWO_PATHS = {"CALLBACK_PATH": RESULTS_PATH, "CALLBACK_FAILURE_PATH": NOTICES_PATH}
+BLIP_S = 12.0
 
 
 def _on(platform: Platform, path: str, request_id: str) -> list[dict[str, Any]]:
@@ -73,6 +75,47 @@ def test_a_result_redelivered_after_its_failure_notice_reaches_the_member(
     assert figures["admin redeliver said"] == "delivered"
     assert figures["lost"] == 0
     assert figures["records truthful"] == 1
+
+
+@pytest.fixture
+def blip(start_platform: StartPlatform) -> Iterator[tuple[Platform, DynamoDbBlip]]:
+    """The platform with the worker's request store (only the worker's) behind the proxy."""
+    platform = start_platform(worker_env={"CALLBACK_PATH": RESULTS_PATH})
+    proxy = DynamoDbBlip(platform.stack.config.ports.moto)
+    platform.restart("worker", AWS_ENDPOINT_URL_DYNAMODB=proxy.url)
+    yield platform, proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("write", "containing"),
+    [("every UpdateItem", ""), ("the UpdateItem that marks it delivered", "deliveredAt")],
+)
+def test_a_store_blip_while_requests_are_at_the_llm_leaves_every_record_truthful(
+    write: str, containing: str, blip: tuple[Platform, DynamoDbBlip], figures: Figures
+) -> None:
+    """DynamoDB answers 500 for 12 s to the worker's writes while 5 requests are at the LLM."""
+    platform, proxy = blip
+    platform.llm_control(latency_s=2.0)
+    ids = [platform.accept(weekly_record(91_000 + n, f"blip-{n}")) for n in range(5)]
+    wait_until(lambda: platform.llm_stats()["requests"] >= len(ids), 30, "the LLM calls")
+    proxy.blip(BLIP_S, "UpdateItem", containing)
+    wait_until(
+        lambda: all(_in_state(platform, i, "delivered") for i in ids), 90, "records delivered"
+    )
+
+    stored = sum(_stored(platform, i) for i in ids)
+    figures[f"{write}: answered 500 for (s)"] = BLIP_S
+    figures[f"{write}: calls answered 500"] = proxy.failed
+    figures[f"{write}: lost"] = len(ids) - stored
+    figures[f"{write}: records truthful"] = f"{platform.records_agreeing(ids)}/{len(ids)}"
+    figures[f"{write}: LLM calls"] = platform.llm_stats()["completions"]
+    figures[f"{write}: DLQ"] = len(platform.dead_letters())
+    assert proxy.failed > 0
+    assert stored == len(ids)
+    assert platform.records_agreeing(ids) == len(ids)
+    assert figures[f"{write}: LLM calls"] == len(ids)  # none generated twice
+    assert figures[f"{write}: DLQ"] == 0
 
 
 def test_a_result_the_callback_took_is_delivered_though_the_result_queue_never_takes_it(

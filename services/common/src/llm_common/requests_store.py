@@ -303,18 +303,22 @@ class RequestStore:
             required=_STARTABLE,
         )
 
-    def store_result(self, request_id: str, content: str, receive: int) -> RequestRecord:
+    def store_result(
+        self, request_id: str, content: str, receive: int, generated_at: datetime | None = None
+    ) -> RequestRecord:
         """Keep the generated feedback before its first delivery attempt: `processing`, with
-        the result. Refused (StateConflict, with the record) when a result is stored already
-        or the request has ended: the caller then delivers the stored one, or nothing."""
+        the result and when it was generated (now when None). Refused (StateConflict, with the
+        record) when a result is stored already or the request has ended: the caller then
+        delivers the stored one, or nothing."""
         return self._update(
             request_id,
             "SET #state = :processing, processingAt = if_not_exists(processingAt, :now), "
-            "attempts = :receive, content = :content, generatedAt = :now",
+            "attempts = :receive, content = :content, generatedAt = :generated",
             {
                 ":processing": RequestState.PROCESSING.value,
                 ":receive": receive,
                 ":content": content,
+                ":generated": (generated_at or _now()).isoformat(),
             },
             required=_STARTABLE,
             unless="content",

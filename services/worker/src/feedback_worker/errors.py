@@ -70,8 +70,9 @@ class LlmUnavailable(RetryLater):
 
 
 class StoreUnavailable(RetryLater):
-    """The request store did not answer when the message started: without its record the
-    worker cannot tell a stored result (send it) from none (generate one)."""
+    """The request store did not answer when the message started (without its record the
+    worker cannot tell a stored result, to send, from none, to generate), or not for the whole
+    delivery budget while the worker held a result it had to store or mark delivered."""
 
     operation = RetryOperation.STORE
 

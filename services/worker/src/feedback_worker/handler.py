@@ -34,10 +34,10 @@ class FeedbackHandler:
         writer: FeedbackWriter,
         prompt: PromptTemplate,
         delivery: Delivery,
-        records: RequestRecords | None = None,
+        records: RequestRecords,
         gate: LlmGate | None = None,
     ) -> None:
-        self._records = records or RequestRecords(None)
+        self._records = records
         self._writer = writer
         self._prompt = prompt
         self._delivery = delivery
@@ -86,7 +86,7 @@ class FeedbackHandler:
         report = await self._delivery.deliver(
             self._result(job, progress.content), deadline, progress.taken, partly_delivered
         )
-        await self._records.delivered(job, report.after(progress.taken))
+        await self._records.delivered(job, report.after(progress.taken), deadline)
 
     async def dead_lettered(
         self, message: QueueMessage, reason: str, cause: DeadLetterReason

@@ -5,7 +5,8 @@ request back through the queue: each return would spend one of its receives, and
 policy allows five. So the worker holds the message (the heartbeat keeps it hidden) and retries
 the channels that have not taken the result yet, with a growing wait between rounds, until
 DELIVERY_RETRY_SECONDS have passed since the result was generated. The LLM is never asked again:
-the same text is sent each round.
+the same text is sent each round. The request store's writes about the result are held within
+the same budget (records.py).
 
 Channels are not all or nothing: the request is delivered once any channel took the result (the
 backend has it, and so the member). A channel that has not taken it is retried until the budget
