@@ -5,7 +5,13 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from llm_common.contracts import Envelope, FeedbackJob, FeedbackRequest, FeedbackResult
+from llm_common.contracts import (
+    Envelope,
+    FailureNotice,
+    FeedbackJob,
+    FeedbackRequest,
+    FeedbackResult,
+)
 from pydantic import ValidationError
 
 
@@ -181,6 +187,34 @@ def test_result_has_what_the_backend_consumer_reads() -> None:
     }
     with pytest.raises(ValidationError):
         FeedbackResult(member_id=42, content="", timestamp=datetime(2025, 6, 16), request_id="r1")
+
+
+def _notice(request_id: str, state: str) -> FailureNotice:
+    return FailureNotice.model_validate(
+        {
+            "request_id": request_id,
+            "member_id": 42,
+            "state": state,
+            "reason": "callback rejected the result: HTTP 404: ",
+            "timestamp": datetime(2025, 6, 16, 10, 0),
+        }
+    )
+
+
+def test_a_failure_notice_and_the_result_never_share_a_webhook_id() -> None:
+    """One idempotency store by webhook-id at the backend: the notice under the result's id
+    would make the backend refuse the result sent after it (409)."""
+    result = FeedbackResult(
+        member_id=42, content="잘했어요!", timestamp=datetime.now(), request_id="r1"
+    )
+    failed, expired = _notice("r1", "failed"), _notice("r1", "expired")
+
+    assert result.webhook_id == "r1"  # the backend's idempotency key for results
+    assert len({result.webhook_id, failed.webhook_id, expired.webhook_id}) == 3
+    assert failed.webhook_id == _notice("r1", "failed").webhook_id  # a notice sent again
+    assert failed.webhook_id.startswith("notice_")
+    assert len(_notice("r" * 128, "failed").webhook_id) <= 128
+    assert failed.webhook_id not in json.loads(failed.model_dump_json()).values()
 
 
 def test_envelope_shape() -> None:

@@ -43,7 +43,7 @@ def test_the_lifecycle_records_each_transition_and_the_result(store: RequestStor
     store.mark_enqueued("r1")
     store.store_result("r1", "잘했어요.", receive=1)
     assert store.start_processing("r1", receive=2).content == "잘했어요."
-    record = store.mark_delivered("r1", ["callback"], "delivered")
+    record = store.mark_delivered("r1", ["callback"], "delivered", missing=[])
     assert record.state is RequestState.DELIVERED
     assert (record.content, record.attempts) == ("잘했어요.", 2)
     assert record.enqueued_at is not None
@@ -53,8 +53,24 @@ def test_the_lifecycle_records_each_transition_and_the_result(store: RequestStor
     assert record.as_view()["result"] == {
         "content": "잘했어요.",
         "channels": ["callback"],
+        "missing": [],
         "outcome": "delivered",
     }
+
+
+def test_a_partial_delivery_is_delivered_and_says_which_channel_is_missing(
+    store: RequestStore,
+) -> None:
+    store.accept("r9", 7, DEADLINE)
+    store.store_result("r9", "잘했어요.", receive=1)
+    partial = store.mark_delivered("r9", ["callback"], "delivered", missing=["result queue"])
+    complete = store.mark_delivered("r9", ["callback", "result queue"], "delivered", missing=[])
+
+    assert partial.state is RequestState.DELIVERED
+    assert partial.as_view()["result"]["missing"] == ["result queue"]
+    assert complete.channels == ("callback", "result queue")
+    assert complete.missing == ()
+    assert complete.delivered_at == partial.delivered_at  # when the backend first had it
 
 
 def test_a_second_result_is_refused_and_the_first_one_kept(store: RequestStore) -> None:
@@ -76,7 +92,7 @@ def test_a_delivered_or_expired_request_cannot_start_again(store: RequestStore) 
     assert conflict.value.current.as_view()["failureReason"] == "deadline passed"
     store.accept("r5", 7, DEADLINE)
     store.store_result("r5", "잘했어요.", receive=1)
-    store.mark_delivered("r5", ["callback"], "delivered")
+    store.mark_delivered("r5", ["callback"], "delivered", missing=[])
     with pytest.raises(StateConflict):
         store.start_processing("r5", receive=2)
 

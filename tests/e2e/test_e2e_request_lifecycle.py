@@ -21,6 +21,9 @@ FAST = {
     "CALLBACK_TIMEOUT_SECONDS": "2",
     "CALLBACK_PATH": "/feedback",
     "CALLBACK_FAILURE_PATH": "/feedback-failures",
+    # The callback alone: while it fails the request is `processing`, and a refusal fails it
+    # (with the result queue too, the queue taking the result would make it `delivered`).
+    "RESULT_QUEUE_URL": "",
 }
 
 
@@ -75,7 +78,7 @@ def test_accepted_processing_delivered_and_a_late_retry_makes_no_second_job(
     assert "result" not in processing
     assert delivered["attempts"] == 1
     assert delivered["result"]["content"] == callback["body"]["content"]
-    assert delivered["result"]["channels"] == ["result queue", "callback"]
+    assert delivered["result"]["channels"] == ["callback"]
     assert llm.stats()["completions"] == 1
 
     # The message is consumed and deleted: SQS's deduplication has nothing left to compare.
@@ -104,13 +107,15 @@ def test_expired_and_refused_requests_end_with_why_and_a_notice_on_the_failure_p
     wait_until(lambda: len(receiver.deliveries()) == 3, 30, "the notices")
 
     assert failed["failureReason"] == "callback rejected the result: HTTP 404: "
-    paths = {(d["path"], d["webhook_id"], d["status"]) for d in receiver.deliveries()}
+    paths = {(d["path"], d["body"]["requestId"], d["status"]) for d in receiver.deliveries()}
     assert paths == {
         ("/feedback-failures", "life-old", 200),
         ("/feedback", "life-404", 404),
         ("/feedback-failures", "life-404", 200),
     }
-    notices = {d["webhook_id"]: d["body"] for d in receiver.deliveries() if d["status"] == 200}
+    notices = {
+        d["body"]["requestId"]: d["body"] for d in receiver.deliveries() if d["status"] == 200
+    }
     assert notices["life-old"]["state"] == "expired"
     assert notices["life-404"] | {"timestamp": None} == {
         "requestId": "life-404",

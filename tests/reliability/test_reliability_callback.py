@@ -121,9 +121,11 @@ def test_transient_answers_are_retried_with_backoff_until_delivered(
 
 @pytest.mark.parametrize("status", [404, 400])
 def test_404_and_400_are_not_retried_and_are_recorded_in_the_dlq(
-    status: int, platform: Platform, figures: Figures
+    status: int, start_platform: StartPlatform, figures: Figures
 ) -> None:
     """404 (unknown member) and 400 (bad body) are final: one attempt, then the DLQ with why."""
+    # The callback alone: a refusal fails the request only when no other channel took it.
+    platform = start_platform(worker_env={"CALLBACK_TIMEOUT_SECONDS": "1", "RESULT_QUEUE_URL": ""})
     platform.script_receiver(status=status, times=1)
     request_id = platform.accept(weekly_record(42_000, f"permanent-{status}"))
     dead: list[MessageTypeDef] = []

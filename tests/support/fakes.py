@@ -1,10 +1,13 @@
-"""Clients for devstack's fake servers over HTTP (the fake LLM, the callback receiver)."""
+"""Clients for devstack's fake servers over HTTP (the fake LLM, the callback receiver), and a
+delivery channel that answers from a script."""
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from llm_common.contracts import FeedbackResult
+from llm_common.telemetry.names import DeliveryOutcome
 
 TEST_SECRET = "whsec_" + base64.b64encode(b"worker-tests-secret-0123456789ab").decode()
 TEST_MODEL = "test-model"
@@ -48,6 +51,7 @@ class CallbackReceiver:
         retry_after: str | None = None,
         delay_s: float = 0.0,
         drip_s: float = 0.0,
+        path: str | None = None,
     ) -> None:
         script = {
             "status": status,
@@ -55,6 +59,7 @@ class CallbackReceiver:
             "retry_after": retry_after,
             "delay_s": delay_s,
             "drip_s": drip_s,
+            "path": path,
         }
         httpx.post(f"{self.url}/control", json=script).raise_for_status()
 
@@ -71,3 +76,20 @@ class CallbackReceiver:
 
     def reset(self) -> None:
         httpx.post(f"{self.url}/reset").raise_for_status()
+
+
+@dataclass
+class ScriptedChannel:
+    """A delivery channel whose sends answer in turn from `answers`, the last one repeated: an
+    outcome, or an error to raise (feedback_worker.errors)."""
+
+    name: str
+    answers: list[DeliveryOutcome | Exception]
+    sent: list[FeedbackResult] = field(default_factory=list)
+
+    async def send(self, result: FeedbackResult) -> DeliveryOutcome:
+        answer = self.answers[min(len(self.sent), len(self.answers) - 1)]
+        self.sent.append(result)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer

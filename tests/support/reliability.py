@@ -1,20 +1,27 @@
-"""What the reliability suite measures with: figures, the platform's clients, a cuttable proxy."""
+"""What the reliability suite measures with: figures, the platform's clients, a cuttable proxy,
+an HTTP proxy that fails the calls it is told to."""
 
 import contextlib
+import http.client
+import json
+import os
 import queue
 import re
 import selectors
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import httpx
+from devstack.processes import python_module
 from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, Stack
 
 from tests.support.queues import receive_all
@@ -95,9 +102,11 @@ class Platform:
 
     def records_agreeing(self, request_ids: Iterable[str]) -> int:
         """How many of `request_ids` the store has `delivered` with the content the receiver
-        stored (answered 200) for them."""
+        stored (answered 200) for them (failure notices, which carry none, aside)."""
         stored = {
-            d["webhook_id"]: d["body"]["content"] for d in self.deliveries() if d["status"] == 200
+            d["webhook_id"]: d["body"]["content"]
+            for d in self.deliveries()
+            if d["status"] == 200 and "content" in d["body"]
         }
         return sum(
             (record := self.record(request_id))["state"] == "delivered"
@@ -156,6 +165,19 @@ class Platform:
 
     def worker_log(self, name: str = "worker") -> str:
         return self.stack.processes[name].log_path.read_text(errors="replace")
+
+    def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`python -m feedback_worker admin ARGS` as an operator runs it: a process of its own,
+        with the worker's environment."""
+        env = {**os.environ, **self.stack.processes["worker"].env}
+        return subprocess.run(
+            python_module("feedback_worker", "admin", *args),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 StartPlatform = Callable[..., Platform]
@@ -272,6 +294,91 @@ class DelayedSender:
                 sock.sendall(data)
             except OSError:
                 return
+
+
+DYNAMODB_INTERNAL_ERROR = json.dumps(
+    {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": "blip"}
+).encode()
+HOP_BY_HOP = frozenset({"connection", "content-length", "transfer-encoding", "keep-alive"})
+
+
+class DynamoDbBlip:
+    """A real HTTP proxy in front of moto's DynamoDB: forwards every call, except that during a
+    blip it answers HTTP 500 (InternalServerError, as DynamoDB does) to the calls of one
+    operation whose body contains a given text. What a store blip is to the worker's client,
+    retries and all: its own HTTP, not a patched function."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = ("127.0.0.1", target_port)
+        self._until = 0.0
+        self._operation = ""
+        self._containing = b""
+        self.failed = 0
+        """Calls answered 500 so far."""
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def blip(self, seconds: float, operation: str = "UpdateItem", containing: str = "") -> None:
+        """Answer 500 to `operation` calls with `containing` in their body for `seconds`."""
+        self._operation, self._containing = operation, containing.encode()
+        self._until = time.monotonic() + seconds
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _fails(self, target: str, body: bytes) -> bool:
+        return (
+            time.monotonic() < self._until
+            and target.endswith(f".{self._operation}")
+            and self._containing in body
+        )
+
+    def _forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        upstream = http.client.HTTPConnection(*self._target, timeout=30)
+        try:
+            upstream.request(method, path, body=body, headers=headers)
+            answer = upstream.getresponse()
+            return answer.status, answer.getheaders(), answer.read()
+        finally:
+            upstream.close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # botocore keeps its connections alive
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if proxy._fails(self.headers.get("x-amz-target", ""), body):
+                    proxy.failed += 1
+                    json_type = [("content-type", "application/x-amz-json-1.0")]
+                    self._answer(500, json_type, DYNAMODB_INTERNAL_ERROR)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                self._answer(*proxy._forward("POST", self.path, headers, body))
+
+            def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() not in HOP_BY_HOP | {"server", "date"}:
+                        self.send_header(name, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the test's output is the figures."""
+
+        return Handler
 
 
 def _cut(sock: socket.socket) -> None:

@@ -113,7 +113,7 @@ async def run_feedback(
                 http, settings.callback_endpoint, TEST_SECRET, settings.callback_max_attempts
             )
             records = RequestRecords(
-                await open_request_store(settings), notices_from_settings(settings, http)
+                await open_request_store(settings), budget, notices_from_settings(settings, http)
             )
             handler = FeedbackHandler(
                 writer, PromptTemplate.from_file(None), Delivery([channel], budget), records

@@ -110,7 +110,8 @@ async def test_a_refused_callback_and_a_poison_message_count_dlq_sends_by_reason
     receiver.script(status=404)
     enqueue(sqs, feedback_queues.requests, member_id=63, request_id="req-63")
     enqueue_raw(sqs, feedback_queues.requests, "not json", group="64")
-    await start_worker()
+    # The callback alone: a refusal fails the request only when no other channel took it.
+    await start_worker(RESULT_QUEUE_URL="")
 
     await eventually(lambda: queue_counts(sqs, feedback_queues.dead_letters)[0] == 2)
 

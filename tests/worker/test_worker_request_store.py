@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from feedback_worker.memory import InMemorySource
+from llm_common.contracts import FailureNotice
 from llm_common.requests_store import RequestRecord, RequestState, RequestStore
+from llm_common.telemetry.metrics import REGISTRY
 
 from tests.support.clock import SimulatedClock
 from tests.support.factories import RunFeedback
@@ -80,7 +82,8 @@ async def test_a_permanent_refusal_ends_failed_with_a_notice_on_the_failure_path
     result, notice = tracked.receiver.deliveries()
     assert (result["path"], result["status"]) == ("/feedback", 404)
     assert notice["path"] == "/feedback-failures"
-    assert notice["webhook_id"] == "req-41"
+    assert notice["webhook_id"] == FailureNotice.model_validate(notice["body"]).webhook_id
+    assert notice["webhook_id"] != "req-41"  # the result's id: the backend keeps one store
     assert notice["body"] == {
         "requestId": "req-41",
         "memberId": 41,
@@ -161,7 +164,7 @@ async def test_a_copy_of_a_delivered_request_is_deleted_without_work(tracked: Tr
     tracked.store.store_result(
         "req-46", "이미 전달된 피드백이에요. 다음 주도 응원할게요!", receive=1
     )
-    tracked.store.mark_delivered("req-46", ["callback"], "delivered")
+    tracked.store.mark_delivered("req-46", ["callback"], "delivered", missing=[])
     message_id = send(tracked.source, 46)
     await tracked.source.receive(1, 0, 0)
 
@@ -190,9 +193,9 @@ async def test_an_llm_failing_on_every_receive_ends_failed_with_why(tracked: Tra
 async def test_a_store_outage_after_acceptance_loses_nothing(
     tracked: Tracked, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """DynamoDB cut while work is under way: a message at the LLM is still delivered (the writes
-    after it are logged, not fatal); one that needs its record first waits in the queue until
-    the store is back, then is delivered."""
+    """DynamoDB cut while work is under way: a message whose LLM call ends during the cut is
+    held, its text undelivered until the store holds it, then delivered and recorded; one that
+    needs its record first waits in the queue until the store is back, then is delivered."""
     proxy = TcpProxy(int(moto_endpoint.rsplit(":", 1)[1]))
     proxy.up()
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
@@ -200,16 +203,31 @@ async def test_a_store_outage_after_acceptance_loses_nothing(
         tracked.store.accept(f"req-{member}", member, DEADLINE)
     tracked.llm.control(latency_s=1.0)
     send(tracked.source, 49)
-    run = asyncio.create_task(tracked.run())
+    waiting = send(tracked.source, 48)
+    await tracked.source.receive(2, 0, 0)  # both received before by a worker that died
+    retries = _store_retries()
+    # One slot: req-48 is received once req-49's LLM call has ended, and reads its record then.
+    run = asyncio.create_task(tracked.run(WORKER_CONCURRENCY="1", WORKER_PREFETCH="0"))
     await eventually(lambda: tracked.llm.stats()["requests"] >= 1, what="req-49 at the LLM")
     proxy.down()
-    send(tracked.source, 48)
-    await tracked.source.receive(1, 0, 0)  # received before by a worker that died
+    await eventually(lambda: _store_retries() > retries, what="req-49's result written again")
+    # Handed back: hidden for its retry delay (2 s), not for a held message's 10 s.
+    await eventually(
+        lambda: (
+            tracked.source.receive_counts()[waiting] == 2
+            and tracked.source.hidden_until(waiting) < 10
+        ),
+        what="req-48 back in the queue",
+    )
+
+    assert tracked.receiver.deliveries() == []  # no text the store does not hold
+    proxy.up()
     await run
 
-    assert [d["webhook_id"] for d in tracked.receiver.deliveries()] == ["req-49"]
+    [delivered] = tracked.receiver.deliveries()
+    record = tracked.record("req-49")
+    assert (record.state, record.content) == (RequestState.DELIVERED, delivered["body"]["content"])
     assert tracked.source.counts() == (0, 1)  # req-48 back in the queue, not in the DLQ
-    proxy.up()
     tracked.source.advance(60)
     await tracked.run()
     proxy.down()
@@ -217,3 +235,8 @@ async def test_a_store_outage_after_acceptance_loses_nothing(
     assert sorted(d["webhook_id"] for d in tracked.receiver.deliveries()) == ["req-48", "req-49"]
     assert tracked.record("req-48").state is RequestState.DELIVERED
     assert tracked.source.dead_letters == []
+    assert tracked.llm.stats()["requests"] == 2
+
+
+def _store_retries() -> float:
+    return REGISTRY.get_sample_value("feedback_worker_retries_total", {"operation": "store"}) or 0.0

@@ -22,7 +22,7 @@ weekly requests, and a retry of last week's still finds its record).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -50,6 +50,8 @@ class RequestState(StrEnum):
     PROCESSING = "processing"
     """A worker has received it (`attempts` counts the receives that reached a worker)."""
     DELIVERED = "delivered"
+    """At least one delivery channel took the result (the backend has it); `missing` lists
+    those that did not (yet)."""
     FAILED = "failed"
     """Given up: a permanent refusal, unfit content, the delivery budget or the receives spent.
     A message of a failed request that comes back (`admin redrive`) starts it again."""
@@ -108,6 +110,10 @@ class RequestRecord:
     content: str | None = None
     """The generated feedback, stored before its first delivery so a retry sends the same text."""
     channels: tuple[str, ...] = ()
+    """The delivery channels that took the result."""
+    missing: tuple[str, ...] = ()
+    """The channels that did not: retried while a worker holds the message, until the delivery
+    budget ends; after that `admin redeliver --channel` sends them the stored result."""
     outcome: str | None = None
     failure_reason: str | None = None
 
@@ -135,6 +141,7 @@ class RequestRecord:
             view["result"] = {
                 "content": self.content,
                 "channels": list(self.channels),
+                "missing": list(self.missing),
                 "outcome": self.outcome,
             }
         if self.state in (RequestState.FAILED, RequestState.EXPIRED):
@@ -175,6 +182,7 @@ def _record(item: Mapping[str, Any]) -> RequestRecord:
         expired_at=_time(plain.get("expiredAt")),
         content=plain.get("content"),
         channels=tuple(plain.get("channels", ())),
+        missing=tuple(plain.get("missingChannels", ())),
         outcome=plain.get("outcome"),
         failure_reason=plain.get("failureReason"),
     )
@@ -295,30 +303,40 @@ class RequestStore:
             required=_STARTABLE,
         )
 
-    def store_result(self, request_id: str, content: str, receive: int) -> RequestRecord:
+    def store_result(
+        self, request_id: str, content: str, receive: int, generated_at: datetime | None = None
+    ) -> RequestRecord:
         """Keep the generated feedback before its first delivery attempt: `processing`, with
-        the result. Refused (StateConflict, with the record) when a result is stored already
-        or the request has ended: the caller then delivers the stored one, or nothing."""
+        the result and when it was generated (now when None). Refused (StateConflict, with the
+        record) when a result is stored already or the request has ended: the caller then
+        delivers the stored one, or nothing."""
         return self._update(
             request_id,
             "SET #state = :processing, processingAt = if_not_exists(processingAt, :now), "
-            "attempts = :receive, content = :content, generatedAt = :now",
+            "attempts = :receive, content = :content, generatedAt = :generated",
             {
                 ":processing": RequestState.PROCESSING.value,
                 ":receive": receive,
                 ":content": content,
+                ":generated": (generated_at or _now()).isoformat(),
             },
             required=_STARTABLE,
             unless="content",
         )
 
-    def mark_delivered(self, request_id: str, channels: list[str], outcome: str) -> RequestRecord:
+    def mark_delivered(
+        self, request_id: str, channels: Sequence[str], outcome: str, missing: Sequence[str]
+    ) -> RequestRecord:
+        """`delivered`: `channels` took the result, `missing` did not (yet). Written again as a
+        partial delivery completes; `deliveredAt` stays the first channel's time."""
         return self._update(
             request_id,
-            "SET #state = :delivered, deliveredAt = :now, channels = :channels, outcome = :outcome",
+            "SET #state = :delivered, deliveredAt = if_not_exists(deliveredAt, :now), "
+            "channels = :channels, missingChannels = :missing, outcome = :outcome",
             {
                 ":delivered": RequestState.DELIVERED.value,
-                ":channels": channels,
+                ":channels": list(channels),
+                ":missing": list(missing),
                 ":outcome": outcome,
             },
             # `delivered` and `failed` too: an operator's redeliver.

@@ -198,15 +198,21 @@ async def redeliver(settings: WorkerSettings, request_id: str, only: list[str] |
                 raise CannotDo(f"the worker does not deliver to {' or '.join(only or [])}")
             # One round, no budget: the operator is watching, and runs it again if it fails.
             delivery = Delivery(channels, replace(delivery_budget(settings), seconds=0))
-            outcome = await delivery.deliver(result, generated_at=None)
+            report = await delivery.deliver(result, delivery.deadline(None))
     except (DeadLetter, RetryLater) as error:
         print(f"not redelivered: {error}", file=sys.stderr)
         return NOT_DONE
     finally:
         sqs.close()
+    record_now = report.after(record.channels, record.missing)
     try:
-        store.mark_delivered(request_id, delivery.channel_names, outcome)
+        store.mark_delivered(
+            request_id, record_now.taken, record_now.outcome.value, record_now.missing
+        )
     except StateConflict as conflict:
         print(f"delivered, but the record was not marked: {conflict}", file=sys.stderr)
-    print(f"redelivered {request_id} to {' and '.join(delivery.channel_names)}: {outcome}")
+    print(f"redelivered {request_id} to {' and '.join(report.taken)}: {report.outcome.value}")
+    if report.missing:
+        print(f"not taken by {' and '.join(report.missing)} (see above)", file=sys.stderr)
+        return NOT_DONE
     return DONE

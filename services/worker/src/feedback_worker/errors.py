@@ -51,7 +51,7 @@ class UnfitContent(DeadLetter):
 
 
 class DeliveryBudgetSpent(DeadLetter):
-    """DELIVERY_RETRY_SECONDS passed since the result was generated, and it is still undelivered."""
+    """DELIVERY_RETRY_SECONDS passed since the result was generated, and no channel took it."""
 
     cause = DeadLetterReason.DELIVERY_BUDGET_SPENT
 
@@ -70,8 +70,9 @@ class LlmUnavailable(RetryLater):
 
 
 class StoreUnavailable(RetryLater):
-    """The request store did not answer when the message started: without its record the
-    worker cannot tell a stored result (send it) from none (generate one)."""
+    """The request store did not answer when the message started (without its record the
+    worker cannot tell a stored result, to send, from none, to generate), or not for the whole
+    delivery budget while the worker held a result it had to store or mark delivered."""
 
     operation = RetryOperation.STORE
 
@@ -90,7 +91,8 @@ class CallbackFailed(DeliveryFailed):
 
 
 class CallbackRejected(DeadLetter):
-    """The callback answered 400 or 404: the backend will never accept this result."""
+    """The callback answered 400 or 404: the backend will never accept this result there. It
+    fails the request only when no other channel took the result (delivery/budget.py)."""
 
 
 class ConfigurationError(Exception):

@@ -15,13 +15,13 @@ from llm_common.telemetry import debug_text, log_context, names
 from llm_common.telemetry.names import DeadLetterReason
 from opentelemetry import trace
 
-from feedback_worker.delivery import Delivery
+from feedback_worker.delivery import Delivery, DeliveryReport
 from feedback_worker.errors import InvalidMessage, LlmUnavailable
 from feedback_worker.jobs import Job, read_job, refuse_if_expired
 from feedback_worker.llm import FeedbackWriter
 from feedback_worker.llm_gate import LlmGate
 from feedback_worker.prompt import PromptTemplate
-from feedback_worker.records import RequestRecords
+from feedback_worker.records import Progress, RequestRecords
 from feedback_worker.slots import Place
 from feedback_worker.source import QueueMessage
 
@@ -37,10 +37,10 @@ class FeedbackHandler:
         writer: FeedbackWriter,
         prompt: PromptTemplate,
         delivery: Delivery,
-        records: RequestRecords | None = None,
+        records: RequestRecords,
         gate: LlmGate | None = None,
     ) -> None:
-        self._records = records or RequestRecords(None)
+        self._records = records
         self._writer = writer
         self._prompt = prompt
         self._delivery = delivery
@@ -61,25 +61,35 @@ class FeedbackHandler:
             if progress.finished:
                 log.info("request %s has ended already: nothing to do", job.request_id)
                 return
-            content = progress.content
-            if content is None:
+            if progress.content is None:
                 refuse_if_expired(job)
                 # Stored before its delivery: a delivery retry sends this very text.
                 draft = await self._write(job, message, place)
-                content = await self._records.generated(job, draft, message.receives)
-                if content is None:
+                progress = await self._records.generated(job, draft, message.receives)
+                if progress.finished:
                     log.info("request %s ended while its result was written", job.request_id)
                     return
-            outcome = await self._delivery.deliver(
-                self._result(job, content), progress.generated_at
-            )
-            await self._records.delivered(job, self.channel_names, outcome)
+            await self._deliver(job, progress)
             log.info(
                 "request %s delivered in %.1fs (receive %d)",
                 job.request_id,
                 time.monotonic() - started,
                 message.receives,
             )
+
+    async def _deliver(self, job: Job, progress: Progress) -> None:
+        """The stored result to every channel that has not taken it, recorded `delivered` as
+        soon as one has (the rest are retried meanwhile) and again once the delivery ends."""
+        assert progress.content is not None
+        deadline = self._delivery.deadline(progress.generated_at)
+
+        async def partly_delivered(report: DeliveryReport) -> None:
+            await self._records.partly_delivered(job, report.after(progress.taken))
+
+        report = await self._delivery.deliver(
+            self._result(job, progress.content), deadline, progress.taken, partly_delivered
+        )
+        await self._records.delivered(job, report.after(progress.taken), deadline)
 
     async def dead_lettered(
         self, message: QueueMessage, reason: str, cause: DeadLetterReason

@@ -4,18 +4,27 @@ The handler calls it at clear points of a message's work, each one conditional w
 
 1. `start`, only for a message that may have been worked before (received again, re-sent by
    ingest, brought back from the DLQ): `processing`, and what the earlier work left: a stored
-   result (sent again; the LLM is not asked) or a delivered request (nothing to do). A message's
-   first receive has nothing to learn there and writes nothing before its LLM call.
+   result (sent again; the LLM is not asked), a partial delivery (the missing channels get it),
+   or a delivered request (nothing to do). A message's first receive has nothing to learn there
+   and writes nothing before its LLM call.
 2. `generated`, once the LLM has answered: `processing` with the result, stored before its first
    delivery attempt, so a delivery that a crash interrupts sends the same text again. Refused
    when a result is stored already (a copy raced this one): that result is sent instead.
-3. `delivered`, before the message is deleted;
+3. `partly_delivered` as soon as one channel took the result while another is still retried,
+   and `delivered` once the delivery ends, before the message is deleted;
 4. or `ended`, when the runner gives the message up: `failed` or `expired` with the reason, and
    the failure notice when CALLBACK_FAILURE_PATH is set.
 
 None of them holds an LLM slot. A store outage at 1 sends the message back to the queue
-(without the record the worker cannot tell a stored result from none); at 2-4 it is logged and
-the work goes on: the delivery happens either way, and a message that comes back records it.
+(without the record the worker cannot tell a stored result from none). At 2 and 3 the worker
+holds the message instead (the heartbeat keeps it hidden) and writes again with backoff, within
+the delivery budget: a text the store does not hold is never delivered (the record and what the
+backend got could then disagree for good), and a message is never deleted before its record
+says `delivered`. A DynamoDB blip thus delays a delivery by the blip; only a store down for the
+whole budget hands the message back (StoreUnavailable), and a later receive finds the record as
+it is: no stored result, so the undelivered text is generated again; or a stored result, sent
+again under the same webhook-id. `partly_delivered` and `ended` are tried once: the final
+`delivered` write follows the first, and the notice goes out whatever the second does.
 """
 
 import functools
@@ -33,7 +42,10 @@ from llm_common.requests_store import (
     StateConflict,
 )
 from llm_common.requests_store import StoreUnavailable as StoreDown
+from llm_common.telemetry import metrics
+from llm_common.telemetry.names import RetryOperation
 
+from feedback_worker.delivery.budget import DeliveryBudget, DeliveryReport
 from feedback_worker.delivery.notices import FailureNotices
 from feedback_worker.errors import StoreUnavailable
 from feedback_worker.jobs import Job
@@ -49,19 +61,23 @@ class Progress:
     a message the backend published itself) or not yet worked."""
 
     finished: bool = False
-    """Delivered or expired: a copy of its message has nothing left to do."""
+    """Delivered to every channel, or expired: a copy of its message has nothing left to do."""
     content: str | None = None
     """A result an earlier receive stored: delivered as it is."""
     generated_at: datetime | None = None
+    taken: tuple[str, ...] = ()
+    """The channels that took the stored result already (a partial delivery): not sent again."""
 
     @staticmethod
     def of(record: RequestRecord | None) -> "Progress":
         if record is None:
             return Progress()
+        delivered = record.state is RequestState.DELIVERED
         return Progress(
-            finished=record.state in (RequestState.DELIVERED, RequestState.EXPIRED),
+            finished=record.state is RequestState.EXPIRED or (delivered and not record.missing),
             content=record.content,
             generated_at=record.generated_at,
+            taken=record.channels if delivered else (),
         )
 
 
@@ -75,8 +91,15 @@ def first_sight(message: QueueMessage) -> bool:
 
 
 class RequestRecords:
-    def __init__(self, store: RequestStore | None, notices: FailureNotices | None = None) -> None:
+    def __init__(
+        self,
+        store: RequestStore | None,
+        budget: DeliveryBudget,
+        notices: FailureNotices | None = None,
+    ) -> None:
+        """`budget`: the delivery budget, within which the writes about a result are held."""
         self._store = store
+        self._budget = budget
         self._notices = notices
 
     async def start(self, job: Job, message: QueueMessage) -> Progress:
@@ -91,28 +114,82 @@ class RequestRecords:
             raise StoreUnavailable(f"request store unavailable: {error}") from error
         return Progress.of(record)
 
-    async def generated(self, job: Job, content: str, receive: int) -> str | None:
+    async def generated(self, job: Job, content: str, receive: int) -> Progress:
         """The result to deliver: `content`, now stored; or the one stored before it (a copy of
-        the message raced this one); None when the request ended meanwhile."""
+        the message raced this one); finished when the request ended meanwhile. Raises
+        StoreUnavailable when the store did not take it within the delivery budget."""
+        generated_at = self._budget.now()
+        fresh = Progress(content=content, generated_at=generated_at)
         if self._store is None:
-            return content
-        store = functools.partial(self._store.store_result, job.request_id, content, receive)
+            return fresh
+        store = functools.partial(
+            self._store.store_result, job.request_id, content, receive, generated_at
+        )
         try:
-            await anyio.to_thread.run_sync(store)
+            record = await self._held(job, "stored", store, self._budget.deadline(generated_at))
         except StateConflict as conflict:
             if conflict.current is None:  # no record: a message the backend published itself
-                return content
+                return fresh
             log.warning("request %s: %s before this result", job.request_id, conflict)
-            progress = Progress.of(conflict.current)
-            return None if progress.finished else progress.content or content
-        except StoreDown as error:
-            log.warning("request %s: result not stored: %s", job.request_id, error)
-        return content
+            earlier = Progress.of(conflict.current)
+            return earlier if earlier.finished or earlier.content else fresh
+        return Progress.of(record)
 
-    async def delivered(self, job: Job, channels: list[str], outcome: str) -> None:
+    async def partly_delivered(self, job: Job, report: DeliveryReport) -> None:
+        """`delivered` while a channel is still retried: the backend has the result now."""
         if self._store is not None:
-            mark = functools.partial(self._store.mark_delivered, job.request_id, channels, outcome)
-            await self._quietly("delivered", mark)
+            await self._quietly("delivered", self._mark_delivered(self._store, job, report))
+
+    async def delivered(self, job: Job, report: DeliveryReport, deadline: datetime) -> None:
+        """`delivered`, before the message is deleted. Raises StoreUnavailable when the store
+        did not take it by `deadline`: the message then comes back, and its stored result is
+        sent again (the backend answers 409) and recorded."""
+        if self._store is None:
+            return
+        try:
+            mark = self._mark_delivered(self._store, job, report)
+            await self._held(job, "marked delivered", mark, deadline)
+        except StateConflict as conflict:
+            if conflict.current is not None:  # None: a message the backend published itself
+                log.warning("request record not marked delivered: %s", conflict)
+
+    @staticmethod
+    def _mark_delivered(
+        store: RequestStore, job: Job, report: DeliveryReport
+    ) -> Callable[[], RequestRecord]:
+        return functools.partial(
+            store.mark_delivered,
+            job.request_id,
+            report.taken,
+            report.outcome.value,
+            report.missing,
+        )
+
+    async def _held(
+        self, job: Job, what: str, write: Callable[[], RequestRecord], deadline: datetime
+    ) -> RequestRecord:
+        """`write`, made again with backoff while the store does not answer, until `deadline`:
+        the message is held meanwhile. StoreUnavailable once the deadline has passed."""
+        round_ = 0
+        while True:
+            round_ += 1
+            try:
+                return await anyio.to_thread.run_sync(write)
+            except StoreDown as error:
+                delay = self._budget.delay(round_, deadline)
+                if delay is None:
+                    raise StoreUnavailable(
+                        f"request store unavailable: result not {what}"
+                    ) from error
+                metrics.WORKER_RETRIES.labels(RetryOperation.STORE).inc()
+                log.warning(
+                    "request %s: result not %s yet (%s); next write in %.1fs",
+                    job.request_id,
+                    what,
+                    error,
+                    delay,
+                )
+                await self._budget.sleep(delay)
 
     async def ended(self, job: Job, state: RequestState, reason: str) -> None:
         """`failed` or `expired`; the notice goes out whether or not the record could be kept."""

@@ -9,7 +9,7 @@ import httpx2
 from llm_common.requests_store import RequestStore
 from llm_common.telemetry import metrics
 
-from feedback_worker.delivery import delivery_from_settings
+from feedback_worker.delivery import delivery_budget, delivery_from_settings
 from feedback_worker.delivery.notices import notices_from_settings
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.handler import FeedbackHandler
@@ -94,7 +94,7 @@ class Worker:
             writer,
             prompt,
             delivery_from_settings(settings, sqs, http),
-            RequestRecords(store, notices_from_settings(settings, http)),
+            RequestRecords(store, delivery_budget(settings), notices_from_settings(settings, http)),
             self.gate,
         )
         self.runner = Runner(

@@ -1,5 +1,6 @@
 """The feedback request, the queue message built from it, and the result sent back."""
 
+import hashlib
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -137,6 +138,12 @@ class FeedbackResult(_Contract):
     timestamp: LocalDateTime
     request_id: QueuedRequestId
 
+    @property
+    def webhook_id(self) -> str:
+        """The callback's `webhook-id`: the request id, the backend's idempotency key for
+        results (a result sent again is answered 409 and counts as delivered)."""
+        return self.request_id
+
 
 class FailureNotice(_Contract):
     """The failure callback's body (CALLBACK_FAILURE_PATH, off by default): a request ended
@@ -148,3 +155,13 @@ class FailureNotice(_Contract):
     state: Literal["failed", "expired"]
     reason: str
     timestamp: LocalDateTime
+
+    @property
+    def webhook_id(self) -> str:
+        """The notice's own `webhook-id`, never the request id: a backend keeps one idempotency
+        store by webhook-id (Standard Webhooks: one id per message), so a notice under the
+        request id would make it answer 409 to the result sent later (`admin redeliver`), and
+        the member would never get the feedback. Derived from the request id and the state, so
+        the same notice sent again keeps its id; 39 characters, within a request id's 128."""
+        digest = hashlib.sha256(f"{self.state}:{self.request_id}".encode()).hexdigest()
+        return "notice_" + digest[:32]

@@ -7,7 +7,7 @@ import httpx2
 from llm_common.contracts import FeedbackResult
 from llm_common.telemetry.names import DeliveryOutcome
 
-from feedback_worker.delivery.budget import Delivery, DeliveryBudget
+from feedback_worker.delivery.budget import Delivery, DeliveryBudget, DeliveryReport
 from feedback_worker.delivery.callback import CallbackChannel
 from feedback_worker.delivery.result_queue import ResultQueueChannel
 from feedback_worker.settings import WorkerSettings
@@ -18,6 +18,7 @@ __all__ = [
     "Channel",
     "Delivery",
     "DeliveryBudget",
+    "DeliveryReport",
     "ResultQueueChannel",
     "channels_from_settings",
     "delivery_budget",

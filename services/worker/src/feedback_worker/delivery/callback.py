@@ -122,8 +122,7 @@ class CallbackChannel:
         )
 
     async def send(self, result: FeedbackResult) -> DeliveryOutcome:
-        # The request id is the webhook-id: the backend's idempotency key.
-        return await self._webhook.post(result.request_id, result.model_dump_json())
+        return await self._webhook.post(result.webhook_id, result.model_dump_json())
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

@@ -27,8 +27,7 @@ class FailureNotices:
 
     async def send(self, notice: FailureNotice) -> None:
         try:
-            # The request id is the webhook-id: the receiver's idempotency key on this path.
-            await self._webhook.post(notice.request_id, notice.model_dump_json())
+            await self._webhook.post(notice.webhook_id, notice.model_dump_json())
         except (DeadLetter, RetryLater) as error:
             log.warning("failure notice for %s not delivered: %s", notice.request_id, error)
 

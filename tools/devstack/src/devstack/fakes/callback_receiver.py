@@ -7,18 +7,20 @@ For `make run` (it prints each verified delivery), the worker's tests and end-to
 HOST, PORT and CALLBACK_SECRET (required) are read when no argument is given.
 
     POST <any other path>  a delivery: 401 unless the signature verifies; 409 for a webhook-id it
-                           already accepted on that path (as the backend answers a duplicate);
+                           already accepted on any path (one idempotency store, as a real
+                           receiver keeps: Standard Webhooks gives each message its own id);
                            else the scripted answer, or 200
     GET  /deliveries       every verified call, oldest first: {"webhook_id", "path", "status",
                            "body", "headers", "received_at"} (Unix seconds, for `make bench`),
                            and `open_s` for a dripped answer: the seconds from its arrival
                            until the client hung up (or the last byte)
     POST /control          script the next calls: {"status": 429, "times": 2, "retry_after": "1",
-                           "delay_s": 0.0, "drip_s": 0.0}; `status` omitted: answer normally
-                           (after `delay_s`); `drip_s` sends the answer's body (the backend's
-                           envelope) one byte every `drip_s` seconds after the status and
-                           headers: a receiver whose every read arrives in time while the
-                           answer never ends
+                           "delay_s": 0.0, "drip_s": 0.0, "path": "/feedback"}; `status`
+                           omitted: answer normally (after `delay_s`); `drip_s` sends the
+                           answer's body (the backend's envelope) one byte every `drip_s` seconds
+                           after the status and headers: a receiver whose every read arrives in
+                           time while the answer never ends; `path` given: only calls to that
+                           path are scripted (the results endpoint down, the notices' one up)
     GET  /stats            {"deliveries", "accepted", "bad_signatures"}
     POST /reset            forget deliveries, script and counters
 """
@@ -48,14 +50,21 @@ class Script(BaseModel):
     retry_after: str | None = None
     delay_s: float = Field(0.0, ge=0)
     drip_s: float = Field(0.0, ge=0)
+    path: str | None = None
+    """Only calls to this path (e.g. "/feedback") are scripted; None: every call."""
+
+    def covers(self, path: str) -> bool:
+        return self.times > 0 and (self.path is None or self.path.strip("/") == path.strip("/"))
 
 
 @dataclass
 class Receiver:
     secret: str
     deliveries: list[dict[str, Any]] = field(default_factory=list)
-    accepted_ids: set[tuple[str, str]] = field(default_factory=set)
-    """(path, webhook-id): each endpoint has its own idempotency (results, failure notices)."""
+    accepted_ids: set[str] = field(default_factory=set)
+    """Every webhook-id accepted, whatever the path: one idempotency store, as the backend
+    keeps, so a result sent under a failure notice's id is refused (409) here as it would be
+    there."""
     bad_signatures: int = 0
     script: Script = field(default_factory=lambda: Script(times=0))
 
@@ -65,19 +74,19 @@ class Receiver:
         self.bad_signatures = 0
         self.script = Script(times=0)
 
-    def next_scripted(self) -> Script | None:
-        if self.script.times == 0:
+    def next_scripted(self, path: str) -> Script | None:
+        if not self.script.covers(path):
             return None
         self.script.times -= 1
         return self.script
 
-    def answer(self, path: str, webhook_id: str, scripted: Script | None) -> Response:
+    def answer(self, webhook_id: str, scripted: Script | None) -> Response:
         if scripted is not None and scripted.status is not None:
             headers = {"retry-after": scripted.retry_after} if scripted.retry_after else None
             return Response(status_code=scripted.status, headers=headers)
-        if (path, webhook_id) in self.accepted_ids:
+        if webhook_id in self.accepted_ids:
             return Response(status_code=409)
-        self.accepted_ids.add((path, webhook_id))
+        self.accepted_ids.add(webhook_id)
         return Response(status_code=200)
 
 
@@ -117,11 +126,11 @@ def create_app(secret: str) -> FastAPI:
         except WebhookVerificationError:
             receiver.bad_signatures += 1
             return Response(status_code=401)
-        scripted = receiver.next_scripted()
+        scripted = receiver.next_scripted(path)
         if scripted is not None and scripted.delay_s:
             await asyncio.sleep(scripted.delay_s)
         webhook_id = headers["webhook-id"]
-        response = receiver.answer(path, webhook_id, scripted)
+        response = receiver.answer(webhook_id, scripted)
         body = _json_or_text(raw)
         recorded = {
             "webhook_id": webhook_id,
@@ -164,8 +173,8 @@ def _json_or_text(raw: bytes) -> Any:
 def _print_delivery(status: int, webhook_id: str, body: Any) -> None:
     fields = body if isinstance(body, dict) else {}
     print(
-        f"[{status}] memberId={fields.get('memberId')} requestId={webhook_id}\n"
-        f"  {fields.get('content', body)}",
+        f"[{status}] memberId={fields.get('memberId')} requestId={fields.get('requestId')} "
+        f"webhook-id={webhook_id}\n  {fields.get('content', body)}",
         flush=True,
     )
 
