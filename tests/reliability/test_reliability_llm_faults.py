@@ -61,20 +61,27 @@ def test_one_sick_replica_of_two_loses_nothing(
     assert figures["LLM calls failed"] > 0
 
 
-def test_an_llm_answering_503_for_half_a_minute_loses_nothing(
-    start_platform: StartPlatform, figures: Figures
+def _through_a_fault(
+    platform: Platform, figures: Figures, fail_status: int, seconds: float, requests: int
 ) -> None:
-    """503 for 30 s while 8 requests wait (the gate's trial calls must not wear one out)."""
-    platform = start_platform()
-    platform.llm_control(refuse=True, fail_status=503)
-    ids = _accept(platform, 51_000, 8, "503")
-    time.sleep(30)
+    """`requests` accepted while every call is answered `fail_status` for `seconds`, then the
+    LLM heals: every one delivered, none in the DLQ, every record truthful."""
+    platform.llm_control(refuse=True, fail_status=fail_status)
+    ids = _accept(platform, 51_000, requests, f"fault-{fail_status}")
+    time.sleep(seconds)
     platform.llm_control(refuse=False)
     took = _all_delivered(platform, ids, 60)
 
     _record_figures(figures, platform, ids)
     figures["seconds from recovery to the last delivery"] = round(took, 1)
     _assert_nothing_lost(figures)
+
+
+def test_an_llm_answering_503_for_half_a_minute_loses_nothing(
+    start_platform: StartPlatform, figures: Figures
+) -> None:
+    """503 for 30 s while 8 requests wait (the gate's trial calls must not wear one out)."""
+    _through_a_fault(start_platform(), figures, 503, seconds=30, requests=8)
     assert figures["most receives of one request"] <= 2
 
 
@@ -83,18 +90,10 @@ def test_an_llm_answering_200_with_an_error_body_is_an_outage_not_a_loss(
 ) -> None:
     """HTTP 200 with `{"error": ...}` for 20 s: the gate closes on it and nothing is lost."""
     platform = start_platform()
-    platform.llm_control(refuse=True, fail_status=200)
-    ids = _accept(platform, 52_000, 8, "error-body")
-    time.sleep(20)
-    platform.llm_control(refuse=False)
-    took = _all_delivered(platform, ids, 60)
-
-    _record_figures(figures, platform, ids)
-    figures["seconds from recovery to the last delivery"] = round(took, 1)
+    _through_a_fault(platform, figures, 200, seconds=20, requests=8)
     figures["gate closed on a malformed answer"] = "LLM gate closed (malformed" in (
         platform.worker_log()
     )
-    _assert_nothing_lost(figures)
     assert figures["gate closed on a malformed answer"]
 
 
@@ -104,15 +103,7 @@ def test_an_engine_failing_at_once_under_long_polls_spends_no_receives(
     """HTTP 500 at once (vLLM's EngineDeadError while it shuts down) for 15 s, 13 requests,
     20 s long polls: failed messages must not come back to polls begun before the gate closed."""
     platform = start_platform(worker_env={"SQS_WAIT_SECONDS": "20"})
-    platform.llm_control(refuse=True, fail_status=500)
-    ids = _accept(platform, 53_000, 13, "engine-dead")
-    time.sleep(15)
-    platform.llm_control(refuse=False)
-    took = _all_delivered(platform, ids, 60)
-
-    _record_figures(figures, platform, ids)
-    figures["seconds from recovery to the last delivery"] = round(took, 1)
-    _assert_nothing_lost(figures)
+    _through_a_fault(platform, figures, 500, seconds=15, requests=13)
     assert figures["most receives of one request"] <= 2
 
 
