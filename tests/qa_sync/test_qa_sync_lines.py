@@ -1,6 +1,7 @@
 """Each kind of result line: a pair, or the kind of bad line it is."""
 
 import json
+from contextlib import closing
 
 import pytest
 from qa_sync.custom_ids import CustomIdAnswers
@@ -101,7 +102,7 @@ def test_a_custom_id_keeps_its_first_pair_unless_another_contradicts_it() -> Non
         pair("split", "b"),
         pair(None, "a"),
     ]
-    with CustomIdAnswers() as answers:
+    with closing(CustomIdAnswers()) as answers:
         answers.learn(lines)
         verdicts = [answers.verdict(line) for line in lines]
 

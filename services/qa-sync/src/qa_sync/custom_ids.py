@@ -17,8 +17,6 @@ import sqlite3
 from collections.abc import Iterable
 from contextlib import closing
 from enum import IntEnum
-from types import TracebackType
-from typing import Self
 
 from qa_sync.qa_lines import BadLine, QaPair
 
@@ -79,17 +77,6 @@ class CustomIdAnswers:
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _digest(pair: QaPair) -> bytes:

@@ -10,6 +10,7 @@ results and the job, so rebuilding it gives the same bytes (and SHA-256) as the 
 
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
@@ -63,7 +64,7 @@ def build_processed(
     Two passes over raw: whether a pair is kept depends on every other line with its custom_id.
     """
     stats = LineStats()
-    with CustomIdAnswers() as answers, Spool(memory_bytes) as pairs:
+    with closing(CustomIdAnswers()) as answers, Spool(memory_bytes) as pairs:
         answers.learn(found for found in _read_lines(raw) if isinstance(found, QaPair))
         for found in _read_lines(raw):
             if isinstance(found, BadLineFound):
