@@ -44,11 +44,11 @@ def require_vllm() -> None:
 
 
 @contextmanager
-def running_vllm(log_dir: Path, *extra_args: str) -> Iterator[RunningVllm]:
+def running_vllm(log_dir: Path, *extra_args: str, port: int | None = None) -> Iterator[RunningVllm]:
     """vLLM serving the local model, ready (`/health` 200) until the block ends; `extra_args` go
-    to vLLM (`--max-num-seqs 4`, say)."""
+    to vLLM (`--max-num-seqs 4`, say). `port` chosen beforehand lets a test watch the start-up."""
     require_vllm()
-    port = free_port()
+    port = port or free_port()
     process = vllm_server(port, log_dir / f"vllm-{port}.log", *extra_args)
     try:
         process.start(timeout=START_TIMEOUT_S)
