@@ -23,6 +23,10 @@ simulator (see docs/benchmarks.md, "Conformance to vLLM"):
   simulator ignored the field (arrival order always).
 - `ignore_eos`: vLLM's sampling parameter; the simulator ignored it (these checks need it to
   hold requests open, the worker never sends it).
+
+Known and not modelled: vLLM's priority policy preempts the lowest-priority running request when
+the KV cache runs out (the simulator reserves KV space at admission and never preempts); vLLM
+takes the priority from an `X-Vllm-Priority` header before the field.
 """
 
 import asyncio
