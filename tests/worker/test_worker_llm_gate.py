@@ -87,7 +87,8 @@ async def test_while_the_llm_is_down_nothing_is_received_and_work_resumes_after(
     await asyncio.sleep(3)
     assert queue_counts(sqs, feedback_queues.requests) == counts
 
-    # Back after a model load: /health answers 503 meanwhile, so the gate stays closed.
+    # Back after a model load: the port refuses connections meanwhile (as vLLM's), so the gate
+    # stays closed.
     sim_control(sim, action="start", load_s=50)
     await eventually(lambda: len(receiver.deliveries()) == 5)
     assert sorted(d["webhook_id"] for d in receiver.deliveries()) == [

@@ -6,13 +6,21 @@ it is given; a GPU does not. This one schedules like vLLM's engine:
 - a scheduler loop where each step decodes one token for every running sequence; a step takes
   `a + b * running` seconds, plus `prefill_per_token_s` for each prompt token admitted in it;
 - at most `max_num_seqs` sequences run at once (vLLM's `--max-num-seqs`, 256 by default) within a
-  KV-cache budget in tokens; the rest wait in FIFO order (`vllm:num_requests_waiting`);
+  KV-cache budget in tokens; the rest wait (`vllm:num_requests_waiting`) in arrival order, or
+  under `--scheduling-policy priority` lowest `priority` value first, as vLLM orders them;
+- past `--max-num-queued-reqs` unfinished (waiting + running) requests, a new one gets vLLM's
+  503 at once instead of a place in the queue;
 - output lengths drawn from a normal distribution fitting the weekly feedback (mean 225, sd 37.5:
   95 % between 150 and 300 tokens), capped by `max_tokens` (finish_reason "length" when cut);
 - a client that disconnects aborts its request, as vLLM does; the tokens generated for it so far
   count as wasted (`sim_wasted_tokens_total`, and /sim/stats);
 - `/health`, `/v1/models`, `/v1/chat/completions` (no streaming) and `/metrics` with vLLM's own
-  metric names, on the API port; `--api-key` (or VLLM_API_KEY) guards /v1/* as in vLLM.
+  metric names and labels (`model_name`, `engine`), on the API port; `--api-key` (or
+  VLLM_API_KEY) guards /v1/* as in vLLM. While the model loads the API port refuses
+  connections, as vLLM's does (it listens only once the engine is up).
+
+What vLLM itself does here is pinned by tests/conformance, run against both this simulator and
+vLLM on CPU; its module docstring lists what had to change to match.
 
 Calibration (`Calibration.published()`), for a 7B model on one H100:
 - about 100 output tokens/s for a single stream and about 3,300 output tokens/s at high
@@ -40,14 +48,15 @@ Controls, on a separate control port so that they work while the API port is dow
 
     POST /sim/control  {"action": "stop"}            abort everything, close the API port
                                                      (connections refused)
-                       {"action": "start", "load_s": 120}  listen again; /health 503 and
-                                                     completions 503 for load_s virtual seconds
+                       {"action": "start", "load_s": 120}  listen again after load_s virtual
+                                                     seconds (connections refused meanwhile)
                        {"action": "fail", "status": 503}   answer every completion with status
                        {"action": "heal"}            stop failing
     GET  /sim/stats    counters, the virtual clock, queue sizes, the ideal for the work done
 
     python -m devstack.fakes.vllm_sim [--host H] [--port P] --control-port C [--time-scale S]
         [--max-num-seqs N] [--seed N] [--model NAME] [--api-key KEY]
+        [--max-num-queued-reqs N] [--scheduling-policy fcfs|priority]
 """
 
 import argparse
@@ -81,6 +90,13 @@ IDLE_TICK_S = 0.02
 """Real seconds an idle engine waits before advancing its clock again."""
 PUBLISHED_BATCH = 256
 """The batch at which the published plateau was measured (vLLM's default --max-num-seqs)."""
+ENGINE_INDEX = "0"
+"""vLLM labels every engine metric `engine` (the data-parallel rank; "0" with one engine)."""
+QUEUE_FULL = (
+    "The engine is currently busy and cannot accept new requests. "
+    "Please try again later or on a different instance."
+)
+"""vLLM's `QueueOverflowError` message, answered with 503 past `--max-num-queued-reqs`."""
 LATENCY_BUCKETS = (1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680)
 
 
@@ -144,6 +160,15 @@ class OutputLengths:
         return max(1, round(rng.gauss(self.mean, self.sd)))
 
 
+class SchedulingPolicy(StrEnum):
+    """vLLM's `--scheduling-policy`: the order in which waiting requests are admitted."""
+
+    FCFS = "fcfs"
+    """Arrival order; a request's `priority` is not consulted."""
+    PRIORITY = "priority"
+    """Lowest `priority` value first, then arrival order (vLLM's `RequestQueue` for it)."""
+
+
 class Outcome(StrEnum):
     STOP = "stop"
     LENGTH = "length"
@@ -160,6 +185,7 @@ class Sequence:
     wanted_tokens: int
     """What the model would write if nothing cut it (drawn from OutputLengths)."""
     arrived_s: float
+    priority: int = 0
     generated: int = 0
     outcome: Outcome | None = None
     finished_s: float = 0.0
@@ -204,8 +230,10 @@ class Engine:
         calibration: Calibration,
         seed: int = 0,
         lengths: OutputLengths = OutputLengths(),
+        policy: SchedulingPolicy = SchedulingPolicy.FCFS,
     ) -> None:
         self.calibration = calibration
+        self.policy = policy
         self.now_s = 0.0
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -224,17 +252,38 @@ class Engine:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def submit(self, prompt_tokens: int, max_tokens: int) -> Sequence:
+    @property
+    def unfinished(self) -> int:
+        """Requests waiting or running: what `--max-num-queued-reqs` bounds."""
+        return len(self.waiting) + len(self.running)
+
+    def submit(
+        self, prompt_tokens: int, max_tokens: int, priority: int = 0, ignore_eos: bool = False
+    ) -> Sequence:
+        """`ignore_eos`: vLLM's sampling parameter, the model writes until `max_tokens`."""
         self._numbers += 1
         seq = Sequence(
             number=self._numbers,
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
-            wanted_tokens=self._lengths.draw(self._rng),
+            wanted_tokens=max_tokens if ignore_eos else self._lengths.draw(self._rng),
             arrived_s=self.now_s,
+            priority=priority,
         )
-        self.waiting.append(seq)
+        self._enqueue(seq)
         return seq
+
+    def _enqueue(self, seq: Sequence) -> None:
+        """Behind every waiting request that goes first under the policy: all of them (FCFS),
+        or those of a lower or equal `priority` value (priority; ties in arrival order)."""
+        if self.policy is SchedulingPolicy.FCFS:
+            self.waiting.append(seq)
+            return
+        behind = next(
+            (i for i, other in enumerate(self.waiting) if other.priority > seq.priority),
+            len(self.waiting),
+        )
+        self.waiting.insert(behind, seq)
 
     def abort(self, seq: Sequence) -> None:
         """The client went away: its tokens so far are wasted, its KV space freed."""
@@ -283,7 +332,7 @@ class Engine:
         return duration, finished
 
     def _admit(self) -> list[Sequence]:
-        """FIFO: the head waits until it fits, and so does everything behind it (as in vLLM)."""
+        """In queue order: the head waits until it fits, and so does everything behind it."""
         admitted = []
         budget = self.calibration.kv_cache_tokens
         while self.waiting and len(self.running) < self.calibration.max_num_seqs:
@@ -323,6 +372,10 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
+    priority: int = 0
+    """vLLM's extra field: consulted under `--scheduling-policy priority` only."""
+    ignore_eos: bool = False
+    """vLLM's extra field: write until `max_tokens` (finish_reason "length")."""
 
 
 class Control(BaseModel):
@@ -359,10 +412,14 @@ class Simulator:
         seed: int = 0,
         model: str = DEFAULT_MODEL,
         api_key: str = "",
+        max_num_queued_reqs: int | None = None,
+        scheduling_policy: SchedulingPolicy = SchedulingPolicy.FCFS,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
-        self.engine = Engine(calibration, seed)
+        self.engine = Engine(calibration, seed, policy=scheduling_policy)
+        self.max_num_queued_reqs = max_num_queued_reqs
+        """vLLM's `--max-num-queued-reqs`: more unfinished requests than this get a 503."""
         self.time_scale = time_scale
         self.model = model
         self.state = ApiState.SERVING
@@ -373,6 +430,7 @@ class Simulator:
         self._control_socket = control_socket
         self._api_server: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._loading: asyncio.Task[None] | None = None
         self._loaded_at_s = 0.0
         self._done: dict[int, asyncio.Future[Sequence]] = {}
         self._wake = asyncio.Event()
@@ -381,7 +439,7 @@ class Simulator:
         self._latency = Histogram(
             "vllm:e2e_request_latency_seconds",
             "Virtual seconds from arrival to the last token",
-            ["model_name"],
+            ["model_name", "engine"],
             buckets=LATENCY_BUCKETS,
             registry=self._registry,
         )
@@ -406,7 +464,8 @@ class Simulator:
             duration, finished = self.engine.step()
             await asyncio.sleep(duration / self.time_scale)
             for seq in finished:
-                self._latency.labels(self.model).observe(seq.finished_s - seq.arrived_s)
+                latency = seq.finished_s - seq.arrived_s
+                self._latency.labels(self.model, ENGINE_INDEX).observe(latency)
                 self._settle(seq)
 
     def _settle(self, seq: Sequence) -> None:
@@ -418,24 +477,38 @@ class Simulator:
 
     async def control(self, change: Control) -> None:
         if change.action == "stop":
+            self._cancel_loading()
             for seq in self.engine.abort_all():
                 self._settle(seq)
             await self._stop_api()
             self.state = ApiState.STOPPED
         elif change.action == "start":
+            self._cancel_loading()
             self._loaded_at_s = self.engine.now_s + change.load_s
-            self.state = ApiState.LOADING if change.load_s else ApiState.SERVING
-            await self._start_api()
+            self.state = ApiState.LOADING
+            self._loading = asyncio.create_task(self._load_then_serve())
+            if not change.load_s:
+                await self._loading
         elif change.action == "fail":
             self.fail_status = change.status
             self.state = ApiState.FAILING
         else:
             self.state = ApiState.SERVING
 
-    def _current_state(self) -> ApiState:
-        if self.state is ApiState.LOADING and self.engine.now_s >= self._loaded_at_s:
-            self.state = ApiState.SERVING
-        return self.state
+    async def _load_then_serve(self) -> None:
+        """vLLM binds its port before it loads the model but listens only once the engine is up:
+        until then a client's connection is refused (`/health`, `/v1/models` and completions
+        alike), then everything answers at once."""
+        # The virtual clock offers no event: poll it, as _start_api polls uvicorn's flag.
+        while self.engine.now_s < self._loaded_at_s:  # noqa: ASYNC110
+            await asyncio.sleep(IDLE_TICK_S)
+        await self._start_api()
+        self.state = ApiState.SERVING
+
+    def _cancel_loading(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
+            self._loading = None
 
     async def _start_api(self) -> None:
         if self._api_task is not None:
@@ -464,7 +537,7 @@ class Simulator:
         engine, counters = self.engine, self.engine.counters
         calibration = engine.calibration
         return {
-            "state": self._current_state(),
+            "state": self.state,
             "virtual_s": engine.now_s,
             "loading_until_s": self._loaded_at_s,
             "running": len(engine.running),
@@ -503,8 +576,8 @@ class Simulator:
 
         @app.get("/health")
         async def health() -> Response:
-            serving = self._current_state() is not ApiState.LOADING
-            return Response(status_code=200 if serving else 503)
+            # Answered only once loaded (the port is closed before): the engine is up.
+            return Response(status_code=200)
 
         @app.get("/v1/models")
         async def models() -> dict[str, Any]:
@@ -536,22 +609,23 @@ class Simulator:
         return app
 
     async def _complete(self, request: Request) -> Response:
-        state = self._current_state()
-        if state is not ApiState.SERVING:
+        if self.state is ApiState.FAILING:
             self.engine.counters.rejected += 1
-            status = self.fail_status if state is ApiState.FAILING else 503
-            return error(status, f"engine {state}")
+            return error(self.fail_status, f"engine {self.state}")
         try:
             chat = ChatRequest.model_validate_json(await request.body())
         except ValidationError as invalid:
             return error(400, str(invalid), "invalid_request_error")
+        if self._queue_full():
+            self.engine.counters.rejected += 1
+            return error(503, QUEUE_FULL, "Service Unavailable")
         if chat.stream:
             return error(400, "the simulator does not stream", "invalid_request_error")
         tokens = prompt_tokens(chat.messages)
         max_tokens = chat.max_tokens or MAX_MODEL_LEN - tokens
         if tokens + max_tokens > MAX_MODEL_LEN:
             return error(400, f"prompt + max_tokens over {MAX_MODEL_LEN}", "invalid_request_error")
-        seq = self.engine.submit(tokens, max_tokens)
+        seq = self.engine.submit(tokens, max_tokens, chat.priority, chat.ignore_eos)
         future: asyncio.Future[Sequence] = asyncio.get_running_loop().create_future()
         self._done[seq.number] = future
         self._wake.set()
@@ -567,6 +641,11 @@ class Simulator:
         if seq.outcome is Outcome.ABORTED:
             return error(503, "engine stopped")
         return JSONResponse(self._completion(chat.model, seq))
+
+    def _queue_full(self) -> bool:
+        """vLLM's admission check: one more request would exceed `--max-num-queued-reqs`."""
+        limit = self.max_num_queued_reqs
+        return limit is not None and self.engine.unfinished + 1 > limit
 
     def _completion(self, model: str, seq: Sequence) -> dict[str, Any]:
         # The text length follows the tokens (one character each, as prompt_tokens counts).
@@ -600,7 +679,7 @@ class _EngineCollector:
     def collect(self) -> Iterator[Metric]:
         engine, model = self._sim.engine, self._sim.model
         counters = engine.counters
-        labels = ["model_name"]
+        labels = ["model_name", "engine"]
         gauges = (
             ("vllm:num_requests_running", "Sequences in the running batch", len(engine.running)),
             ("vllm:num_requests_waiting", "Requests waiting to be scheduled", len(engine.waiting)),
@@ -608,7 +687,7 @@ class _EngineCollector:
         )
         for name, text, value in gauges:
             gauge = GaugeMetricFamily(name, text, labels=labels)
-            gauge.add_metric([model], value)
+            gauge.add_metric([model, ENGINE_INDEX], value)
             yield gauge
         totals = (
             ("vllm:generation_tokens", "Generated tokens", counters.generation_tokens),
@@ -617,13 +696,13 @@ class _EngineCollector:
         )
         for name, text, value in totals:
             counter = CounterMetricFamily(name, text, labels=labels)
-            counter.add_metric([model], value)
+            counter.add_metric([model, ENGINE_INDEX], value)
             yield counter
         success = CounterMetricFamily(
             "vllm:request_success", "Finished requests", labels=[*labels, "finished_reason"]
         )
         for reason, count in counters.success.items():
-            success.add_metric([model, reason], count)
+            success.add_metric([model, ENGINE_INDEX, reason], count)
         yield success
 
 
@@ -700,6 +779,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY", ""))
+    parser.add_argument("--max-num-queued-reqs", type=int, default=None)
+    parser.add_argument("--scheduling-policy", type=SchedulingPolicy, default=SchedulingPolicy.FCFS)
     args = parser.parse_args(argv)
     simulator = Simulator(
         Calibration.published(max_num_seqs=args.max_num_seqs),
@@ -709,6 +790,8 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         model=args.model,
         api_key=args.api_key,
+        max_num_queued_reqs=args.max_num_queued_reqs,
+        scheduling_policy=args.scheduling_policy,
     )
     asyncio.run(simulator.run())
 
