@@ -70,8 +70,10 @@ def test_a_message_failing_past_the_redrive_limit_is_in_the_dlq_with_its_reason(
     request_id = platform.accept(weekly_record(33_000, "doomed"))
 
     dead_letters: list[MessageTypeDef] = []
+    # 5 receives of 3 calls each (the gate holds a message through 3 failed calls), with the
+    # probe's backoff between calls: 54 s on a loaded 2-core machine.
     took = wait_until(
-        lambda: bool(dead_letters.extend(platform.dead_letters()) or dead_letters), 60, "the DLQ"
+        lambda: bool(dead_letters.extend(platform.dead_letters()) or dead_letters), 180, "the DLQ"
     )
 
     [dead] = dead_letters
