@@ -56,6 +56,17 @@ def config(**changes: float) -> RunnerConfig:
     return RunnerConfig(**values)  # type: ignore[arg-type]
 
 
+async def stop_while_at_work(source: InMemorySource) -> None:
+    """Receive one message into work that never ends, then stop: the drain grace (0.1 s) runs
+    out with the message still at work."""
+    handler = Scripted(lambda _: asyncio.Event().wait())  # type: ignore[arg-type, return-value]
+    runner = Runner(source, handler, config(drain_grace_seconds=0.1))
+    running = asyncio.create_task(runner.run())
+    await eventually(lambda: handler.at_work == 1, what="at work")
+    runner.stop()
+    await running
+
+
 def raising(error: Exception) -> Work:
     async def work(_: QueueMessage) -> None:
         raise error
@@ -237,13 +248,8 @@ async def test_work_that_outlasts_the_drain_grace_is_made_visible_again(
     source: InMemorySource,
 ) -> None:
     message_id = source.send("endless")
-    handler = Scripted(lambda _: asyncio.Event().wait())  # type: ignore[arg-type, return-value]
-    runner = Runner(source, handler, config(drain_grace_seconds=0.1))
-    running = asyncio.create_task(runner.run())
-    await eventually(lambda: handler.at_work == 1, what="at work")
 
-    runner.stop()
-    await running
+    await stop_while_at_work(source)
 
     assert source.counts() == (1, 0)
     assert source.receive_counts() == {message_id: 1}
@@ -274,12 +280,7 @@ async def test_work_stopped_on_its_last_receive_is_sent_again_with_its_receives_
         await Runner(source, failing, config()).run(burst=True)
         source.advance(10)
     # Its third and last allowed receive is at work when the worker is stopped.
-    stuck = Scripted(lambda _: asyncio.Event().wait())  # type: ignore[arg-type, return-value]
-    runner = Runner(source, stuck, config(drain_grace_seconds=0.1))
-    running = asyncio.create_task(runner.run())
-    await eventually(lambda: stuck.at_work == 1, what="at work")
-    runner.stop()
-    await running
+    await stop_while_at_work(source)
 
     # Made visible, its next receive would have let the queue's redrive take it, reasonless.
     assert source.dead_letters == []
