@@ -63,6 +63,9 @@ lint: setup ## ruff (lint and format check) and mypy --strict
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 
+chart-docs: setup ## write the chart's schema bounds and README value tables from the services' settings
+	$(RUN) python -m devstack.chart_docs
+
 fmt: setup ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 from chart_support import CHART
+from devstack import chart_docs
 
 README = CHART / "README.md"
 
@@ -41,3 +42,8 @@ def test_every_top_level_key_the_schema_allows_has_a_section() -> None:
     sections = set(re.findall(r"^### `([^`]+)`$", README.read_text(), flags=re.MULTILINE))
     missing = sorted(set(schema["properties"]) - sections)
     assert not missing, f"add a section to {README.name}: {missing}"
+
+
+def test_the_value_tables_and_schema_are_written_from_the_settings() -> None:
+    """`make chart-docs` after changing a setting, values.yaml or a configmap template."""
+    assert chart_docs.main(["--check"]) == 0

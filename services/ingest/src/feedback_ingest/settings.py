@@ -17,14 +17,19 @@ class IngestSettings(ServiceSettings):
     once while a key is rotated."""
 
     max_body_bytes: int = Field(default=262_144, gt=0)
+    """`MAX_BODY_BYTES`: a larger request body is refused with 413 while it streams, before it
+    is read whole."""
     queue_retry_after_seconds: int = Field(default=5, ge=1)
+    """`QUEUE_RETRY_AFTER_SECONDS`: the Retry-After of the 503 answered when SQS refuses or cannot
+    take a request."""
     queue_depth_interval_seconds: float = Field(default=15, ge=0)
     """`QUEUE_DEPTH_INTERVAL_SECONDS`: how often the request queue's and its DLQ's depth is read
     for `/metrics` (queue_depth.py); 0 turns it off."""
 
     request_table_name: str = ""
     """`REQUEST_TABLE_NAME`: the request store's DynamoDB table (llm_common/requests_store.py).
-    Empty: no store, so no status lookup and idempotency only within SQS's 5-minute window."""
+    Empty: no store, so no status lookup, idempotency only within SQS's 5-minute window and no
+    record of a stored result."""
 
     request_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     """`REQUEST_TTL_SECONDS`: a request's deadline when it carries none (a week: weekly feedback
@@ -34,7 +39,9 @@ class IngestSettings(ServiceSettings):
     """`REQUEST_STORE_TTL_SECONDS`: how long DynamoDB keeps a record (its TTL attribute)."""
 
     host: str = "0.0.0.0"
+    """`HOST`: the address the HTTP server binds."""
     port: int = Field(default=8080, ge=1, le=65_535)
+    """`PORT`: the HTTP port of the API, its probes and `/metrics`."""
 
     @model_validator(mode="after")
     def _records_outlive_deadlines(self) -> Self:

@@ -40,20 +40,29 @@ class QaSyncSettings(ServiceSettings):
     answer 503: they return an influencer's data and are never open."""
 
     openai_max_retries: int = Field(default=2, ge=0)
+    """The openai client's own retries of a Batch or Files API call."""
     openai_timeout_seconds: float = Field(default=120.0, gt=0)
+    """Timeout of one Batch or Files API call (an output file streams within it)."""
 
     poll_interval_seconds: float = Field(default=60.0, gt=0)
+    """How often unfinished batch jobs are polled, for completions no webhook announced."""
     reconcile_interval_seconds: float = Field(default=3600.0, gt=0)
+    """How often every synced job's S3 objects are checked and repaired."""
     lease_seconds: int = Field(default=900, gt=0)
     """How long one process may hold a job while it syncs or repairs it; after a crash another
     process takes the job over once the lease has run out."""
 
     migrate_on_start: bool = True
+    """Apply the registry's Alembic migrations at start-up (off where a release job does it)."""
 
     s3_multipart_threshold_bytes: int = Field(default=64 * MIB, ge=S3_MIN_PART_BYTES)
+    """Objects larger than this are uploaded in parts (S3's smallest part is 5 MiB)."""
     s3_part_bytes: int = Field(default=8 * MIB, ge=S3_MIN_PART_BYTES)
+    """The size of one multipart part."""
     s3_max_attempts: int = Field(default=5, ge=1)
+    """Attempts of one S3 call before it counts as failed."""
     s3_retry_base_seconds: float = Field(default=0.5, ge=0)
+    """First wait between S3 attempts; doubles per attempt."""
     spool_memory_bytes: int = Field(default=8 * MIB, ge=0)
     """How much of one object is held in memory before it spills to a temporary file."""
 
@@ -61,7 +70,9 @@ class QaSyncSettings(ServiceSettings):
     """System message of the chat-format JSONL that `fetch` produces for fine-tuning."""
 
     host: str = "0.0.0.0"
+    """`HOST`: the address the HTTP server binds."""
     port: int = Field(default=8090, ge=1, le=65_535)
+    """`PORT`: the HTTP port of the API, the webhook, the probes and `/metrics`."""
 
     @field_validator("qa_sync_api_keys", mode="before")
     @classmethod

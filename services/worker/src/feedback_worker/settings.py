@@ -29,9 +29,12 @@ class WorkerSettings(ServiceSettings):
 
     # The request queue.
     feedback_queue_url: str = Field(min_length=1)
+    """`FEEDBACK_QUEUE_URL`: the SQS FIFO queue the accepted requests go to."""
     feedback_dlq_url: str = ""
     """Where poison messages go; empty: found from the request queue's RedrivePolicy."""
     sqs_wait_seconds: int = Field(20, ge=0, le=20)
+    """How long one receive waits for messages (SQS long polling; 20 at most): an idle worker
+    makes 3 calls a minute instead of spinning."""
     visibility_timeout_seconds: int = Field(60, ge=2, le=MAX_VISIBILITY_SECONDS)
     """Set on every receive; the heartbeat renews it every third of it while a message is worked."""
     worker_concurrency: int = Field(32, ge=1, le=1_000)
@@ -44,14 +47,21 @@ class WorkerSettings(ServiceSettings):
     retry_delay_seconds: int = Field(10, ge=0, le=MAX_VISIBILITY_SECONDS)
     """First delay before a transiently failed message comes back; doubles per receive."""
     retry_max_delay_seconds: int = Field(600, ge=0, le=MAX_VISIBILITY_SECONDS)
+    """Cap on that delay."""
     drain_grace_seconds: float = Field(25.0, ge=0)
     """On SIGTERM, how long in-flight work may finish; keep it below the pod's grace period."""
 
     # The LLM (vLLM or any OpenAI-compatible server).
     llm_base_url: str = "http://127.0.0.1:8000/v1"
+    """The OpenAI-compatible API, ending in /v1 (the chart's vLLM Service, or
+    `worker.llm.externalBaseUrl`)."""
     llm_model: str = Field(min_length=1)
+    """The model name the LLM serves (vLLM's `--served-model-name`)."""
     llm_api_key: SecretStr = SecretStr("")
+    """Sent as `Authorization: Bearer`; vLLM's `--api-key` (from a Secret only)."""
     llm_timeout_seconds: float = Field(60.0, gt=0)
+    """One attempt's whole budget, connect to the last byte (http_clients.AttemptTransport): past
+    it the call is abandoned and vLLM aborts the request."""
     llm_max_retries: int = Field(3, ge=0)
     """The openai client's own retries, only with LLM_GATE_ENABLED=false: with the gate a
     failed call closes it and the message's SQS retry is the one retry, never stacked."""
@@ -67,23 +77,35 @@ class WorkerSettings(ServiceSettings):
     """Calls in flight before the first capacity reading, and at least that many when the gate
     reopens after an outage; doubles per poll until vLLM waits."""
     llm_temperature: float = Field(0.7, ge=0, le=2)
+    """Sampling temperature of every feedback call: 0.7 keeps weekly texts from repeating word
+    for word."""
     llm_max_tokens: int = Field(400, ge=1)
     """5-6 Korean sentences are about 150-300 tokens; the cap stops a rambling model early."""
     prompt_template_file: Path | None = None
+    """A prompt template replacing the built-in one (prompt.py: `$personal_challenges` and
+    `$group_challenges` placeholders), checked at start-up."""
 
     # Content checks (content.py): what a draft must be before it reaches a member.
     content_min_chars: int = Field(40, ge=1)
+    """A shorter draft is unfit (content.py): no member reads a one-liner as feedback."""
     content_max_chars: int = Field(1200, ge=1)
+    """A longer draft is unfit: 5-6 sentences are 200-500 characters."""
     content_min_korean_ratio: float = Field(0.5, ge=0, le=1)
     """The share of a draft's letters that must be Hangul; 0 turns the check off."""
 
     # The request store (llm_common/requests_store.py); empty: none.
     request_table_name: str = ""
+    """`REQUEST_TABLE_NAME`: the request store's DynamoDB table (llm_common/requests_store.py).
+    Empty: no store, so no status lookup, idempotency only within SQS's 5-minute window and no
+    record of a stored result."""
 
     # Delivery: the result queue and/or the signed callback; an empty URL switches one off.
     result_queue_url: str = ""
+    """The FIFO queue the backend consumes results from; empty: results go by callback only."""
     callback_url: str = ""
+    """The backend's base URL for signed result callbacks; empty: results go to the queue only."""
     callback_path: str = ""
+    """Joined to CALLBACK_URL for results."""
     callback_failure_path: str = ""
     """Where failure notices go (joined to CALLBACK_URL); empty: none are sent."""
     delivery_retry_seconds: int = Field(4500, ge=0, le=MAX_DELIVERY_RETRY_SECONDS)
@@ -94,8 +116,11 @@ class WorkerSettings(ServiceSettings):
     delivery_retry_max_delay_seconds: int = Field(60, ge=1, le=MAX_VISIBILITY_SECONDS)
     """Cap on the wait between two delivery rounds (the first is RETRY_DELAY_SECONDS)."""
     callback_secret: SecretStr = SecretStr("")
+    """The Standard Webhooks secret (`whsec_...`) the callbacks are signed with (a Secret only)."""
     callback_timeout_seconds: float = Field(10.0, gt=0)
+    """One callback attempt's whole budget, connect to the last byte."""
     callback_max_attempts: int = Field(5, ge=1)
+    """Attempts of one delivery round before the result waits for the next round."""
     callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated host names; when set, the callback's host must be one of them, so a wrong
     or injected CALLBACK_URL cannot send signed results anywhere else."""
