@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tests.support.records import weekly_record
 
@@ -85,8 +85,3 @@ def dead_letter_reason(message: "MessageTypeDef") -> str:
 def body_request_id(message: "MessageTypeDef") -> str:
     request_id: str = json.loads(message["Body"])["requestId"]
     return request_id
-
-
-def body_of(message: "MessageTypeDef") -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(message["Body"])
-    return body

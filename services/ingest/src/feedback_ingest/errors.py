@@ -10,14 +10,13 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from llm_common.envelope import FieldError, field_path, install_envelope_handlers
+from llm_common.envelope import FieldError, envelope_response, field_path, install_envelope_handlers
 from llm_common.requests_store import RequestIdTaken, StoreUnavailable
 from llm_common.telemetry import metrics
 from llm_common.telemetry.names import RejectReason
 from pydantic import ValidationError
 
 from feedback_ingest.queue import MessageTooLarge, QueueUnavailable
-from feedback_ingest.responses import envelope_response
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ goes through one of these, so memory stays flat whatever the size of the batch.
 """
 
 import hashlib
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -68,9 +67,6 @@ class Spool:
 
     def lines(self) -> Iterator[bytes]:
         yield from self.reader()
-
-    def save_to(self, target: IO[bytes]) -> None:
-        shutil.copyfileobj(self.reader(), target, COPY_CHUNK_BYTES)
 
     def close(self) -> None:
         self._file.close()

@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import JSONResponse
 from llm_common.contracts import FeedbackJob
+from llm_common.envelope import envelope_response
 from llm_common.requests_store import RequestState, RequestStore, StateConflict, StoreUnavailable
 from llm_common.telemetry import log_context, metrics
 
@@ -17,7 +18,6 @@ from feedback_ingest.auth import require_api_key
 from feedback_ingest.body import read_feedback_request
 from feedback_ingest.deps import QueueDep, SettingsDep, StoreDep
 from feedback_ingest.jobs import IDEMPOTENCY_KEY_HEADER, feedback_job, resolve_request_id
-from feedback_ingest.responses import envelope_response
 
 logger = logging.getLogger(__name__)
 

@@ -2,10 +2,10 @@
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from llm_common.envelope import envelope_response
 
 from feedback_ingest.deps import ReadinessDep
 from feedback_ingest.readiness import REACHABLE
-from feedback_ingest.responses import envelope_response
 
 router = APIRouter(tags=["probes"])
 
