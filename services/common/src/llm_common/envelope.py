@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from llm_common.contracts import Envelope
+from llm_common.request_body import BodyTooLarge, BodyUnreadable
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ def field_path(loc: Sequence[int | str]) -> str:
 
 
 def install_envelope_handlers(app: FastAPI) -> None:
-    """Starlette's 404/405, FastAPI's request validation and unhandled errors, as envelopes."""
+    """Starlette's 404/405, FastAPI's request validation, a body over its cap or unreadable
+    (request_body.py) and unhandled errors, as envelopes."""
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
@@ -63,6 +65,15 @@ def install_envelope_handlers(app: FastAPI) -> None:
             FieldError(field=field_path(e["loc"][1:] or e["loc"]), message=e["msg"])
             for e in error.errors()
         ]
+        return envelope_response(400, "invalid request", {"errors": errors})
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(_: Request, error: BodyTooLarge) -> JSONResponse:
+        return envelope_response(413, "request body too large", {"maxBytes": error.max_bytes})
+
+    @app.exception_handler(BodyUnreadable)
+    async def body_unreadable(_: Request, error: BodyUnreadable) -> JSONResponse:
+        errors = [FieldError(field=error.field, message=error.reason)]
         return envelope_response(400, "invalid request", {"errors": errors})
 
     @app.exception_handler(Exception)

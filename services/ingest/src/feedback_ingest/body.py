@@ -6,8 +6,8 @@ here each failure is a 400 or 413 envelope that names what is wrong.
 
 from fastapi import Request
 from llm_common.contracts import FeedbackRequest
+from llm_common.request_body import BodyTooLarge, BodyUnreadable, read_capped_body
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 
 from feedback_ingest.errors import InvalidRequest, PayloadTooLarge
 
@@ -20,7 +20,12 @@ _UTF8_NAMES = {"utf-8", "utf8"}
 
 async def read_feedback_request(request: Request, max_bytes: int) -> FeedbackRequest:
     require_json_content_type(request.headers.get("content-type"))
-    raw = await read_capped_body(request, max_bytes)
+    try:
+        raw = await read_capped_body(request, max_bytes)
+    except BodyTooLarge as error:  # ingest's own errors: they count the rejection by reason
+        raise PayloadTooLarge(error.max_bytes) from None
+    except BodyUnreadable as error:
+        raise InvalidRequest.about(error.field, error.reason) from None
     return parse_feedback_request(raw)
 
 
@@ -39,31 +44,6 @@ def _is_utf8_charset_or_other(parameter: str) -> bool:
     if name.strip().lower() != "charset":
         return True
     return value.strip().strip('"').lower() in _UTF8_NAMES
-
-
-async def read_capped_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `max_bytes`: from
-    Content-Length before reading anything, and while reading a body that has none (chunked),
-    so no more than `max_bytes` is ever held."""
-    declared = request.headers.get("content-length")
-    if declared is not None and _declared_length(declared) > max_bytes:
-        raise PayloadTooLarge(max_bytes)
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            if len(body) + len(chunk) > max_bytes:
-                raise PayloadTooLarge(max_bytes)
-            body += chunk
-    except ClientDisconnect:
-        # Nobody will read this answer; it keeps a client that hung up out of the error log.
-        raise InvalidRequest.about("body", "the client disconnected before sending it") from None
-    return bytes(body)
-
-
-def _declared_length(value: str) -> int:
-    if not value.isdigit():
-        raise InvalidRequest.about("Content-Length", f"not a byte count: {value[:40]!r}")
-    return int(value)
 
 
 def parse_feedback_request(raw: bytes) -> FeedbackRequest:

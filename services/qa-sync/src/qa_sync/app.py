@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from llm_common.api_keys import matches_any
 from llm_common.envelope import envelope_response, install_envelope_handlers
+from llm_common.request_body import read_capped_body
 from llm_common.telemetry import instrument_fastapi, mount_metrics
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -55,12 +56,6 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 _bearer = HTTPBearer(auto_error=False)
 
 
-class BodyTooLarge(Exception):
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(f"body over {max_bytes} bytes")
-        self.max_bytes = max_bytes
-
-
 def create_app(components: Components, *, background: bool = True) -> FastAPI:
     """The app; `background=False` leaves out the sync worker, poller and reconciler."""
     work = BackgroundWork(components)
@@ -98,10 +93,6 @@ def create_app(components: Components, *, background: bool = True) -> FastAPI:
     mount_metrics(app)
     authenticated = [Depends(require_api_key)]
 
-    @app.exception_handler(BodyTooLarge)
-    async def body_too_large(_: Request, error: BodyTooLarge) -> JSONResponse:
-        return envelope_response(413, "request body too large", {"maxBytes": error.max_bytes})
-
     @app.post("/webhooks/openai")
     async def openai_webhook(request: Request) -> JSONResponse:
         try:
@@ -112,7 +103,7 @@ def create_app(components: Components, *, background: bool = True) -> FastAPI:
         if missing:
             # Unsigned: refused before a byte of the body is read.
             return envelope_response(400, f"webhook rejected: missing {', '.join(missing)}")
-        body = await _bounded_body(request, settings.webhook_max_body_bytes)
+        body = await read_capped_body(request, settings.webhook_max_body_bytes)
         try:
             receipt = await asyncio.to_thread(
                 components.webhooks.receive, body, dict(request.headers)
@@ -199,17 +190,3 @@ def create_app(components: Components, *, background: bool = True) -> FastAPI:
 
 def _retry_later(status: int, message: str, data: dict[str, str] | None = None) -> JSONResponse:
     return envelope_response(status, message, data, {"Retry-After": RETRY_AFTER_SECONDS})
-
-
-async def _bounded_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with `BodyTooLarge` as soon as it is known to exceed `max_bytes`: from
-    its Content-Length, or while it streams (a chunked body has none)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge(max_bytes)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise BodyTooLarge(max_bytes)
-    return bytes(body)
