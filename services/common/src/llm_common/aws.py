@@ -4,11 +4,27 @@ from typing import TYPE_CHECKING, Literal, overload
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
+
+
+def is_transient(error: ClientError) -> bool:
+    """AWS answered but could not serve the call now (a 5xx or throttling): worth retrying,
+    unlike a refusal (a missing queue or table, no permission), which only a fix ends."""
+    code = error.response.get("Error", {}).get("Code", "")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return status >= 500 or "Throttl" in code
+
+
+def error_summary(error: ClientError) -> str:
+    """`ThrottlingException (HTTP 400)`: what an answer said, for a log line or a reason."""
+    code = error.response.get("Error", {}).get("Code", "")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return f"{code} (HTTP {status})"
 
 
 def _config(max_pool_connections: int, read_timeout: float, max_attempts: int) -> Config:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from llm_common.aws import aws_client
+from llm_common.aws import aws_client, error_summary, is_transient
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -233,11 +233,9 @@ class RequestStore:
         except BotoCoreError as error:
             raise StoreUnavailable(str(error)) from error
         except ClientError as error:
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            code = error.response.get("Error", {}).get("Code", "")
-            if status >= 500 or "Throttl" in code:
-                raise StoreUnavailable(f"{code} (HTTP {status})") from error
-            raise TableUnusable(f"table {self.table_name!r}: {code or error}") from error
+            if is_transient(error):
+                raise StoreUnavailable(error_summary(error)) from error
+            raise TableUnusable(f"table {self.table_name!r}: {error_summary(error)}") from error
         key = [(part["AttributeName"], part["KeyType"]) for part in table.get("KeySchema", [])]
         if key != [(KEY, "HASH")]:
             raise TableUnusable(f"table {self.table_name!r} is keyed {key}, not [({KEY!r}, HASH)]")

@@ -69,7 +69,7 @@ class LlmUnavailable(RetryLater):
         self.gate_reason = gate_reason
 
 
-class StoreUnavailable(RetryLater):
+class RecordUnavailable(RetryLater):
     """The request store did not answer when the message started (without its record the
     worker cannot tell a stored result, to send, from none, to generate), or not for the whole
     delivery budget while the worker held a result it had to store or mark delivered."""

@@ -21,7 +21,7 @@ holds the message instead (the heartbeat keeps it hidden) and writes again with 
 the delivery budget: a text the store does not hold is never delivered (the record and what the
 backend got could then disagree for good), and a message is never deleted before its record
 says `delivered`. A DynamoDB blip thus delays a delivery by the blip; only a store down for the
-whole budget hands the message back (StoreUnavailable), and a later receive finds the record as
+whole budget hands the message back (RecordUnavailable), and a later receive finds the record as
 it is: no stored result, so the undelivered text is generated again; or a stored result, sent
 again under the same webhook-id. `partly_delivered` and `ended` are tried once: the final
 `delivered` write follows the first, and the notice goes out whatever the second does.
@@ -40,14 +40,14 @@ from llm_common.requests_store import (
     RequestState,
     RequestStore,
     StateConflict,
+    StoreUnavailable,
 )
-from llm_common.requests_store import StoreUnavailable as StoreDown
 from llm_common.telemetry import metrics
 from llm_common.telemetry.names import RetryOperation
 
 from feedback_worker.delivery.budget import DeliveryBudget, DeliveryReport
 from feedback_worker.delivery.notices import FailureNotices
-from feedback_worker.errors import StoreUnavailable
+from feedback_worker.errors import RecordUnavailable
 from feedback_worker.jobs import Job
 from feedback_worker.source import QueueMessage
 from feedback_worker.sqs import EARLIER_RECEIVES_ATTRIBUTE, REASON_ATTRIBUTE
@@ -110,14 +110,14 @@ class RequestRecords:
             record: RequestRecord | None = await anyio.to_thread.run_sync(start)
         except StateConflict as conflict:
             record = conflict.current
-        except StoreDown as error:
-            raise StoreUnavailable(f"request store unavailable: {error}") from error
+        except StoreUnavailable as error:
+            raise RecordUnavailable(f"request store unavailable: {error}") from error
         return Progress.of(record)
 
     async def generated(self, job: Job, content: str, receive: int) -> Progress:
         """The result to deliver: `content`, now stored; or the one stored before it (a copy of
         the message raced this one); finished when the request ended meanwhile. Raises
-        StoreUnavailable when the store did not take it within the delivery budget."""
+        RecordUnavailable when the store did not take it within the delivery budget."""
         generated_at = self._budget.now()
         fresh = Progress(content=content, generated_at=generated_at)
         if self._store is None:
@@ -141,7 +141,7 @@ class RequestRecords:
             await self._quietly("delivered", self._mark_delivered(self._store, job, report))
 
     async def delivered(self, job: Job, report: DeliveryReport, deadline: datetime) -> None:
-        """`delivered`, before the message is deleted. Raises StoreUnavailable when the store
+        """`delivered`, before the message is deleted. Raises RecordUnavailable when the store
         did not take it by `deadline`: the message then comes back, and its stored result is
         sent again (the backend answers 409) and recorded."""
         if self._store is None:
@@ -169,16 +169,16 @@ class RequestRecords:
         self, job: Job, what: str, write: Callable[[], RequestRecord], deadline: datetime
     ) -> RequestRecord:
         """`write`, made again with backoff while the store does not answer, until `deadline`:
-        the message is held meanwhile. StoreUnavailable once the deadline has passed."""
+        the message is held meanwhile. RecordUnavailable once the deadline has passed."""
         round_ = 0
         while True:
             round_ += 1
             try:
                 return await anyio.to_thread.run_sync(write)
-            except StoreDown as error:
+            except StoreUnavailable as error:
                 delay = self._budget.delay(round_, deadline)
                 if delay is None:
-                    raise StoreUnavailable(
+                    raise RecordUnavailable(
                         f"request store unavailable: result not {what}"
                     ) from error
                 metrics.WORKER_RETRIES.labels(RetryOperation.STORE).inc()
@@ -214,5 +214,5 @@ class RequestRecords:
         except StateConflict as conflict:
             if conflict.current is not None:  # None: a message the backend published itself
                 log.warning("request record not marked %s: %s", what, conflict)
-        except StoreDown as error:
+        except StoreUnavailable as error:
             log.warning("request record not marked %s: %s", what, error)

@@ -18,6 +18,7 @@ from typing import TypeVar
 import anyio.to_thread
 import openai
 from botocore.exceptions import BotoCoreError, ClientError
+from llm_common.aws import error_summary, is_transient
 from llm_common.requests_store import RequestStore, StoreUnavailable, TableUnusable
 
 from feedback_worker.backoff import backoff_delay
@@ -100,12 +101,10 @@ async def _queue_facts(settings: WorkerSettings, sqs: Sqs) -> QueueFacts:
     except BotoCoreError as error:
         raise NotUpYet(str(error)) from error
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if status >= 500 or "Throttl" in code:
-            raise NotUpYet(f"{code} (HTTP {status})") from error
+        if is_transient(error):
+            raise NotUpYet(error_summary(error)) from error
         raise ConfigurationError(
-            f"FEEDBACK_QUEUE_URL {settings.feedback_queue_url}: {code or error}"
+            f"FEEDBACK_QUEUE_URL {settings.feedback_queue_url}: {error_summary(error)}"
         ) from error
 
 
