@@ -42,7 +42,9 @@ class _Stored:
 
 
 @dataclass
-class DeadLetter:
+class DeadLettered:
+    """A message in the stub queue's DLQ (`errors.DeadLetter` is the failure that sends one)."""
+
     message_id: str
     body: str
     reason: str | None
@@ -56,7 +58,7 @@ class InMemorySource:
     max_receive_count: int | None = 3
     now: float = 0.0
     """The source's clock in seconds; only `advance` moves it."""
-    dead_letters: list[DeadLetter] = field(default_factory=list)
+    dead_letters: list[DeadLettered] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     """Ids of the messages deleted, in order."""
     receives: int = 0
@@ -138,7 +140,7 @@ class InMemorySource:
                 and stored.receive_count >= self.max_receive_count
             ):
                 del self._messages[stored.message_id]
-                self.dead_letters.append(DeadLetter(stored.message_id, stored.body, None))
+                self.dead_letters.append(DeadLettered(stored.message_id, stored.body, None))
                 continue
             stored.receive_count += 1
             stored.visible_at = self.now + visibility_timeout
@@ -196,7 +198,7 @@ class InMemorySource:
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         self._maybe_fail("dead_letter")
-        self.dead_letters.append(DeadLetter(message.message_id, message.body, reason))
+        self.dead_letters.append(DeadLettered(message.message_id, message.body, reason))
         await self.delete(message)
 
     async def close(self) -> None:
