@@ -64,12 +64,22 @@ def _anchors(markdown: str) -> set[str]:
     return {re.sub(r"[^a-z0-9 _-]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
-def test_every_alert_links_to_its_runbook_section(rule: Manifest) -> None:
+SERVED_RUNBOOK = "https://git.example.com/team/feedback-platform/blob/main/docs/operating.md"
+
+
+@pytest.mark.parametrize(
+    ("sets", "link"),
+    [({}, "docs/operating.md"), ({"alerts.runbookUrl": SERVED_RUNBOOK}, SERVED_RUNBOOK)],
+    ids=["default: the runbook's path in this repository", "where the runbook is served"],
+)
+def test_every_alert_links_to_its_runbook_section(
+    helm: Helm, sets: dict[str, str], link: str
+) -> None:
     anchors = _anchors(OPERATING.read_text())
-    for alert in alert_rules(rule):
-        url = alert["annotations"]["runbook_url"]
-        assert url.split("#")[0].endswith("docs/operating.md"), url
-        assert url.split("#")[1] in anchors, f"{alert['alert']}: no section {url}"
+    for alert in alert_rules(rendered_rules(helm, sets)):
+        url, _, anchor = alert["annotations"]["runbook_url"].partition("#")
+        assert url == link, alert["annotations"]["runbook_url"]
+        assert anchor in anchors, f"{alert['alert']}: no section {anchor} in {OPERATING.name}"
 
 
 # --- promtool test rules: each alert fires on what it is about, and not without it -----------

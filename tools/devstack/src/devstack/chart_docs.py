@@ -165,11 +165,23 @@ def leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, node
 
 
-_KEY = re.compile(r"^( *)([A-Za-z][\w-]*):")
+_KEY = re.compile(r"^( *)([A-Za-z][\w./-]*):(?= |$)")
+"""A mapping key, label keys included (`kubernetes.io/metadata.name:`)."""
+
+
+def _opens_a_map(values: Any, path: list[str]) -> bool:
+    """Whether the key at `path` holds a non-empty map; a block list (`policies:`) is a leaf."""
+    node = values
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return isinstance(node, dict) and bool(node)
 
 
 def comments(values_text: str) -> dict[str, str]:
     """{dotted path: the comment block right above its key} of values.yaml, one line each."""
+    values = yaml.safe_load(values_text)
     found: dict[str, str] = {}
     stack: list[tuple[int, str]] = []
     block: list[str] = []
@@ -186,8 +198,7 @@ def comments(values_text: str) -> dict[str, str]:
         while stack and stack[-1][0] >= indent:
             stack.pop()
         stack.append((indent, name))
-        opens_a_map = line.rstrip().endswith(":")
-        if opens_a_map and block:
+        if block and _opens_a_map(values, [n for _, n in stack]):
             # A map's comment tells its first value's meaning (`fallback:` → failureThreshold).
             continue
         inline = line.partition(" # ")[2].strip()
