@@ -9,10 +9,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -79,12 +80,22 @@ class ManagedProcess:
                     f"{self.name} exited; see {self.log_path}\n{self.tail()}"
                 )
             try:
-                if httpx.get(self.ready_url, timeout=2.0).status_code < 500:
+                if httpx.get(self.ready_url, timeout=2.0).status_code < 500 and self._answers():
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
         raise ProcessFailedToStart(f"{self.name} not ready after {timeout:.0f}s\n{self.tail()}")
+
+    def _answers(self) -> bool:
+        """The ready URL's port is this process's (or its children's), not another server's:
+        a port picked free (`free_port`) can be taken by someone else before this process binds
+        it, and then the answer would be theirs (a test once read moto's S3 where its callback
+        receiver should have been). This process then fails to bind and exits, loudly."""
+        assert self.ready_url is not None
+        assert self._popen is not None
+        port = urlsplit(self.ready_url).port
+        return port is None or bool(_listeners(port) & _sockets_of_group(self._popen.pid))
 
     def is_running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
@@ -127,6 +138,40 @@ class ManagedProcess:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _listeners(port: int) -> set[str]:
+    """The socket inodes listening on TCP `port` (Linux's /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(inode)
+    return inodes
+
+
+def _sockets_of_group(leader: int) -> set[str]:
+    """The socket inodes held by the processes of `leader`'s process group."""
+    return {inode for pid in _group(leader) for inode in _socket_inodes(pid)}
+
+
+def _group(leader: int) -> Iterator[str]:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # The fields after the command name, which may hold spaces: state, ppid, pgrp.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == leader:
+                yield stat.parent.name
+
+
+def _socket_inodes(pid: str) -> Iterator[str]:
+    for fd in Path(f"/proc/{pid}/fd").glob("*"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                yield target[len("socket:[") : -1]
 
 
 def _kill_session(leader: int) -> None:
