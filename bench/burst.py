@@ -22,9 +22,14 @@ Figures:
 - batch fill: the mean running batch ÷ max_num_seqs, sampled while more requests remain than
   the replicas can run at once;
 - waiting p50/max: requests waiting inside vLLM, sampled;
-- client timeouts: requests the workers gave up on (the simulator counts the disconnects);
-- wasted ÷ generated tokens: tokens generated for requests that were then aborted;
-- extra LLM calls: calls beyond one per delivered request (client and SQS retries together);
+- client timeouts: LLM attempts the workers gave up on (feedback_worker_llm_attempts_total);
+- wasted ÷ generated tokens: tokens generated for requests that did not finish (aborted);
+- extra LLM calls: attempts beyond one per delivered request (client and SQS retries, second
+  drafts);
+
+Every figure from the engines is read from their /metrics, vLLM's names
+(bench/engine_metrics.py), so the real-engine burst (bench/engine_burst.py) is measured by the
+same code.
 - DLQ: messages in the dead-letter queue at the end;
 - accepted → delivered p50/p99: from the burst (every request accepted at once) to its
   callback, real seconds x time scale.
