@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -107,12 +108,11 @@ def run(options: EngineBurstOptions, measured: str) -> EngineBurst:
             calibrate.measure(engines.apis[0], MODEL_ALIAS, MAX_NUM_SEQS, LLM_MAX_TOKENS)
         )
         clock.lap("calibration")
+        store(fit)
         engine_setup = setup(options, fit.plateau.ideal_seconds, fit)
         runs = bursts(options, engine_setup, measured, lambda: nullcontext(engines))
         rss = sum(map(group_rss_gib, engines.pids))
         clock.lap("engine_bursts")
-    FIT.parent.mkdir(parents=True, exist_ok=True)
-    FIT.write_text(json.dumps(fit.stored(), indent=1) + "\n")
     law = fit.law()
     sim_options = ("--calibration", str(FIT), "--max-num-seqs", str(MAX_NUM_SEQS))
     predicted = bursts(
@@ -138,6 +138,14 @@ def run(options: EngineBurstOptions, measured: str) -> EngineBurst:
         errors=[prediction(real, sim) for real, sim in zip(runs, predicted, strict=True)],
         seconds=clock.laps,
     )
+
+
+def store(fit: calibrate.Measured) -> None:
+    """The fit, kept and shown before the bursts: on a busy host they may not finish (at a load
+    of 10-16 a full batch of 128 tokens outlasted the 40 s timeout), the fit is still there."""
+    FIT.parent.mkdir(parents=True, exist_ok=True)
+    FIT.write_text(json.dumps(fit.stored(), indent=1) + "\n")
+    print(calibrate.summary(fit), file=sys.stderr, flush=True)
 
 
 class Clock:
