@@ -83,12 +83,14 @@ def parser() -> argparse.ArgumentParser:
         help="worker_throughput, added_latency, ingest, qa_sync, burst (default: these), "
         "engine_burst (only when named)",
     )
-    for flag, default, what in (
+    for engine_flag, count, meaning in (
         ("--engine-requests", engine_burst.REQUESTS, "requests in the real-engine burst"),
         ("--engine-workers", engine_burst.WORKERS, "worker processes in the real-engine burst"),
         ("--engine-replicas", engine_burst.REPLICAS, "vLLM replicas (2: one core each)"),
     ):
-        parse.add_argument(flag, type=int, default=default, help=f"{what} (default {default})")
+        parse.add_argument(
+            engine_flag, type=int, default=count, help=f"{meaning} (default {count})"
+        )
     parse.add_argument(
         "--burst-requests",
         type=int,
