@@ -1,7 +1,8 @@
 """`python -m bench` (`make bench`): every measurement, then the table, JSON and plot.
 
 `python -m bench burst` (or any list of sections) runs only those; the figures of the others
-are kept from the last run's bench/results/latest.json.
+are kept from the last run's bench/results/latest.json. `engine_burst` runs only when named: it
+needs vLLM (`make vllm`) and a quiet machine (bench/engine_burst.py).
 """
 
 import argparse
@@ -14,7 +15,15 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any
 
-from bench import added_latency, burst, ingest_load, qa_sync_memory, report, worker_throughput
+from bench import (
+    added_latency,
+    burst,
+    engine_burst,
+    ingest_load,
+    qa_sync_memory,
+    report,
+    worker_throughput,
+)
 from bench.machine import machine_info
 
 
@@ -26,13 +35,24 @@ def sections(args: argparse.Namespace, measured: str) -> dict[str, Callable[[], 
         configs=args.burst_configs,
         restart_configs=args.burst_restart,
     )
+    engine_options = engine_burst.EngineBurstOptions(
+        requests=args.engine_requests,
+        workers=args.engine_workers,
+        replicas=args.engine_replicas,
+        sqs=args.burst_sqs,
+    )
     return {
         "worker_throughput": worker_throughput.run,
         "added_latency": added_latency.run,
         "ingest": ingest_load.run,
         "qa_sync": qa_sync_memory.run,
         "burst": lambda: burst.run(options, measured),
+        "engine_burst": lambda: engine_burst.run(engine_options, measured),
     }
+
+
+NAMED_ONLY = {"engine_burst"}
+"""Sections a plain `python -m bench` leaves out."""
 
 
 def configs(text: str) -> tuple[tuple[int, int], ...]:
@@ -60,8 +80,17 @@ def parser() -> argparse.ArgumentParser:
         "sections",
         nargs="*",
         metavar="SECTION",
-        help="worker_throughput, added_latency, ingest, qa_sync, burst (default: all)",
+        help="worker_throughput, added_latency, ingest, qa_sync, burst (default: these), "
+        "engine_burst (only when named)",
     )
+    for engine_flag, count, meaning in (
+        ("--engine-requests", engine_burst.REQUESTS, "requests in the real-engine burst"),
+        ("--engine-workers", engine_burst.WORKERS, "worker processes in the real-engine burst"),
+        ("--engine-replicas", engine_burst.REPLICAS, "vLLM replicas (2: one core each)"),
+    ):
+        parse.add_argument(
+            engine_flag, type=int, default=count, help=f"{meaning} (default {count})"
+        )
     parse.add_argument(
         "--burst-requests",
         type=int,
@@ -78,7 +107,7 @@ def parser() -> argparse.ArgumentParser:
         "--burst-sqs",
         choices=sorted(burst.SQS_EMULATORS),
         default=burst.BurstOptions.sqs,
-        help="the queue's emulator in the burst (default fauxqs: moto slows down with depth)",
+        help="the queue's emulator in the bursts (default fauxqs: moto slows down with depth)",
     )
     for flag, default, what in (
         ("--burst-configs", burst.CONFIGS, "vLLM replicas x worker processes of the bursts"),
@@ -99,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     today = date.today().isoformat()
     available = sections(args, f"{machine['commit']} {today}")
-    chosen = args.sections or list(available)
+    chosen = args.sections or [name for name in available if name not in NAMED_ONLY]
     unknown = sorted(set(chosen) - set(available))
     if unknown:
         parser().error(f"unknown section(s): {', '.join(unknown)}")

@@ -22,9 +22,14 @@ Figures:
 - batch fill: the mean running batch ÷ max_num_seqs, sampled while more requests remain than
   the replicas can run at once;
 - waiting p50/max: requests waiting inside vLLM, sampled;
-- client timeouts: requests the workers gave up on (the simulator counts the disconnects);
-- wasted ÷ generated tokens: tokens generated for requests that were then aborted;
-- extra LLM calls: calls beyond one per delivered request (client and SQS retries together);
+- client timeouts: LLM attempts the workers gave up on (feedback_worker_llm_attempts_total);
+- wasted ÷ generated tokens: tokens generated for requests that did not finish (aborted);
+- extra LLM calls: attempts beyond one per delivered request (client and SQS retries, second
+  drafts);
+
+Every figure from the engines is read from their /metrics, vLLM's names
+(bench/engine_metrics.py), so the real-engine burst (bench/engine_burst.py) is measured by the
+same code.
 - DLQ: messages in the dead-letter queue at the end;
 - accepted → delivered p50/p99: from the burst (every request accepted at once) to its
   callback, real seconds x time scale.
@@ -44,9 +49,9 @@ restart scenario (`2x1`; `none` runs no restart), each with and without the gate
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -65,6 +70,13 @@ from bench.common import (
     process,
     running,
     worker_env,
+)
+from bench.engine_metrics import (
+    EngineReading,
+    WorkerReading,
+    engine_reading,
+    total,
+    worker_reading,
 )
 from bench.worker_throughput import fill, fresh_queues
 from tests.support.waiting import wait_until
@@ -94,6 +106,39 @@ SAMPLE_EVERY_S = 0.25
 SQS_EMULATORS = {"fauxqs": fauxqs, "moto": emulator}
 """The queue's emulator by name; moto's calls slow down with the queue's depth (22.7 s a
 SendMessageBatch at 20,000 deep), fauxqs's do not."""
+
+
+@dataclass(frozen=True)
+class BurstSetup:
+    """What a burst's runs share, whichever engine serves them."""
+
+    requests: int
+    time_scale: float
+    max_num_seqs: int
+    worker_concurrency: int
+    client_timeout_s: float
+    model: str
+    ideal: Callable[[float, float, int], float]
+    """(output tokens, prompt tokens, replicas) of the completed requests → the least time the
+    engines need for them, in the engine's own token counts."""
+    expected_tokens: tuple[float, float]
+    """Output and prompt tokens of one request, roughly: the deadline's size."""
+    worker_settings: tuple[tuple[str, str], ...] = ()
+    """More of the workers' environment (LLM_MAX_TOKENS, say)."""
+
+
+def simulated(options: "BurstOptions") -> BurstSetup:
+    """The simulated burst: the published 7B/H100 calibration, 60 s client timeout."""
+    return BurstSetup(
+        requests=options.requests,
+        time_scale=options.time_scale,
+        max_num_seqs=CALIBRATION.max_num_seqs,
+        worker_concurrency=WORKER_CONCURRENCY,
+        client_timeout_s=CLIENT_TIMEOUT_S,
+        model=MODEL,
+        ideal=CALIBRATION.ideal_seconds,
+        expected_tokens=(225, 450),
+    )
 
 
 @dataclass(frozen=True)
@@ -144,12 +189,14 @@ def run(options: BurstOptions, measured: str) -> Burst:
     scenarios = [(config, False) for config in options.configs] + [
         (config, True) for config in options.restart_configs
     ]
+    setup = simulated(options)
     runs = []
     with SQS_EMULATORS[options.sqs](f"{options.sqs}-burst") as aws, callback_receiver() as callback:
         for (replicas, workers), restart in scenarios:
             for gate in (True, False):
                 label = (replicas, workers, gate, restart)
-                runs.append(measure(aws, callback, options, label, measured))
+                with simulators(replicas, options.time_scale) as sims:
+                    runs.append(measure(aws, callback, setup, label, measured, sims))
     return Burst(
         requests=options.requests,
         time_scale=options.time_scale,
@@ -161,14 +208,19 @@ def run(options: BurstOptions, measured: str) -> Burst:
 
 
 @dataclass
-class Simulators:
-    """The replicas, reached by the workers through one address (the Service)."""
+class Engines:
+    """The replicas (real vLLM or simulators), reached by the workers through one address (the
+    Service); `controls`, the simulators' control ports (a restart), empty for real vLLM."""
 
-    controls: list[str]
     url: str
+    apis: list[str]
+    controls: list[str] = field(default_factory=list)
 
-    def stats(self) -> list[dict[str, Any]]:
-        return [httpx.get(f"{c}/sim/stats", timeout=10).json() for c in self.controls]
+    def reading(self) -> EngineReading:
+        """Every replica's /metrics, summed; a transport error while one is down."""
+        return total(
+            engine_reading(httpx.get(f"{api}/metrics", timeout=10).text) for api in self.apis
+        )
 
     def control(self, **change: Any) -> None:
         for c in self.controls:
@@ -176,7 +228,10 @@ class Simulators:
 
 
 @contextmanager
-def simulators(replicas: int, time_scale: float) -> Iterator[Simulators]:
+def simulators(
+    replicas: int, time_scale: float, *options: str, model: str = MODEL
+) -> Iterator[Engines]:
+    """`replicas` simulators (`options` go to each: `--calibration fit.json`, say)."""
     with ExitStack() as stack:
         ports, controls = [], []
         for number in range(replicas):
@@ -185,28 +240,36 @@ def simulators(replicas: int, time_scale: float) -> Iterator[Simulators]:
                 f"vllm-sim-{number}",
                 "devstack.fakes.vllm_sim",
                 *("--port", str(port), "--control-port", str(control)),
-                *("--time-scale", str(time_scale), "--seed", str(number), "--model", MODEL),
+                *("--time-scale", str(time_scale), "--seed", str(number), "--model", model),
+                *options,
                 ready_path="/health",
                 port=port,
             )
             stack.enter_context(running(sim))
             ports.append(port)
             controls.append(f"http://127.0.0.1:{control}")
-        if replicas == 1:
-            yield Simulators(controls, f"http://127.0.0.1:{ports[0]}")
-            return
-        proxy_port = free_port()
-        proxy = process(
-            "vllm-service",
-            "bench.round_robin_proxy",
-            "--port",
-            str(proxy_port),
-            *(arg for port in ports for arg in ("--backend", str(port))),
-            ready_path="/health",
-            port=proxy_port,
-        )
-        stack.enter_context(running(proxy))
-        yield Simulators(controls, f"http://127.0.0.1:{proxy_port}")
+        url = stack.enter_context(service(ports))
+        yield Engines(url, [f"http://127.0.0.1:{port}" for port in ports], controls)
+
+
+@contextmanager
+def service(ports: list[int]) -> Iterator[str]:
+    """The one address the workers call: the replica itself, or bench/round_robin_proxy.py."""
+    if len(ports) == 1:
+        yield f"http://127.0.0.1:{ports[0]}"
+        return
+    proxy_port = free_port()
+    proxy = process(
+        "vllm-service",
+        "bench.round_robin_proxy",
+        "--port",
+        str(proxy_port),
+        *(arg for port in ports for arg in ("--backend", str(port))),
+        ready_path="/health",
+        port=proxy_port,
+    )
+    with running(proxy):
+        yield f"http://127.0.0.1:{proxy_port}"
 
 
 def burst_worker_env(
@@ -215,42 +278,45 @@ def burst_worker_env(
     queues: FeedbackQueues,
     llm_url: str,
     gate: bool,
-    scale: float,
+    setup: BurstSetup,
 ) -> dict[str, str]:
+    scale = setup.time_scale
     return worker_env(
         aws,
         queues,
         callback,
         f"{llm_url}/v1",
-        MODEL,
-        LLM_TIMEOUT_SECONDS=str(CLIENT_TIMEOUT_S / scale),
-        WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
+        setup.model,
+        LLM_TIMEOUT_SECONDS=str(setup.client_timeout_s / scale),
+        WORKER_CONCURRENCY=str(setup.worker_concurrency),
         LLM_GATE_ENABLED="true" if gate else "false",
         # One line per request would cost the 2-core machine more than the work itself.
         LOG_LEVEL="WARNING",
         # One poll per real second of a GPU, whatever the time scale.
         LLM_CAPACITY_POLL_SECONDS=str(max(0.1, 1.0 / scale)),
+        **dict(setup.worker_settings),
     )
 
 
 def measure(
     aws: Emulator,
     callback: Receiver,
-    options: BurstOptions,
+    setup: BurstSetup,
     label: tuple[int, int, bool, bool],
     measured: str,
+    engines: Engines,
 ) -> BurstRun:
-    """One run: (replicas, workers, gate, restart) of `label`, on fresh queues and simulators."""
+    """One run: (replicas, workers, gate, restart) of `label`, on fresh queues and workers."""
     replicas, workers, gate, restart = label
-    scale, total = options.time_scale, options.requests
+    scale, total_requests = setup.time_scale, setup.requests
     name = f"{replicas}r{workers}w{'-gate' if gate else ''}{'-restart' if restart else ''}"
     sqs = aws.sqs()
     queues = fresh_queues(sqs, name)
-    fill(sqs, queues.requests, range(1, total + 1))  # the burst: every request queued at once
+    fill(sqs, queues.requests, range(1, total_requests + 1))  # the burst: all queued at once
     httpx.post(f"{callback.url}/reset").raise_for_status()
-    with simulators(replicas, scale) as sims, ExitStack() as stack:
-        env = burst_worker_env(aws, callback, queues, sims.url, gate, scale)
-        start = sims.stats()
+    with ExitStack() as stack:
+        env = burst_worker_env(aws, callback, queues, engines.url, gate, setup)
+        start = engines.reading()
         metrics_ports = [free_port() for _ in range(workers)]
         for n, port in enumerate(metrics_ports):
             worker_proc = process(
@@ -262,38 +328,44 @@ def measure(
         # is up at the start too (the restart scenario has its start).
         wait_until(lambda: any(map(worker_ready, metrics_ports)), 120, f"the {name} workers")
         started = time.time()
-        samples = Sampler(sims, total, replicas)
+        samples = Sampler(engines, total_requests, replicas * setup.max_num_seqs)
+        output, prompt = setup.expected_tokens
         deadline_s = (
-            3 * CALIBRATION.ideal_seconds(total * 225, total * 450, replicas) / scale
+            3 * setup.ideal(total_requests * output, total_requests * prompt, replicas) / scale
             + 120
             + (OUTAGE_S + LOAD_S) / scale * restart
         )
-        outage = Outage(sims, scale) if restart else None
+        outage = Outage(engines, scale) if restart else None
 
         def finished() -> bool:
             delivered = delivered_count(callback)
             samples.take(delivered)
             if outage is not None:
-                outage.maybe(delivered, total)
-            return delivered + dlq_count(sqs, queues.dead_letters) >= total
+                outage.maybe(delivered, total_requests)
+            return delivered + dlq_count(sqs, queues.dead_letters) >= total_requests
 
         # Past the deadline the figures say what was delivered (`complete` false), no crash.
         with contextlib.suppress(AssertionError):
             wait_until(finished, deadline_s, f"the {name} burst", every=SAMPLE_EVERY_S)
-        end = sims.stats()
+        end = engines.reading()
+        attempts = [worker_attempts(port) for port in metrics_ports]
     deliveries = httpx.get(f"{callback.url}/deliveries", timeout=60).json()
     return figures(
         label=label,
         measured=measured,
-        total=total,
-        scale=scale,
-        start=start,
-        end=end,
+        setup=setup,
+        engine=end - start,
+        attempts=attempts,
         started=started,
         deliveries=deliveries,
         samples=samples,
         dlq=dlq_count(sqs, queues.dead_letters),
     )
+
+
+def worker_attempts(metrics_port: int) -> WorkerReading:
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    return worker_reading(text)
 
 
 def worker_ready(metrics_port: int) -> bool:
@@ -313,40 +385,40 @@ def worker_ready(metrics_port: int) -> bool:
 class Sampler:
     """vLLM's running batch and waiting queue, every SAMPLE_EVERY_S, while a backlog lasts."""
 
-    def __init__(self, sims: Simulators, total: int, replicas: int) -> None:
-        self._sims, self._total, self._replicas = sims, total, replicas
+    def __init__(self, engines: Engines, total_requests: int, slots: int) -> None:
+        self._engines, self._total, self._slots = engines, total_requests, slots
         self.fill: list[float] = []
         self.waiting: list[int] = []
 
     def take(self, delivered: int) -> None:
-        if self._total - delivered <= self._replicas * CALIBRATION.max_num_seqs:
+        if self._total - delivered <= self._slots:
             return  # the tail: fewer left than one full batch per replica
-        stats = self._sims.stats()
-        if any(s["state"] != "serving" for s in stats):
-            return  # the restart's outage is not a batch to fill
-        running_now = sum(s["running"] for s in stats)
-        self.fill.append(running_now / (self._replicas * CALIBRATION.max_num_seqs))
-        self.waiting.append(sum(s["waiting"] for s in stats))
+        try:
+            reading = self._engines.reading()
+        except httpx.TransportError:
+            return  # the restart's outage (the API port closed) is not a batch to fill
+        self.fill.append(reading.running / self._slots)
+        self.waiting.append(reading.waiting)
 
 
 class Outage:
     """Half-way through the burst every replica stops for OUTAGE_S, then loads for LOAD_S."""
 
-    def __init__(self, sims: Simulators, scale: float) -> None:
-        self._sims, self._scale = sims, scale
+    def __init__(self, engines: Engines, scale: float) -> None:
+        self._engines, self._scale = engines, scale
         self._stopped_at: float | None = None
         self._restarted = False
 
-    def maybe(self, delivered: int, total: int) -> None:
-        if self._stopped_at is None and delivered >= total // 2:
-            self._sims.control(action="stop")
+    def maybe(self, delivered: int, total_requests: int) -> None:
+        if self._stopped_at is None and delivered >= total_requests // 2:
+            self._engines.control(action="stop")
             self._stopped_at = time.monotonic()
         elif (
             self._stopped_at is not None
             and not self._restarted
             and time.monotonic() - self._stopped_at >= OUTAGE_S / self._scale
         ):
-            self._sims.control(action="start", load_s=LOAD_S)
+            self._engines.control(action="start", load_s=LOAD_S)
             self._restarted = True
 
 
@@ -368,53 +440,44 @@ def dlq_count(sqs: Any, url: str) -> int:
 def figures(
     label: tuple[int, int, bool, bool],
     measured: str,
-    total: int,
-    scale: float,
-    start: list[dict[str, Any]],
-    end: list[dict[str, Any]],
+    setup: BurstSetup,
+    engine: EngineReading,
+    attempts: list[WorkerReading],
     started: float,  # Unix seconds of the burst, the callbacks' `received_at` clock
     deliveries: list[dict[str, Any]],
     samples: Sampler,
     dlq: int,
 ) -> BurstRun:
+    """`engine`: what the engines did during the run (the end's reading less the start's);
+    `attempts`: each worker's LLM attempts."""
     replicas, workers, gate, restart = label
-
-    def delta(key: str) -> int:
-        return sum(e[key] - s[key] for s, e in zip(start, end, strict=True))
-
+    scale = setup.time_scale
     accepted = [d for d in deliveries if d["status"] == 200]
     latencies = sorted((d["received_at"] - started) * scale for d in accepted)
-    completions = sum(
-        sum(e["success"].values()) - sum(s["success"].values())
-        for s, e in zip(start, end, strict=True)
-    )
-    calls = completions + delta("aborted") + delta("rejected")
     ideal = (
-        CALIBRATION.ideal_seconds(
-            delta("useful_output_tokens"), delta("useful_prompt_tokens"), replicas
-        )
+        setup.ideal(engine.completed_output_tokens, engine.completed_prompt_tokens, replicas)
         + (OUTAGE_S + LOAD_S) * restart
     )
     drain = latencies[-1] if latencies else math.nan
-    generated = delta("generation_tokens")
+    generated = engine.generation_tokens
     return BurstRun(
         replicas=replicas,
         workers=workers,
         gate=gate,
         restart=restart,
         measured=measured,
-        requests=total,
+        requests=setup.requests,
         delivered=len(accepted),
-        complete=len(accepted) == total,
+        complete=len(accepted) == setup.requests,
         drain_s=round(drain, 1),
         ideal_s=round(ideal, 1),
         drain_ratio=round(drain / ideal, 3) if ideal else math.nan,
         batch_fill=round(sum(samples.fill) / len(samples.fill), 3) if samples.fill else 0.0,
         waiting_p50=percentile([float(w) for w in samples.waiting], 50) if samples.waiting else 0,
         waiting_max=max(samples.waiting, default=0),
-        client_timeouts=delta("disconnected"),
-        wasted_ratio=round(delta("wasted_tokens") / generated, 4) if generated else 0.0,
-        extra_llm_calls=max(0, calls - len(accepted)),
+        client_timeouts=sum(a.timed_out for a in attempts),
+        wasted_ratio=round(engine.wasted_tokens / generated, 4) if generated else 0.0,
+        extra_llm_calls=max(0, sum(a.attempts for a in attempts) - len(accepted)),
         dlq=dlq,
         latency_p50_s=round(percentile(latencies, 50), 1) if latencies else math.nan,
         latency_p99_s=round(percentile(latencies, 99), 1) if latencies else math.nan,
@@ -443,25 +506,38 @@ def merge(previous: dict[str, Any] | None, latest: dict[str, Any]) -> dict[str, 
     return latest | {"runs": runs}
 
 
+FIGURE_COLUMNS = (
+    "| delivered | drain s | ideal s | drain ÷ ideal | batch fill | waiting p50 / max "
+    "| client timeouts | wasted ÷ generated | extra LLM calls | DLQ "
+    "| accepted→delivered p50 / p99 s | measured |"
+)
+FIGURE_ALIGN = "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+
+
+def figure_cells(r: dict[str, Any]) -> str:
+    """One run's figures, the columns of FIGURE_COLUMNS (the simulated and the real burst)."""
+    return (
+        f"| {r['delivered']}/{r['requests']} "
+        f"| {r['drain_s']:.0f} | {r['ideal_s']:.0f} | {r['drain_ratio']:.2f} "
+        f"| {r['batch_fill']:.2f} | {r['waiting_p50']:.0f} / {r['waiting_max']} "
+        f"| {r['client_timeouts']} | {100 * r['wasted_ratio']:.2f} % "
+        f"| {r['extra_llm_calls']} | {r['dlq']} "
+        f"| {r['latency_p50_s']:.0f} / {r['latency_p99_s']:.0f} | {r.get('measured', '')} |"
+    )
+
+
 def table(b: dict[str, Any]) -> str:
     lines = [
         f"### 5. Weekly burst ({b['requests']} requests at once, time scale {b['time_scale']}, "
         f"max_num_seqs {b['max_num_seqs']}, WORKER_CONCURRENCY {b['worker_concurrency']}, "
         f"SQS: {b.get('sqs', 'moto')})\n",
-        "| vLLM | workers | scenario | gate | delivered | drain s | ideal s | drain ÷ ideal "
-        "| batch fill | waiting p50 / max | client timeouts | wasted ÷ generated "
-        "| extra LLM calls | DLQ | accepted→delivered p50 / p99 s | measured |",
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| vLLM | workers | scenario | gate " + FIGURE_COLUMNS,
+        "|---:|---:|---|---|" + FIGURE_ALIGN,
     ]
     for r in b["runs"]:
         lines.append(
             f"| {r['replicas']} | {r['workers']} | {'restart' if r['restart'] else 'burst'} "
-            f"| {'on' if r['gate'] else 'off (baseline)'} | {r['delivered']}/{r['requests']} "
-            f"| {r['drain_s']:.0f} | {r['ideal_s']:.0f} | {r['drain_ratio']:.2f} "
-            f"| {r['batch_fill']:.2f} | {r['waiting_p50']:.0f} / {r['waiting_max']} "
-            f"| {r['client_timeouts']} | {100 * r['wasted_ratio']:.2f} % "
-            f"| {r['extra_llm_calls']} | {r['dlq']} "
-            f"| {r['latency_p50_s']:.0f} / {r['latency_p99_s']:.0f} | {r.get('measured', '')} |"
+            f"| {'on' if r['gate'] else 'off (baseline)'} " + figure_cells(r)
         )
     lines.append(
         "\nTargets: drain ≤ 1.1 x ideal, batch fill ≥ 0.9, 0 client timeouts, 0 DLQ, wasted "

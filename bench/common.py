@@ -75,8 +75,10 @@ def process(
 
 @contextmanager
 def running(proc: ManagedProcess, timeout: float = 60.0) -> Iterator[ManagedProcess]:
-    proc.start(timeout)
+    """`proc` started and ready, stopped at the end; stopped too when it is not ready in time
+    (a vLLM not up within its timeout on a busy host was left running, 5.6 GB)."""
     try:
+        proc.start(timeout)
         yield proc
     finally:
         proc.stop()

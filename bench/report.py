@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: the plot goes to a file
 import matplotlib.pyplot as plt
 
-from bench import burst
+from bench import burst, engine_burst
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,6 +48,7 @@ def tables(r: dict[str, Any]) -> str:
         ("ingest", ingest_table),
         ("qa_sync", qa_sync_table),
         ("burst", burst.table),
+        ("engine_burst", engine_burst.table),
     ):
         if key in r:
             parts.append(render(r[key]))

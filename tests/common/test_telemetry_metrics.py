@@ -21,6 +21,7 @@ PROMISED = {
     "feedback_worker_messages_in_flight": "gauge",
     "feedback_worker_llm_duration_seconds": "histogram",
     "feedback_worker_llm_tokens": "counter",
+    "feedback_worker_llm_attempts": "counter",
     "feedback_worker_retries": "counter",
     "feedback_worker_deliveries": "counter",
     "feedback_worker_dlq_sends": "counter",

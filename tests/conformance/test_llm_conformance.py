@@ -43,6 +43,7 @@ from devstack.local_model import MODEL_ALIAS
 from devstack.processes import free_port
 from feedback_worker.llm_gate import Capacity, read_capacity
 
+from bench.engine_metrics import EngineReading, engine_reading
 from tests.support.scrape import Scrape
 from tests.support.vllm import REFUSED, StartUpWatch, running_vllm
 from tests.support.waiting import eventually, wait_until
@@ -228,6 +229,32 @@ async def test_a_disconnected_request_is_aborted_and_its_generation_stops(llm: L
     stopped_at = generated_tokens(llm)
     await asyncio.sleep(1)  # a second of decoding would be ~10 tokens on either engine
     assert generated_tokens(llm) == stopped_at
+
+
+async def test_an_aborted_request_counts_its_tokens_as_generated_and_not_as_finished(
+    llm: Llm,
+) -> None:
+    # The burst bench's wasted tokens (bench/engine_metrics.py): vllm:generation_tokens_total
+    # beyond the finished requests' vllm:request_generation_tokens; a request the client
+    # abandoned must be in neither that histogram nor vllm:request_success_total.
+    before = reading(llm)
+    async with holding(llm, 1):
+        await eventually(lambda: reading(llm).generation_tokens > before.generation_tokens)
+    await eventually(lambda: capacity(llm) == Capacity(0, 0), what="the abort")
+    aborted = reading(llm) - before
+    assert (await complete(llm, 3)).status_code == 200
+    done = reading(llm) - before
+
+    assert aborted.completed == aborted.completed_output_tokens == 0
+    assert aborted.wasted_tokens == aborted.generation_tokens > 0
+    assert done.completed == 1
+    assert done.completed_output_tokens == 3
+    assert done.completed_prompt_tokens > 0
+    assert done.wasted_tokens == aborted.wasted_tokens
+
+
+def reading(llm: Llm) -> EngineReading:
+    return engine_reading(Scrape.of(f"{llm.url}/metrics").text)
 
 
 async def test_under_priority_scheduling_a_lower_priority_value_is_admitted_first(

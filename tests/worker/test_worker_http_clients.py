@@ -20,7 +20,8 @@ from feedback_worker.prompt import Prompt
 from feedback_worker.settings import WorkerSettings
 from feedback_worker.worker import PROBE_TIMEOUT_SECONDS, callback_http, probe_http
 from llm_common.contracts import FailureNotice, FeedbackResult
-from llm_common.telemetry.names import DeliveryOutcome
+from llm_common.telemetry.metrics import REGISTRY
+from llm_common.telemetry.names import AttemptOutcome, DeliveryOutcome
 
 from tests.support.fakes import TEST_MODEL, TEST_SECRET, CallbackReceiver, FakeLlm
 from tests.support.reliability import TcpProxy
@@ -73,6 +74,41 @@ async def test_a_dripping_llm_answer_ends_at_the_call_timeout_as_a_timeout(
     assert failure.value.gate_reason is GateReason.TIMEOUT  # the gate reads a timeout
     await eventually(lambda: "open_s" in llm.requests()[-1])
     assert llm.requests()[-1]["open_s"] < BOUND * 1  # the LLM saw the client hang up
+
+
+def llm_attempts(outcome: AttemptOutcome) -> float:
+    return (
+        REGISTRY.get_sample_value("feedback_worker_llm_attempts_total", {"outcome": outcome}) or 0
+    )
+
+
+async def test_every_llm_attempt_that_times_out_is_counted_the_clients_own_retries_too(
+    settings: Settings, llm: FakeLlm, writers: list[FeedbackWriter]
+) -> None:
+    """Without the gate the openai client retries a timeout itself: each attempt is a call
+    vLLM aborts, so the burst bench counts client timeouts here, not per message."""
+    writer = FeedbackWriter.from_settings(
+        settings(
+            LLM_TIMEOUT_SECONDS="0.5",
+            LLM_GATE_ENABLED="false",
+            LLM_MAX_RETRIES="2",
+        )
+    )
+    writers.append(writer)
+    before = {outcome: llm_attempts(outcome) for outcome in AttemptOutcome}
+    llm.control(drip_s=DRIP_S)
+
+    with pytest.raises(LlmUnavailable):
+        await writer.write(PROMPT)
+    llm.control(drip_s=0)
+    await writer.write(PROMPT)
+
+    after = {outcome: llm_attempts(outcome) - before[outcome] for outcome in AttemptOutcome}
+    assert after == {
+        AttemptOutcome.TIMED_OUT: 3,
+        AttemptOutcome.ANSWERED: 1,
+        AttemptOutcome.FAILED: 0,
+    }
 
 
 def _result(request_id: str) -> FeedbackResult:

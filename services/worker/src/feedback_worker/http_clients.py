@@ -32,6 +32,8 @@ import logging
 from typing import Any
 
 import httpx2
+from llm_common.telemetry.names import AttemptOutcome
+from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +68,32 @@ class ConnectionWatch:
 
 class AttemptTransport(httpx2.AsyncBaseTransport):
     """httpx2's pool, each attempt bounded by one deadline (module docstring). The transport
-    owns each request's `trace` extension."""
+    owns each request's `trace` extension. `attempts`, when given, counts how each attempt
+    ended: the only place that sees the openai client's own retries one by one."""
 
-    def __init__(self, attempt_seconds: float, limits: httpx2.Limits) -> None:
+    def __init__(
+        self, attempt_seconds: float, limits: httpx2.Limits, attempts: Counter | None = None
+    ) -> None:
         self._attempt_seconds = attempt_seconds
         self._pool = httpx2.AsyncHTTPTransport(limits=limits)
+        self._attempts = attempts
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        outcome = AttemptOutcome.FAILED
         try:
             async with asyncio.timeout(self._attempt_seconds):
-                return await _read_whole(await self._send(request))
+                response = await _read_whole(await self._send(request))
+            outcome = AttemptOutcome.ANSWERED
+            return response
         except TimeoutError:
+            outcome = AttemptOutcome.TIMED_OUT
             raise AttemptTimeout(
                 f"no whole answer within {self._attempt_seconds:g} s", request=request
             ) from None
+        finally:
+            # Calls only: the start-up's GET of the model list is not one.
+            if self._attempts is not None and request.method == "POST":
+                self._attempts.labels(outcome).inc()
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:
         """The answer's head; sent again while a reused connection fails before answering (each
@@ -121,16 +135,18 @@ def bounded_client(
     *,
     headers: dict[str, str] | None = None,
     follow_redirects: bool = False,
+    attempts: Counter | None = None,
 ) -> httpx2.AsyncClient:
     """A client whose every attempt ends within `attempt_seconds`, with at most
-    `max_connections` open (all kept while busy) and none reused after IDLE_EXPIRY_SECONDS."""
+    `max_connections` open (all kept while busy) and none reused after IDLE_EXPIRY_SECONDS;
+    each attempt's outcome counted in `attempts` (labelled `outcome`) when given."""
     limits = httpx2.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
         keepalive_expiry=IDLE_EXPIRY_SECONDS,
     )
     return httpx2.AsyncClient(
-        transport=AttemptTransport(attempt_seconds, limits),
+        transport=AttemptTransport(attempt_seconds, limits, attempts),
         timeout=attempt_seconds,
         headers=headers,
         follow_redirects=follow_redirects,

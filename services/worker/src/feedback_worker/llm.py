@@ -64,7 +64,10 @@ class FeedbackWriter:
             # Calls never exceed WORKER_CONCURRENCY; redirects followed as the openai
             # client's own default does.
             http_client=bounded_client(
-                settings.llm_timeout_seconds, settings.worker_concurrency, follow_redirects=True
+                settings.llm_timeout_seconds,
+                settings.worker_concurrency,
+                follow_redirects=True,
+                attempts=metrics.WORKER_LLM_ATTEMPTS,
             ),
         )
         rules = ContentRules(

@@ -29,10 +29,14 @@ def vllm_python() -> Path:
     return VLLM_ENV / "bin" / "python"
 
 
-def vllm_server(port: int, log_path: Path, *extra_args: str) -> ManagedProcess:
+def vllm_server(
+    port: int, log_path: Path, *extra_args: str, cores: str | None = None
+) -> ManagedProcess:
     """A vLLM OpenAI server serving `MODEL_ALIAS` on 127.0.0.1:`port`, ready when `/health` is.
 
-    `extra_args` go to vLLM as they are (`--max-num-seqs 16`, say). Started with the module, not
+    `extra_args` go to vLLM as they are (`--max-num-seqs 16`, say); `cores` binds its engine's
+    threads (VLLM_CPU_OMP_THREADS_BIND: "1", "0-1"): unset, vLLM takes core 0 and leaves core 1
+    to the rest, so a second replica would share core 0. Started with the module, not
     the `vllm` console script, which fails (the distribution is named vllm-cpu); eager, because
     torch.compile adds about 100 s to every start and its cache did not reload.
     """
@@ -55,6 +59,7 @@ def vllm_server(port: int, log_path: Path, *extra_args: str) -> ManagedProcess:
         # Nothing but loopback is reachable: no usage report, no look-up on the Hub.
         "VLLM_NO_USAGE_STATS": "1",
         "HF_HUB_OFFLINE": "1",
+        **({"VLLM_CPU_OMP_THREADS_BIND": cores} if cores else {}),
     }
     return ManagedProcess(
         name="llm",

@@ -27,6 +27,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from llm_common.telemetry.names import (
+    AttemptOutcome,
     ContentCheck,
     ContentOutcome,
     DeadLetterReason,
@@ -122,6 +123,16 @@ WORKER_LLM_TOKENS = Counter(
     "Tokens the LLM reported, by model and type (input, output).",
     ["model", "type"],
     registry=REGISTRY,
+)
+WORKER_LLM_ATTEMPTS = _with_series(
+    Counter(
+        "feedback_worker_llm_attempts",
+        "HTTP attempts at the LLM, the client's own retries included, by outcome (answered, "
+        "timed_out, failed).",
+        ["outcome"],
+        registry=REGISTRY,
+    ),
+    AttemptOutcome,
 )
 WORKER_RETRIES = _with_series(
     Counter(

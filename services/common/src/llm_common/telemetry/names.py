@@ -59,6 +59,15 @@ class Outcome(StrEnum):
     ERROR = "error"
 
 
+class AttemptOutcome(StrEnum):
+    """How one HTTP attempt at the LLM ended (label `outcome`): the openai client's own retries
+    are attempts too, so a timeout it retried is counted."""
+
+    ANSWERED = "answered"  # any status: the server answered within the deadline
+    TIMED_OUT = "timed_out"  # LLM_TIMEOUT_SECONDS passed: the client gave up, vLLM aborts it
+    FAILED = "failed"  # no answer: connection refused or closed
+
+
 class TokenType(StrEnum):
     """Label `type` on token counts, as in the GenAI semantic conventions (gen_ai.token.type)."""
 

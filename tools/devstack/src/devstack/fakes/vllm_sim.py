@@ -62,16 +62,19 @@ Controls, on a separate control port so that they work while the API port is dow
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import secrets
 import socket
+import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal, Self
 
 import uvicorn
@@ -98,6 +101,8 @@ QUEUE_FULL = (
 )
 """vLLM's `QueueOverflowError` message, answered with 503 past `--max-num-queued-reqs`."""
 LATENCY_BUCKETS = (1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680)
+TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+"""vLLM's own buckets for `vllm:request_prompt_tokens` / `_generation_tokens` up to 4,096."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,26 @@ class Calibration:
             max_num_seqs=max_num_seqs,
         )
 
+    @classmethod
+    def fitted(
+        cls,
+        step_seconds: Mapping[int, float],
+        prefill_per_token_s: float,
+        max_num_seqs: int,
+    ) -> "Calibration":
+        """a and b by least squares from step times measured at several batch sizes (n
+        sequences decoding with `ignore_eos`: one step writes n tokens), prefill measured apart;
+        the procedure is docs/benchmarks.md's "Calibrating the simulator"."""
+        per_seq, base = statistics.linear_regression(
+            list(step_seconds), list(step_seconds.values())
+        )
+        return cls(
+            step_base_s=base,
+            step_per_seq_s=per_seq,
+            prefill_per_token_s=prefill_per_token_s,
+            max_num_seqs=max_num_seqs,
+        )
+
     def step_seconds(self, running: int, prefill_tokens: int) -> float:
         return (
             self.step_base_s
@@ -142,7 +167,7 @@ class Calibration:
             + self.prefill_per_token_s * prefill_tokens
         )
 
-    def ideal_seconds(self, output_tokens: int, prompt_tokens: int, replicas: int = 1) -> float:
+    def ideal_seconds(self, output_tokens: float, prompt_tokens: float, replicas: int = 1) -> float:
         """The least time `replicas` GPUs need for this work: every step a full batch."""
         full_steps = output_tokens / self.max_num_seqs
         busy = full_steps * self.step_seconds(self.max_num_seqs, 0)
@@ -151,13 +176,38 @@ class Calibration:
 
 @dataclass(frozen=True)
 class OutputLengths:
-    """Feedback lengths in tokens: normal, mean 225, sd 37.5 (95 % in 150-300), at least 1."""
+    """Feedback lengths in tokens: normal, mean 225, sd 37.5 (95 % in 150-300), at least 1;
+    or drawn from `empirical`, lengths an engine measured (a base model stops where it stops:
+    no normal law fits the CPU engine's, bench/calibrate.py)."""
 
     mean: float = 225.0
     sd: float = 37.5
+    empirical: tuple[int, ...] = ()
 
     def draw(self, rng: random.Random) -> int:
+        if self.empirical:
+            return rng.choice(self.empirical)
         return max(1, round(rng.gauss(self.mean, self.sd)))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A calibration measured on an engine, as `python -m bench.calibrate` stores it (JSON)."""
+
+    calibration: Calibration
+    lengths: OutputLengths
+
+    @classmethod
+    def load(cls, path: Path, max_num_seqs: int) -> "Fitted":
+        data = json.loads(path.read_text())
+        law = data["law"]
+        calibration = Calibration(
+            step_base_s=law["step_base_s"],
+            step_per_seq_s=law["step_per_seq_s"],
+            prefill_per_token_s=law["prefill_per_token_s"],
+            max_num_seqs=max_num_seqs,
+        )
+        return cls(calibration, OutputLengths(empirical=tuple(data["output_lengths"])))
 
 
 class SchedulingPolicy(StrEnum):
@@ -414,10 +464,11 @@ class Simulator:
         api_key: str = "",
         max_num_queued_reqs: int | None = None,
         scheduling_policy: SchedulingPolicy = SchedulingPolicy.FCFS,
+        lengths: OutputLengths = OutputLengths(),
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
-        self.engine = Engine(calibration, seed, policy=scheduling_policy)
+        self.engine = Engine(calibration, seed, lengths, scheduling_policy)
         self.max_num_queued_reqs = max_num_queued_reqs
         """vLLM's `--max-num-queued-reqs`: more unfinished requests than this get a 503."""
         self.time_scale = time_scale
@@ -443,6 +494,16 @@ class Simulator:
             buckets=LATENCY_BUCKETS,
             registry=self._registry,
         )
+        self._request_tokens = {
+            kind: Histogram(
+                f"vllm:request_{kind}_tokens",
+                f"{kind.capitalize()} tokens of each finished request (aborted ones not counted)",
+                ["model_name", "engine"],
+                buckets=TOKEN_BUCKETS,
+                registry=self._registry,
+            )
+            for kind in ("prompt", "generation")
+        }
 
     # The engine loop.
 
@@ -466,6 +527,8 @@ class Simulator:
             for seq in finished:
                 latency = seq.finished_s - seq.arrived_s
                 self._latency.labels(self.model, ENGINE_INDEX).observe(latency)
+                for kind, tokens in (("prompt", seq.prompt_tokens), ("generation", seq.generated)):
+                    self._request_tokens[kind].labels(self.model, ENGINE_INDEX).observe(tokens)
                 self._settle(seq)
 
     def _settle(self, seq: Sequence) -> None:
@@ -781,9 +844,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY", ""))
     parser.add_argument("--max-num-queued-reqs", type=int, default=None)
     parser.add_argument("--scheduling-policy", type=SchedulingPolicy, default=SchedulingPolicy.FCFS)
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="a fit measured on an engine (python -m bench.calibrate); default: the published 7B",
+    )
     args = parser.parse_args(argv)
+    fitted = (
+        Fitted.load(args.calibration, args.max_num_seqs)
+        if args.calibration
+        else Fitted(Calibration.published(max_num_seqs=args.max_num_seqs), OutputLengths())
+    )
     simulator = Simulator(
-        Calibration.published(max_num_seqs=args.max_num_seqs),
+        fitted.calibration,
         api_socket=bound_socket(args.host, args.port),
         control_socket=bound_socket("127.0.0.1", args.control_port),
         time_scale=args.time_scale,
@@ -792,6 +866,7 @@ def main(argv: list[str] | None = None) -> None:
         api_key=args.api_key,
         max_num_queued_reqs=args.max_num_queued_reqs,
         scheduling_policy=args.scheduling_policy,
+        lengths=fitted.lengths,
     )
     asyncio.run(simulator.run())
 
