@@ -9,8 +9,10 @@ itself serves (tests/support/engines.py); vLLM is stopped as Kubernetes stops it
 SIGKILL after a grace) and started again with its real start. On queues with maxReceiveCount 1
 (`once_queues`), so a message received twice would be in the DLQ.
 
-Measured (2 shared cores, load average 8 to 17 from other engineers' vLLMs): the `vllm` pair
-RUNTIME_FIGURES.
+Duration: the `sim` pair about 110 s. The `vllm` pair is one vLLM start (160 to 238 s, or more
+than START_TIMEOUT_S, on 2 cores shared with two other vLLMs at load average 8 to 17), a
+restart, and 32 requests (16 a scenario) of 32 tokens; it has not yet run to its end there
+(docs/configuration.md, "Against real vLLM").
 """
 
 import asyncio
