@@ -2,19 +2,32 @@
 limit falls when vLLM saturates, and a restart mid-burst loses nothing.
 
 Against the vLLM simulator over real HTTP (devstack.fakes.vllm_sim), moto's SQS and the real
-worker in this event loop; every figure asserted is a count (queue, simulator, metric), never
-a duration.
+worker in this event loop; every figure asserted is a count (queue, engine, metric), never a
+duration. The saturation and the restart run on both engines (`engine_case`: `sim`, and `vllm`,
+vLLM 0.32 on CPU with `--max-num-seqs 4`, marked `vllm` and `slow`), read through what vLLM
+itself serves (tests/support/engines.py); vLLM is stopped as Kubernetes stops its pod (SIGTERM,
+SIGKILL after a grace) and started again with its real start. On queues with maxReceiveCount 1
+(`once_queues`), so a message received twice would be in the DLQ.
+
+Duration: the `sim` pair about 110 s. The `vllm` pair on 2 cores shared with two other vLLMs
+(load average 6 to 17): 812 s for vLLM's start (given 900 s; START_TIMEOUT_S is 300), 289 s of
+saturation, 927 s of restart with its second start (docs/configuration.md, "Against real
+vLLM"); `--log-level=INFO -rP` prints each scenario's figures.
 """
 
 import asyncio
+import logging
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import httpx2
 import pytest
 from devstack.fakes.vllm_sim import Calibration, SimulatorThread
+from devstack.local_llm import START_TIMEOUT_S
 from devstack.queues import FeedbackQueues, create_feedback_queues
 from feedback_worker.errors import LlmUnavailable
 from feedback_worker.handler import CALLS_PER_RECEIVE
@@ -30,16 +43,50 @@ from feedback_worker.slots import Bounds
 from llm_common.telemetry.metrics import REGISTRY
 from mypy_boto3_sqs import SQSClient
 
+from tests.support.engines import Engine, SimulatedEngine, VllmEngine
 from tests.support.factories import StartWorker
 from tests.support.fakes import CallbackReceiver, FakeLlm
-from tests.support.queues import enqueue, queue_counts, receive_all
+from tests.support.queues import (
+    body_request_id,
+    dead_letter_reason,
+    enqueue,
+    queue_counts,
+    receive_all,
+)
+from tests.support.vllm import RunningVllm, running_vllm
 from tests.support.waiting import eventually
 
+log = logging.getLogger(__name__)
+
 SIM_MODEL = "sim-7b"
+WAITS_FOR_GATE = "waits for the LLM gate"
+"""The handler's log line for a call that failed with the gate (handler.py)."""
+UNFIT = "unfit to show"
+"""In the DeadLetterReason of a message whose two drafts failed the content checks (llm.py)."""
+
+Reading = TypeVar("Reading")
 
 
 def gauge(name: str) -> float | None:
     return REGISTRY.get_sample_value(name)
+
+
+def limit() -> float:
+    return gauge("feedback_worker_llm_limit") or 0
+
+
+async def until(
+    read: Callable[[], Reading], condition: Callable[[Reading], bool], within_s: float
+) -> Reading:
+    """The first reading that meets `condition`."""
+    readings: list[Reading] = []
+
+    def met() -> bool:
+        readings.append(read())
+        return condition(readings[-1])
+
+    await eventually(met, within_s)
+    return readings[-1]
 
 
 def sim_stats(sim: SimulatorThread) -> dict[str, Any]:
@@ -135,52 +182,269 @@ async def test_a_probe_that_answers_while_calls_fail_lets_one_trial_call_at_a_ti
     assert gauge("feedback_worker_llm_gate_open") == 1
 
 
+# The same two scenarios on the simulator and on real vLLM (tests/support/engines.py).
+
+MAX_NUM_SEQS = 4
+"""vLLM's --max-num-seqs for both engines: a batch of 4, so a burst of 16 calls mostly waits."""
+TARGET_WAITING = 2
+CALLS_AT_START = 16
+"""WORKER_CONCURRENCY and LLM_START_LIMIT of the saturation: 4 x what the engine runs."""
+VLLM_MAX_TOKENS = 32
+"""Gemma 3 270M on 2 shared CPU cores decoded 2 to 11 tokens/s a batch (load average 7 to 17):
+a short draft keeps a call under a minute."""
+SHORT_TEMPLATE = "$personal_challenges\n$group_challenges\n피드백:"
+"""A prompt of ~80 tokens instead of the default's 258 (prefill ran at 13 to 39 tokens/s), whose
+own text (with the system prompt, 21 characters) is too short to be echoed (content.py)."""
+
+
+@dataclass(frozen=True)
+class EngineCase:
+    """One engine under the gate, with what the worker needs to call it."""
+
+    engine: Engine
+    worker_env: dict[str, str]
+    saturation_burst: int
+    restart_burst: int
+    within_s: float
+    """Bound on each wait for the worker's progress on this engine."""
+
+
+@pytest.fixture(scope="module")
+def _vllm_for_gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVllm]:
+    """vLLM with a batch of MAX_NUM_SEQS, one start for both scenarios (the restart adds one)."""
+    with running_vllm(
+        tmp_path_factory.mktemp("vllm-gate"), "--max-num-seqs", str(MAX_NUM_SEQS)
+    ) as server:
+        yield server
+
+
+def sim_case() -> Iterator[EngineCase]:
+    # A call ~1.3 s of real time; a restart's model load 4 s.
+    calibration = Calibration.published(max_num_seqs=MAX_NUM_SEQS)
+    with SimulatorThread(calibration, time_scale=2, model=SIM_MODEL) as sim:
+        yield EngineCase(
+            SimulatedEngine(sim, SIM_MODEL, load_s=8),
+            on_sim(sim),
+            saturation_burst=80,
+            restart_burst=40,
+            within_s=90,
+        )
+
+
+def vllm_case(server: RunningVllm, template: Path) -> EngineCase:
+    template.write_text(SHORT_TEMPLATE, encoding="utf-8")
+    env = {
+        "LLM_BASE_URL": server.base_url,
+        "LLM_MODEL": server.model,
+        "LLM_CAPACITY_POLL_SECONDS": "0.2",
+        "LLM_MAX_TOKENS": str(VLLM_MAX_TOKENS),
+        # No call may time out, however slow the shared CPU: a timeout is no saturation figure.
+        "LLM_TIMEOUT_SECONDS": "600",
+        "PROMPT_TEMPLATE_FILE": str(template),
+        # A 270M base model's 32 tokens: judged, but by what such a draft can pass.
+        "CONTENT_MIN_CHARS": "1",
+        "CONTENT_MIN_KOREAN_RATIO": "0",
+    }
+    return EngineCase(
+        VllmEngine(server), env, saturation_burst=16, restart_burst=16, within_s=START_TIMEOUT_S
+    )
+
+
+@pytest.fixture(
+    params=[
+        "sim",
+        pytest.param(
+            "vllm",
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.vllm,
+                pytest.mark.timeout(3 * START_TIMEOUT_S + 300),
+            ],
+        ),
+    ]
+)
+def engine_case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngineCase]:
+    if request.param == "vllm":
+        server = request.getfixturevalue("_vllm_for_gate")
+        yield vllm_case(server, tmp_path / "template.txt")
+    else:
+        yield from sim_case()
+
+
+@pytest.fixture
+def once_queues(sqs: SQSClient) -> FeedbackQueues:
+    """Queues that dead-letter a message on its second receive (maxReceiveCount 1): a message
+    the worker gave back, or held past its visibility, would reach the DLQ, so a burst
+    accounted for without one there was received once, each message."""
+    return create_feedback_queues(
+        sqs, prefix=f"gate-{uuid.uuid4().hex[:8]}", max_receive_count=1, visibility_timeout=60
+    )
+
+
+def on_queues(queues: FeedbackQueues) -> dict[str, str]:
+    return {
+        "FEEDBACK_QUEUE_URL": queues.requests,
+        "FEEDBACK_DLQ_URL": queues.dead_letters,
+        "RESULT_QUEUE_URL": queues.results,
+        "VISIBILITY_TIMEOUT_SECONDS": "60",
+    }
+
+
+@dataclass(frozen=True)
+class WorkerCounts:
+    """The worker's own counters (this process's workers, so read as differences)."""
+
+    failed_calls: float
+    """LLM calls that failed: timeouts, refusals, 5xx, connections lost."""
+    drafts: float
+    """Completions the content checks judged, each once: passed, trimmed, redrafted or failed."""
+
+    @classmethod
+    def now(cls, model: str) -> "WorkerCounts":
+        failed = {"model": model, "outcome": "error"}
+        return cls(
+            REGISTRY.get_sample_value("feedback_worker_llm_duration_seconds_count", failed) or 0,
+            family_total("feedback_worker_content_checks_total"),
+        )
+
+    def since(self, before: "WorkerCounts") -> "WorkerCounts":
+        return WorkerCounts(
+            self.failed_calls - before.failed_calls,
+            self.drafts - before.drafts,
+        )
+
+
+def family_total(sample: str) -> float:
+    return sum(
+        found.value
+        for family in REGISTRY.collect()
+        for found in family.samples
+        if found.name == sample
+    )
+
+
+def assert_delivered_once(
+    receiver: CallbackReceiver, sqs: SQSClient, queues: FeedbackQueues, ids: list[str]
+) -> None:
+    """Each request delivered once (the webhook id is the request id), or else dead-lettered
+    for unfit content, which a 270M model's short draft may be: none for the LLM's absence."""
+    delivered = [d["webhook_id"] for d in receiver.deliveries()]
+    dead = receive_all(sqs, queues.dead_letters)
+    assert len(delivered) == len(set(delivered))  # no duplicate callback
+    assert sorted(delivered + [body_request_id(m) for m in dead]) == sorted(ids)
+    assert all(UNFIT in dead_letter_reason(m) for m in dead)
+
+
+def burst(sqs: SQSClient, queues: FeedbackQueues, prefix: str, count: int) -> list[str]:
+    ids = [f"{prefix}-{member}" for member in range(1, count + 1)]
+    for member, request_id in enumerate(ids, start=1):
+        enqueue(sqs, queues.requests, member_id=member, request_id=request_id)
+    return ids
+
+
+async def until_settled(
+    receiver: CallbackReceiver,
+    sqs: SQSClient,
+    queues: FeedbackQueues,
+    count: int,
+    within_s: float,
+) -> None:
+    """Every message of the burst deleted, delivered or dead-lettered (counted only once moved:
+    the worker's own DLQ count lags the move)."""
+
+    def settled() -> bool:
+        moved = len(receiver.deliveries()) + queue_counts(sqs, queues.dead_letters)[0]
+        return moved >= count and queue_counts(sqs, queues.requests) == (0, 0)
+
+    await eventually(settled, within_s)
+
+
 async def test_when_vllm_saturates_the_limit_falls_to_what_it_runs(
+    engine_case: EngineCase,
     start_worker: StartWorker,
     sqs: SQSClient,
-    feedback_queues: FeedbackQueues,
+    once_queues: FeedbackQueues,
     receiver: CallbackReceiver,
 ) -> None:
-    # 4 sequences at most, a call ~2.5 s of real time: 64 calls at once would mostly wait.
-    calibration = Calibration.published(max_num_seqs=4)
-    with SimulatorThread(calibration, time_scale=1) as slow:
-        for member in range(1, 81):
-            enqueue(sqs, feedback_queues.requests, member_id=member, request_id=f"sat-{member}")
-        await start_worker(
-            **on_sim(slow),
-            WORKER_CONCURRENCY="64",
-            LLM_START_LIMIT="64",
-            LLM_TARGET_WAITING="2",
-            LLM_TIMEOUT_SECONDS="60",
-            VISIBILITY_TIMEOUT_SECONDS="30",
-        )
-        await eventually(lambda: sim_stats(slow)["waiting"] > 2)  # the start overran it
+    engine, within = engine_case.engine, engine_case.within_s
+    before = WorkerCounts.now(engine.model)
+    ids = burst(sqs, once_queues, "sat", engine_case.saturation_burst)
+    await start_worker(
+        **engine_case.worker_env,
+        **on_queues(once_queues),
+        WORKER_CONCURRENCY=str(CALLS_AT_START),
+        LLM_START_LIMIT=str(CALLS_AT_START),
+        LLM_TARGET_WAITING=str(TARGET_WAITING),
+    )
+    # The start overran the batch: the engine's own figures, from its /metrics. vLLM admits a
+    # burst into its batch over a few steps (it read running 1, waiting 11 first on CPU).
+    saturated = await until(
+        engine.capacity,
+        lambda c: c.running == MAX_NUM_SEQS and c.waiting > TARGET_WAITING,
+        within,
+    )
 
-        # (running 4 + target 2) / (4 + ~60 waiting) of 64: about 6.
-        await eventually(lambda: (gauge("feedback_worker_llm_limit") or 64) <= 8)
-        assert sim_stats(slow)["disconnected"] == 0
+    # (running 4 + target 2) / (4 + 12 waiting) of the 16 calls in flight: 6.
+    await eventually(lambda: limit() <= saturated.running + TARGET_WAITING, within)
+    await until_settled(receiver, sqs, once_queues, len(ids), within * 2)
+    assert_delivered_once(receiver, sqs, once_queues, ids)
+    counts = WorkerCounts.now(engine.model).since(before)
+    assert counts.failed_calls == 0  # not one call timed out or failed
+    log.info("saturated at %s; limit %s at the end; %s", saturated, limit(), counts)
 
 
 async def test_a_restart_mid_burst_delivers_every_request_once(
+    engine_case: EngineCase,
     start_worker: StartWorker,
     sqs: SQSClient,
-    feedback_queues: FeedbackQueues,
+    once_queues: FeedbackQueues,
     receiver: CallbackReceiver,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with SimulatorThread(Calibration.published(max_num_seqs=8), time_scale=2) as sim:
-        for member in range(1, 41):
-            enqueue(sqs, feedback_queues.requests, member_id=member, request_id=f"rs-{member}")
-        await start_worker(**on_sim(sim), WORKER_CONCURRENCY="16", LLM_TARGET_WAITING="2")
-        await eventually(lambda: len(receiver.deliveries()) >= 8)
+    engine, within = engine_case.engine, engine_case.within_s
+    before, completed_before = WorkerCounts.now(engine.model), engine.completions()
+    closed_before = gauge("feedback_worker_llm_gate_closed_seconds_total") or 0
+    ids = burst(sqs, once_queues, "rs", engine_case.restart_burst)
+    await start_worker(
+        **engine_case.worker_env,
+        **on_queues(once_queues),
+        WORKER_CONCURRENCY=str(2 * MAX_NUM_SEQS),
+        WORKER_PREFETCH="0",
+        LLM_TARGET_WAITING=str(TARGET_WAITING),
+    )
+    # Mid-burst: some settled, calls in flight in the engine.
+    await eventually(
+        lambda: (
+            WorkerCounts.now(engine.model).since(before).drafts >= 2
+            and engine.capacity().running > 0
+        ),
+        within,
+    )
+    await asyncio.to_thread(engine.stop)
+    await eventually(lambda: gauge("feedback_worker_llm_gate_open") == 0)
+    # The calls the stop cut fail, and their messages wait for the gate.
+    await eventually(lambda: any(WAITS_FOR_GATE in r.getMessage() for r in caplog.records))
 
-        sim_control(sim, action="stop")
-        await asyncio.sleep(1)
-        sim_control(sim, action="start", load_s=4)
+    # Closed: no receive starts (three long polls' worth), with messages left to receive.
+    counts = queue_counts(sqs, once_queues.requests)
+    await asyncio.sleep(3)
+    assert queue_counts(sqs, once_queues.requests) == counts
+    assert counts[0] > 0
 
-        await eventually(lambda: len({d["webhook_id"] for d in receiver.deliveries()}) == 40, 90)
-        assert queue_counts(sqs, feedback_queues.dead_letters) == (0, 0)
-        assert sim_stats(sim)["aborted"] > 0  # the stop did interrupt calls in flight
-    await eventually(lambda: queue_counts(sqs, feedback_queues.requests) == (0, 0))
+    await asyncio.to_thread(engine.start)  # the engine refuses connections until it is up
+    await eventually(lambda: gauge("feedback_worker_llm_gate_open") == 1, within)
+    await until_settled(receiver, sqs, once_queues, len(ids), within * 2)
+    assert_delivered_once(receiver, sqs, once_queues, ids)
+    settled = WorkerCounts.now(engine.model).since(before)
+    # Nothing generated twice: every completion the engine counted (the stopped process's and
+    # the new one's; a call the stop cut is no completion) reached the worker and was judged
+    # once, and each message was received once (once_queues).
+    assert engine.completions() - completed_before == settled.drafts
+    cut = [r.getMessage() for r in caplog.records if WAITS_FOR_GATE in r.getMessage()]
+    closed_s = (gauge("feedback_worker_llm_gate_closed_seconds_total") or 0) - closed_before
+    log.info(
+        "gate closed %.1fs; %d calls cut by the stop (%s); %s", closed_s, len(cut), cut[0], settled
+    )
 
 
 async def test_after_an_outage_the_limit_doubles_again_from_the_start_limit() -> None:

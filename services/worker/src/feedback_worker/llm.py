@@ -170,7 +170,7 @@ class FeedbackWriter:
 GATE_STATUSES = {
     429: GateReason.OVERLOADED,
     503: GateReason.OVERLOADED,
-    # vLLM answers 500 (EngineDeadError) to the calls in flight while it shuts down.
+    # vLLM's EngineDeadError: its engine is gone (a shutdown's calls hang instead: llm_gate.py).
     500: GateReason.FAILING,
     502: GateReason.FAILING,
     504: GateReason.FAILING,

@@ -20,8 +20,11 @@ by a message already held or else one received for it: a server whose probe answ
 calls fail (a /v1/models that answers during a model load, an overloaded proxy) costs one call
 per probe, not a call of every held message each time the gate opens. A worker starts OPEN: its
 start-up check (feedback_worker/startup.py) waited for the LLM to list its model, as a probe
-would. vLLM answers HTTP 500 (EngineDeadError) to the calls in flight when it shuts down: a 500
-closes the gate like a 503.
+would. A 500 (vLLM's EngineDeadError) closes the gate like a 503. On SIGTERM vLLM 0.32 (its
+default --shutdown-timeout 0) kills its engine and closes its port at once, but answers the
+calls in flight nothing until it is killed: the capacity poll, refused, closes the gate, and
+those calls fail later, by timeout or reset, into a closed gate (tests/worker/
+test_worker_llm_gate.py, the restart on real vLLM).
 
 The limit: how many calls this worker may have in flight, between 1 and WORKER_CONCURRENCY.
 It follows vLLM's own `vllm:num_requests_waiting`, read from the LLM's `/metrics` every
