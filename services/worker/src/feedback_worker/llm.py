@@ -70,11 +70,7 @@ class FeedbackWriter:
                 settings.llm_timeout_seconds, settings.worker_concurrency, follow_redirects=True
             ),
         )
-        rules = ContentRules(
-            settings.content_min_chars,
-            settings.content_max_chars,
-            settings.content_min_korean_ratio,
-        )
+        rules = content_rules(settings)
         return cls(
             client,
             settings.llm_model,
@@ -83,10 +79,6 @@ class FeedbackWriter:
             rules,
             settings.llm_stop,
         )
-
-    @property
-    def rules(self) -> ContentRules:
-        return self._rules
 
     async def write(self, prompt: Prompt) -> str:
         """The first draft that passes the content checks, of two at most; UnfitContent, with
@@ -187,6 +179,13 @@ class FeedbackWriter:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def content_rules(settings: WorkerSettings) -> ContentRules:
+    """The content checks' bounds (CONTENT_*)."""
+    return ContentRules(
+        settings.content_min_chars, settings.content_max_chars, settings.content_min_korean_ratio
+    )
 
 
 GATE_STATUSES = {
