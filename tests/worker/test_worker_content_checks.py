@@ -192,3 +192,24 @@ def test_a_draft_that_hands_the_members_record_back_is_refused_with_its_reason()
 )
 def test_a_feedback_may_name_the_records_challenges_and_counts(member_id: int, draft: str) -> None:
     assert review(draft, "stop", ContentRules(), _varied_prompt(member_id)).failed is None
+
+
+@pytest.mark.parametrize(
+    ("member_id", "draft"),
+    [
+        # Gemma 3 270M's drafts for varied records 2018 and 2001 that passed before this check:
+        # the member's list copied and lengthened, and a feedback trailed by a record of its own.
+        (
+            2018,
+            "그룹 챌린지:\n- 그림 한 장 그리기 (실패)\n- 요가 30분 (실패)\n- 독서 20쪽 (실패)\n"
+            "- 미디어를 읽기 (실패)\n- 일기 쓰기 (실패)",
+        ),
+        (
+            2001,
+            "이번 주에는 30분 러닝을 해봤네요, 한 달에 10번 정도 걷는 게 좋아 보이네요. 다음 주도 "
+            "함께 응원해요!\n- 주 1회 운동\n  기간: 2025-06-16 ~",
+        ),
+    ],
+)
+def test_a_draft_with_lines_in_the_records_form_is_refused(member_id: int, draft: str) -> None:
+    assert review(draft, "stop", ContentRules(), _varied_prompt(member_id)).failed == "record_echo"

@@ -13,8 +13,9 @@ The LLM's answer reaches a member as it is, so before delivery a draft must be:
    check passed it;
    not the member's record handed back (`record_echo`): no such run from the record's frame as
    the prompt lists it (`기간: 2025-06-09 ~ 2025-06-15`, `이번 주 성공률: 2/3`), titles left out, so
-   a draft may name the challenges. Gemma 3 270M copied the record's lines as its "feedback",
-   and every other check passed that too;
+   a draft may name the challenges, and no line in the form the prompt lists records in
+   (`- 요가 30분 (실패)`, `기간: …`). Gemma 3 270M copied the record's lines, or wrote records of
+   its own, as its "feedback", and every other check passed that too;
 4. within `CONTENT_MIN_CHARS`..`CONTENT_MAX_CHARS` characters;
 5. free of e-mail addresses, links and phone numbers: the backend shows the text as it is;
 6. mostly Korean: at least `CONTENT_MIN_KOREAN_RATIO` of its letters are Hangul (a challenge
@@ -31,7 +32,7 @@ from difflib import SequenceMatcher
 
 from llm_common.telemetry.names import ContentCheck
 
-from feedback_worker.prompt import Prompt
+from feedback_worker.prompt import RECORD_LINE, Prompt
 
 # Zero-width and invisible format characters: a draft of only these looks empty to a member.
 _INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
@@ -113,7 +114,7 @@ def review(draft: str, finish_reason: str | None, rules: ContentRules, prompt: P
         trimmed = text != whole
     checks = (
         (ContentCheck.ECHO, echoed_run(text, prompt.instructions) >= ECHO_RUN_CHARS),
-        (ContentCheck.RECORD_ECHO, echoed_run(text, prompt.record) >= ECHO_RUN_CHARS),
+        (ContentCheck.RECORD_ECHO, _hands_record_back(text, prompt)),
         (ContentCheck.TOO_SHORT, len(text) < rules.min_chars),
         (ContentCheck.TOO_LONG, len(text) > rules.max_chars),
         (ContentCheck.EMAIL, _EMAIL.search(text) is not None),
@@ -123,6 +124,11 @@ def review(draft: str, finish_reason: str | None, rules: ContentRules, prompt: P
     )
     failed = next((check for check, fails in checks if fails), None)
     return Review(text, failed, trimmed)
+
+
+def _hands_record_back(text: str, prompt: Prompt) -> bool:
+    """A run of the member's record, or a line in the form the prompt lists records in."""
+    return echoed_run(text, prompt.record) >= ECHO_RUN_CHARS or bool(RECORD_LINE.search(text))
 
 
 def echoed_run(text: str, instructions: str) -> int:
