@@ -17,7 +17,7 @@ VLLM_PYTHON := $(VLLM_ENV)/bin/python
 #   make vllm TORCH_CPU_WHEELS="--extra-index-url <PyTorch's CPU index>"
 TORCH_CPU_WHEELS ?= --find-links /opt/wheels
 
-.PHONY: help setup vllm vllm-lock run demo admin test test-fast lint fmt bench reliability images clean
+.PHONY: help setup vllm vllm-lock run demo feedback-check admin test test-fast lint fmt bench reliability images clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ run: setup vllm ## start the whole platform locally (moto, queues, vLLM, ingest,
 
 demo: ## post a realistic request to `make run`'s stack and print the feedback that comes back
 	$(RUN) python -m devstack demo
+
+feedback-check: ## twenty records through the worker's prompt, LLM client and content checks (LLM_BASE_URL: any server; default `make run`'s)
+	$(RUN) python -m devstack.feedback_check $(ARGS)
 
 admin: ## an operator command on `make run`'s stack: make admin ARGS="status <requestId>" (or redrive, redeliver <requestId>)
 	$(RUN) python -m devstack admin $(ARGS)

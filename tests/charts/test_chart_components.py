@@ -1,5 +1,6 @@
 """What each component renders, and how values change it."""
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -347,6 +348,14 @@ def test_the_llm_gate_is_configured_from_values(helm: Helm) -> None:
     assert by_default["LLM_TARGET_WAITING"] == "16"
     off = helm.template(MINIMAL_VALUES, sets={"worker.llm.gate.enabled": "false"})
     assert config_of(off, "worker")["LLM_GATE_ENABLED"] == "false"
+
+
+def test_stop_strings_reach_the_worker_as_json_only_when_set(helm: Helm, tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text('worker:\n  llm: {stop: ["[기록]", "[피드백]"]}\n', encoding="utf-8")
+    stop = helm.template(MINIMAL_VALUES, site)
+    assert json.loads(config_of(stop, "worker")["LLM_STOP"]) == ["[기록]", "[피드백]"]
+    assert "LLM_STOP" not in config_of(helm.template(MINIMAL_VALUES), "worker")
 
 
 def test_prompt_template_is_mounted_and_named(render_scenario: Render) -> None:

@@ -4,8 +4,9 @@ into the fake LLM, delivered through the callback receiver over HTTP."""
 import pytest
 from feedback_worker.content import ContentRules, review
 from feedback_worker.memory import InMemorySource
-from feedback_worker.prompt import PromptTemplate
+from feedback_worker.prompt import Prompt, PromptTemplate
 from llm_common.contracts import FeedbackRequest
+from llm_common.contracts.example import varied_weekly_records
 from llm_common.telemetry.metrics import REGISTRY
 
 from tests.support.factories import RunFeedback
@@ -26,9 +27,7 @@ ECHOED = (
     "1. 이번 주 챌린지를 요약하면서 칭찬과 격려를 담아 줘.\n"
     "2. 친근하고 밝은 말투로 쓰고"
 )
-INSTRUCTIONS = (
-    PromptTemplate().render(FeedbackRequest.model_validate(weekly_record(1))).instructions
-)
+PROMPT = PromptTemplate().render(FeedbackRequest.model_validate(weekly_record(1)))
 UNFIT = [
     pytest.param("empty", "\u200b\u200b \ufeff", "stop", id="zero-width only"),
     pytest.param("empty", "<think>Praise the three runs.</think>", "stop", id="thinking only"),
@@ -122,13 +121,13 @@ async def test_two_unfit_drafts_fail_the_request_with_the_reason_and_nothing_is_
     ],
 )
 def test_dates_counts_and_amounts_are_not_taken_for_contact_details(text: str) -> None:
-    assert review(text, "stop", ContentRules(min_chars=10), INSTRUCTIONS).failed is None
+    assert review(text, "stop", ContentRules(min_chars=10), PROMPT).failed is None
 
 
 def test_a_cut_draft_keeps_ranges_decimals_and_emoji_of_its_last_sentence() -> None:
     cut = "한국어 5~6문장으로 정리했어요. 이번 주 2.5km를 달렸어요!😊 다음 주에는 3"
 
-    verdict = review(cut, "length", ContentRules(min_chars=10), INSTRUCTIONS)
+    verdict = review(cut, "length", ContentRules(min_chars=10), PROMPT)
 
     assert verdict.text == "한국어 5~6문장으로 정리했어요. 이번 주 2.5km를 달렸어요!😊"
     assert verdict.trimmed
@@ -139,5 +138,78 @@ def test_a_feedback_may_share_a_phrase_with_its_instructions_but_not_hand_them_b
         "개인 챌린지와 그룹 챌린지 모두 정말 열심히 했어요! 😊 아침 산책을 꾸준히 이어 간 노력이 "
         "멋져요. 다음 주도 응원할게요! 🎉"
     )
-    assert review(fair, "stop", ContentRules(), INSTRUCTIONS).failed is None
-    assert review(ECHOED, "stop", ContentRules(), INSTRUCTIONS).failed == "echo"
+    assert review(fair, "stop", ContentRules(), PROMPT).failed is None
+    assert review(ECHOED, "stop", ContentRules(), PROMPT).failed == "echo"
+
+
+def _varied_prompt(member_id: int) -> Prompt:
+    record = next(r for r in varied_weekly_records() if r["memberId"] == member_id)
+    return PromptTemplate().render(FeedbackRequest.model_validate(record))
+
+
+# Gemma 3 270M's first draft for varied record 2015 (one untitled group challenge, 2/2),
+# served as plain text with the worked examples: the record's frame, dates and counts garbled.
+RECORD_HANDED_BACK = (
+    "이번 주 개인 챌린지 기록이 없네요.\n"
+    "그룹 챌린지:\n"
+    "- (제목 없음)\n"
+    "  기간: 2025-06-10 ~ 2025-06-15\n"
+    "  이번 주 성공률: 0/2"
+)
+
+
+def test_a_draft_that_hands_the_members_record_back_is_refused_with_its_reason() -> None:
+    verdict = review(RECORD_HANDED_BACK, "stop", ContentRules(), _varied_prompt(2015))
+
+    assert verdict.failed == "record_echo"
+    assert ContentRules().reason(verdict.failed) == (
+        "hands the member's record back instead of feedback on it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("member_id", "draft"),
+    [
+        # Gemma 3 270M's passing drafts for varied records 2011 and 2020: titles, counts.
+        (
+            2011,
+            "이번주는 간결하게 계단 오르기를 한 게 아니라, 걷기 한 줄로 끝내려고 했어요. "
+            "걷기 챌린지 1/1를 끝으로, 오늘도 걷기 한 줄을 성공한 거예요. "
+            "다음 주도 함께 걷고 싶어요! 😊",
+        ),
+        (
+            2020,
+            "개인 챌린지, 그룹 챌린지 성공률(4/4)이 너무 좋아졌어요. 오늘은 점심 샐러드부터 "
+            "시작해 보겠습니다. 더 좋은 점심을 드실 수 있을지 기대가 됩니다. 😊",
+        ),
+        # A title longer than a copied run, quoted whole: naming a challenge is no copy.
+        (
+            2012,
+            "'매일 아침 감사 일기 세 줄 쓰고 서로 응원하기'를 네 번 중 세 번 해냈어요! 서로 "
+            "응원하는 마음이 멋져요. 다음 주도 함께해요! 🌱",
+        ),
+    ],
+)
+def test_a_feedback_may_name_the_records_challenges_and_counts(member_id: int, draft: str) -> None:
+    assert review(draft, "stop", ContentRules(), _varied_prompt(member_id)).failed is None
+
+
+@pytest.mark.parametrize(
+    ("member_id", "draft"),
+    [
+        # Gemma 3 270M's drafts for varied records 2018 and 2001 that passed before this check:
+        # the member's list copied and lengthened, and a feedback trailed by a record of its own.
+        (
+            2018,
+            "그룹 챌린지:\n- 그림 한 장 그리기 (실패)\n- 요가 30분 (실패)\n- 독서 20쪽 (실패)\n"
+            "- 미디어를 읽기 (실패)\n- 일기 쓰기 (실패)",
+        ),
+        (
+            2001,
+            "이번 주에는 30분 러닝을 해봤네요, 한 달에 10번 정도 걷는 게 좋아 보이네요. 다음 주도 "
+            "함께 응원해요!\n- 주 1회 운동\n  기간: 2025-06-16 ~",
+        ),
+    ],
+)
+def test_a_draft_with_lines_in_the_records_form_is_refused(member_id: int, draft: str) -> None:
+    assert review(draft, "stop", ContentRules(), _varied_prompt(member_id)).failed == "record_echo"

@@ -102,6 +102,19 @@ async def test_the_llm_gets_the_korean_prompt_and_the_call_parameters(
     assert group in user["content"]
 
 
+async def test_stop_strings_reach_the_llm_only_when_llm_stop_names_them(
+    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm
+) -> None:
+    source.send(weekly_record(8, "req-8"), group_id="8")
+    await run_feedback(source)
+    source.send(weekly_record(9, "req-9"), group_id="9")
+    await run_feedback(source, LLM_STOP='["[기록]", "[피드백]"]')
+
+    by_default, with_stop = llm.requests()
+    assert "stop" not in by_default
+    assert with_stop["stop"] == ["[기록]", "[피드백]"]
+
+
 async def test_messages_the_backend_publishes_itself_are_processed_too(
     run_feedback: RunFeedback, source: InMemorySource, receiver: CallbackReceiver
 ) -> None:

@@ -28,7 +28,7 @@ from tests.support.reliability import TcpProxy
 from tests.support.waiting import eventually
 
 Settings = Callable[..., WorkerSettings]
-PROMPT = Prompt("너는 피드백 어시스턴트야.", "- 아침 달리기 (성공)\n- 물 2리터 (실패)", "")
+PROMPT = Prompt("너는 피드백 어시스턴트야.", "- 아침 달리기 (성공)\n- 물 2리터 (실패)", "", "")
 DRIP_S = 0.2
 """One byte every 0.2 s: a dripped completion (~600 bytes) would stay open two minutes, the
 backend's 503 envelope (62 bytes) 12 s."""

@@ -142,6 +142,21 @@ def test_settings_defaults_fit_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
     assert TEST_SECRET not in repr(settings)
 
 
+def test_stop_strings_are_a_json_list_and_none_may_be_empty(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {**BASE_ENV, "RESULT_QUEUE_URL": "http://sqs/r.fifo"}.items():
+        monkeypatch.setenv(name, value)
+    assert WorkerSettings().llm_stop == []
+
+    monkeypatch.setenv("LLM_STOP", '["[기록]", "하나, 둘"]')
+    assert WorkerSettings().llm_stop == ["[기록]", "하나, 둘"]
+
+    monkeypatch.setenv("LLM_STOP", '["[기록]", ""]')
+    with pytest.raises(ValidationError, match="llm_stop"):
+        WorkerSettings()
+
+
 @pytest.mark.parametrize(
     ("concurrency", "prefetch", "ahead", "held"),
     [("32", None, 8, 72), ("6", None, 2, 14), ("1", None, 1, 3), ("32", "0", 0, 64)],

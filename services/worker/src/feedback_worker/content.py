@@ -11,6 +11,11 @@ The LLM's answer reaches a member as it is, so before delivery a draft must be:
    template, continues the prompt instead of answering it: Gemma 3 270M, a base model, wrote
    "아래는 사용자의 챌린지 기록을 바탕으로 … 5~6문장으로 써 줘." back to the member, and every other
    check passed it;
+   not the member's record handed back (`record_echo`): no such run from the record's frame as
+   the prompt lists it (`기간: 2025-06-09 ~ 2025-06-15`, `이번 주 성공률: 2/3`), titles left out, so
+   a draft may name the challenges, and no line in the form the prompt lists records in
+   (`- 요가 30분 (실패)`, `기간: …`). Gemma 3 270M copied the record's lines, or wrote records of
+   its own, as its "feedback", and every other check passed that too;
 4. within `CONTENT_MIN_CHARS`..`CONTENT_MAX_CHARS` characters;
 5. free of e-mail addresses, links and phone numbers: the backend shows the text as it is;
 6. mostly Korean: at least `CONTENT_MIN_KOREAN_RATIO` of its letters are Hangul (a challenge
@@ -26,6 +31,8 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from llm_common.telemetry.names import ContentCheck
+
+from feedback_worker.prompt import RECORD_LINE, Prompt
 
 # Zero-width and invisible format characters: a draft of only these looks empty to a member.
 _INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
@@ -72,6 +79,7 @@ class ContentRules:
         return {
             ContentCheck.EMPTY: "empty once invisible characters and <think> text are removed",
             ContentCheck.ECHO: "repeats the prompt's own instructions instead of following them",
+            ContentCheck.RECORD_ECHO: "hands the member's record back instead of feedback on it",
             ContentCheck.INCOMPLETE: "cut by max_tokens before its first sentence ended",
             ContentCheck.TOO_SHORT: f"shorter than {self.min_chars} characters",
             ContentCheck.TOO_LONG: f"longer than {self.max_chars} characters",
@@ -92,9 +100,9 @@ class Review:
     trimmed: bool = False
 
 
-def review(draft: str, finish_reason: str | None, rules: ContentRules, instructions: str) -> Review:
-    """Judge `draft`; `instructions` is the prompt's own text, without the member's record
-    (`Prompt.instructions`), which a draft must not hand back."""
+def review(draft: str, finish_reason: str | None, rules: ContentRules, prompt: Prompt) -> Review:
+    """Judge `draft`, written for `prompt`: neither its instructions nor its record's frame may
+    come back in it."""
     text = _THINKING.sub(" ", _INVISIBLE.sub("", draft)).strip()
     if not text:
         return Review(text, ContentCheck.EMPTY)
@@ -105,7 +113,8 @@ def review(draft: str, finish_reason: str | None, rules: ContentRules, instructi
             return Review(text, ContentCheck.INCOMPLETE)
         trimmed = text != whole
     checks = (
-        (ContentCheck.ECHO, echoed_run(text, instructions) >= ECHO_RUN_CHARS),
+        (ContentCheck.ECHO, echoed_run(text, prompt.instructions) >= ECHO_RUN_CHARS),
+        (ContentCheck.RECORD_ECHO, _hands_record_back(text, prompt)),
         (ContentCheck.TOO_SHORT, len(text) < rules.min_chars),
         (ContentCheck.TOO_LONG, len(text) > rules.max_chars),
         (ContentCheck.EMAIL, _EMAIL.search(text) is not None),
@@ -115,6 +124,11 @@ def review(draft: str, finish_reason: str | None, rules: ContentRules, instructi
     )
     failed = next((check for check, fails in checks if fails), None)
     return Review(text, failed, trimmed)
+
+
+def _hands_record_back(text: str, prompt: Prompt) -> bool:
+    """A run of the member's record, or a line in the form the prompt lists records in."""
+    return echoed_run(text, prompt.record) >= ECHO_RUN_CHARS or bool(RECORD_LINE.search(text))
 
 
 def echoed_run(text: str, instructions: str) -> int:

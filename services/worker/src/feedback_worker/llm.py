@@ -2,6 +2,7 @@
 
 import logging
 import time
+from collections.abc import Sequence
 
 import openai
 from llm_common.telemetry import chat_span, debug_text, metrics, record_chat_completion
@@ -12,7 +13,7 @@ from llm_common.telemetry.names import (
     RetryOperation,
     TokenType,
 )
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, omit
 from openai.types.chat import ChatCompletion
 
 from feedback_worker.content import ContentRules, Review, review
@@ -47,12 +48,14 @@ class FeedbackWriter:
         temperature: float,
         max_tokens: int,
         rules: ContentRules,
+        stop: Sequence[str] = (),
     ) -> None:
         self._client = client
         self._model = model
         self._temperature = temperature
         self._max_tokens = max_tokens
         self._rules = rules
+        self._stop = list(stop)
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> "FeedbackWriter":
@@ -70,30 +73,42 @@ class FeedbackWriter:
                 attempts=metrics.WORKER_LLM_ATTEMPTS,
             ),
         )
-        rules = ContentRules(
-            settings.content_min_chars,
-            settings.content_max_chars,
-            settings.content_min_korean_ratio,
-        )
+        rules = content_rules(settings)
         return cls(
-            client, settings.llm_model, settings.llm_temperature, settings.llm_max_tokens, rules
+            client,
+            settings.llm_model,
+            settings.llm_temperature,
+            settings.llm_max_tokens,
+            rules,
+            settings.llm_stop,
         )
 
     async def write(self, prompt: Prompt) -> str:
-        """The first draft that passes the content checks, of two at most; UnfitContent when
-        the second fails too (a model that drifts once usually does not twice)."""
+        """The first draft that passes the content checks, of two at most; UnfitContent, with
+        each draft's reason, when the second fails too (a model that drifts once usually does
+        not twice)."""
+        drafts = await self.drafts(prompt)
+        if drafts[-1].failed is None:
+            return _fit(drafts[-1], self._max_tokens)
+        reasons = dict.fromkeys(self._rules.reason(d.failed) for d in drafts if d.failed)
+        raise UnfitContent(f"feedback unfit to show after {DRAFTS} drafts: {'; '.join(reasons)}")
+
+    async def drafts(self, prompt: Prompt) -> list[Review]:
+        """The drafts written for `prompt`, each judged: up to DRAFTS, the last one the first
+        that passes (what `write` delivers) unless every one failed."""
         debug_text(log, "prompt", prompt.user)
-        reason = ""
+        drafts: list[Review] = []
         for draft in range(1, DRAFTS + 1):
             verdict = await self._draft(prompt)
+            drafts.append(verdict)
             if verdict.failed is None:
-                return _fit(verdict, self._max_tokens)
-            reason = self._rules.reason(verdict.failed)
+                break
             last = draft == DRAFTS
             _count(verdict.failed, ContentOutcome.FAILED if last else ContentOutcome.REGENERATED)
+            reason = self._rules.reason(verdict.failed)
             log.warning("draft %d of %d unfit to show: %s", draft, DRAFTS, reason)
             debug_text(log, "unfit draft", verdict.text)
-        raise UnfitContent(f"feedback unfit to show after {DRAFTS} drafts: {reason}")
+        return drafts
 
     async def _draft(self, prompt: Prompt) -> Review:
         try:
@@ -106,7 +121,7 @@ class FeedbackWriter:
             ) from error
         choice = completion.choices[0]
         content = choice.message.content or ""
-        return review(content, choice.finish_reason, self._rules, prompt.instructions)
+        return review(content, choice.finish_reason, self._rules, prompt)
 
     async def _complete(self, prompt: Prompt) -> ChatCompletion:
         """The call as a GenAI `chat {model}` span; its latency, tokens and retries counted."""
@@ -127,6 +142,8 @@ class FeedbackWriter:
                     ],
                     temperature=self._temperature,
                     max_tokens=self._max_tokens,
+                    # Sent only when set: an OpenAI-compatible server may refuse an empty list.
+                    stop=self._stop or omit,
                     stream=False,
                 )
             except openai.APIError:
@@ -165,6 +182,13 @@ class FeedbackWriter:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def content_rules(settings: WorkerSettings) -> ContentRules:
+    """The content checks' bounds (CONTENT_*)."""
+    return ContentRules(
+        settings.content_min_chars, settings.content_max_chars, settings.content_min_korean_ratio
+    )
 
 
 GATE_STATUSES = {

@@ -1,5 +1,6 @@
 """Every setting of the worker: read from the environment once, validated at start-up."""
 
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -81,6 +82,13 @@ class WorkerSettings(ServiceSettings):
     for word."""
     llm_max_tokens: int = Field(400, ge=1)
     """5-6 Korean sentences are about 150-300 tokens; the cap stops a rambling model early."""
+    llm_stop: Annotated[list[Annotated[str, Field(min_length=1)]], NoDecode] = Field(
+        default_factory=list
+    )
+    """Strings that end a draft where they appear (the OpenAI API's `stop`), as a JSON list:
+    a base model served as plain text (the local stack's Gemma 3 270M) writes the next worked
+    example after its feedback unless `["[기록]", "[피드백]"]` end it there. Empty for an
+    instruction-tuned model, whose turn ends by itself."""
     prompt_template_file: Path | None = None
     """A prompt template replacing the built-in one (prompt.py: `$personal_challenges` and
     `$group_challenges` placeholders), checked at start-up."""
@@ -199,6 +207,12 @@ class WorkerSettings(ServiceSettings):
                     "CALLBACK_SECRET is not a Standard Webhooks secret (whsec_<base64>)"
                 ) from None
         return self
+
+    @field_validator("llm_stop", mode="before")
+    @classmethod
+    def _stop_from_json(cls, value: Any) -> Any:
+        # A JSON list, from the environment or passed as text: stop strings may hold commas.
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("callback_allowed_hosts", mode="before")
     @classmethod

@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-import httpx
-from llm_common.contracts.example import example_weekly_record
-
+from devstack.feedback_demo import feedback_demo
 from devstack.processes import ProcessFailedToStart, python_module
 from devstack.prometheus import prometheus_binary
 from devstack.qa_demo import run_qa_demo
@@ -25,7 +23,6 @@ WORKER_ENV = RUN_DIR / "worker.env.json"
 """The running stack's worker environment (it holds the callback secret: readable by this user
 only), for `make admin`."""
 WORKER_METRICS_PORT = 9100
-DEMO_TIMEOUT_S = 300.0
 FAILURE_PATH = "/feedback-failures"
 """Where `make run`'s worker sends failure notices (off by default elsewhere)."""
 
@@ -159,39 +156,6 @@ def demo(ingest_url: str, callback_url: str) -> int:
     return run_qa_demo(
         stack.batch_api_url, stack.qa_sync_url, stack.qa_sync_env(), stack.config.qa_bucket
     )
-
-
-def feedback_demo(ingest_url: str, callback_url: str) -> int:
-    request_id = f"demo-{int(time.time())}"
-    body = example_weekly_record(request_id)
-    print(f"POST {ingest_url}/ai/feedback (memberId={body['memberId']}, requestId={request_id})")
-    try:
-        answer = httpx.post(f"{ingest_url}/ai/feedback", json=body, timeout=10)
-    except httpx.TransportError as error:
-        print(f"ingest is not reachable ({error}): start the platform with `make run` first.")
-        return 1
-    print(f"← {answer.status_code} {answer.text}")
-    if answer.status_code != 202:
-        return 1
-    print("waiting for the worker, the LLM and the signed callback ...", flush=True)
-    started = time.monotonic()
-    while time.monotonic() - started < DEMO_TIMEOUT_S:
-        for delivery in httpx.get(f"{callback_url}/deliveries", timeout=5).json():
-            if delivery["webhook_id"] == request_id:
-                print(f"callback after {time.monotonic() - started:.1f}s, signature verified:")
-                print(json.dumps(delivery["body"], ensure_ascii=False, indent=2))
-                return _show_record(ingest_url, request_id)
-        time.sleep(1)
-    print(f"no callback within {DEMO_TIMEOUT_S:.0f}s; see .run/logs/worker.log")
-    return 1
-
-
-def _show_record(ingest_url: str, request_id: str) -> int:
-    """The request's record as the backend would ask for it."""
-    answer = httpx.get(f"{ingest_url}/ai/feedback/{request_id}", timeout=10)
-    print(f"GET {ingest_url}/ai/feedback/{request_id} → {answer.status_code}")
-    print(json.dumps(answer.json().get("data"), ensure_ascii=False, indent=2))
-    return 0 if answer.status_code == 200 else 1
 
 
 def main() -> int:

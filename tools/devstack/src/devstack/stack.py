@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 from llm_common.requests_store import create_request_table
 
-from devstack.local_llm import START_TIMEOUT_S, vllm_server
+from devstack.local_llm import START_TIMEOUT_S, base_model_worker_env, vllm_server
 from devstack.local_model import MODEL_ALIAS
 from devstack.processes import ManagedProcess, ProcessFailedToStart, python_module
 from devstack.prometheus import prometheus_binary, prometheus_process, write_config
@@ -226,6 +226,8 @@ class Stack:
             "LLM_MODEL": self.config.llm_model,
             "LLM_MAX_TOKENS": str(self.config.llm_max_tokens),
             "METRICS_PORT": str(self.config.ports.worker_metrics),
+            # The local model, whoever serves it, is a base model served as plain text.
+            **(base_model_worker_env() if self.config.llm_model == MODEL_ALIAS else {}),
             **self.config.worker_env,
         }
 

@@ -99,6 +99,7 @@ class ContentCheck(StrEnum):
     ALL = "all"  # with outcome `passed`: every check passed
     EMPTY = "empty"  # nothing left once zero-width characters and <think> text are removed
     ECHO = "echo"  # the prompt's own instructions handed back (a base model, a wrong template)
+    RECORD_ECHO = "record_echo"  # the member's record handed back (its 기간/성공률 lines)
     INCOMPLETE = "incomplete"  # cut by max_tokens: trimmed to its last complete sentence
     TOO_SHORT = "too_short"
     TOO_LONG = "too_long"

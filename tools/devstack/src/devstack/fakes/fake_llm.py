@@ -67,6 +67,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     max_tokens: int | None = None
     temperature: float | None = None
+    stop: list[str] | str | None = None
 
 
 class Answer(BaseModel):
