@@ -64,7 +64,9 @@ NOT_SETTINGS = {
 """Variables the chart sets that no settings class reads, and why."""
 
 _ASSIGNMENT = re.compile(r"^\s+([A-Z][A-Z0-9_]*): (.*)$")
-_WITH = re.compile(r"\{\{-? with (\S+) \}\}")
+_BLOCK = re.compile(r"\{\{-? (with|if|range) (\S+)")
+_END = re.compile(r"\{\{-? end -?\}\}")
+_DOT = re.compile(r"[\s(]\.[\s)]")
 _VALUE = re.compile(r"(\$values|\.Values)((?:\.\w+)+)")
 
 
@@ -74,17 +76,20 @@ def value_paths(component: str) -> dict[str, str]:
     none)."""
     template = CHART / "templates" / f"configmap-{component}.yaml"
     paths: dict[str, str] = {}
-    within = ""
+    blocks: list[str] = []  # what `.` is in each open block: a `with`'s value, else ""
     for line in template.read_text().splitlines():
-        if opened := _WITH.search(line):
-            within = opened.group(1)
+        if opened := _BLOCK.search(line):
+            blocks.append(opened.group(2) if opened.group(1) == "with" else "")
+        elif _END.search(line) and blocks:
+            blocks.pop()
+        within = next((value for value in reversed(blocks) if value), "")
         assignment = _ASSIGNMENT.match(line)
         if assignment is None:
             continue
         variable, expression = assignment.groups()
         if variable in NOT_SETTINGS:
             continue
-        if "{{ . " in expression:
+        if _DOT.search(expression):  # `.` is the value `with` opened (`{{ toJson . | quote }}`)
             expression = within
         if found := _VALUE.search(expression):
             root = COMPONENT_VALUES[component] if found.group(1) == "$values" else ""
