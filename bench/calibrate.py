@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 from devstack.fakes.vllm_sim import Calibration, ChatMessage, prompt_tokens
+from devstack.local_llm import BASE_MODEL_PROMPT, BASE_MODEL_STOP
 from feedback_worker.prompt import PromptTemplate
 from llm_common.contracts import FeedbackRequest
 
@@ -115,9 +116,14 @@ def batch_sizes(max_num_seqs: int) -> list[int]:
     return [*sizes, max_num_seqs] if max_num_seqs > 1 else sizes
 
 
+TEMPLATE = PromptTemplate(BASE_MODEL_PROMPT.read_text())
+"""The burst's workers prompt the local base model as `make run` does
+(`devstack.local_llm.base_model_worker_env`): worked examples, ended by BASE_MODEL_STOP."""
+
+
 def burst_messages(member_id: int) -> list[dict[str, str]]:
     """The worker's prompt for this member's request (the burst's bodies)."""
-    prompt = PromptTemplate().render(FeedbackRequest.model_validate(request_body(member_id)))
+    prompt = TEMPLATE.render(FeedbackRequest.model_validate(request_body(member_id)))
     return [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
 
 
@@ -183,7 +189,10 @@ async def plateau(
         while sent < total:
             sent += 1
             answer = await client.complete(
-                burst_messages(next(members)), max_tokens=max_tokens, temperature=TEMPERATURE
+                burst_messages(next(members)),
+                max_tokens=max_tokens,
+                temperature=TEMPERATURE,
+                stop=list(BASE_MODEL_STOP),
             )
             lengths.append(answer["usage"]["completion_tokens"])
             if len(lengths) in marks:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack.local_llm import START_TIMEOUT_S, vllm_server
+from devstack.local_llm import START_TIMEOUT_S, base_model_worker_env, vllm_server
 from devstack.local_model import MODEL_ALIAS
 from devstack.processes import free_port
 
@@ -173,7 +173,8 @@ def setup(
         model=MODEL_ALIAS,
         ideal=ideal,
         expected_tokens=(statistics.mean(fit.output_lengths), fit.prompt_tokens),
-        worker_settings=(("LLM_MAX_TOKENS", str(LLM_MAX_TOKENS)),),
+        # The local base model's prompt and stop strings, as `make run` gives its worker.
+        worker_settings=(("LLM_MAX_TOKENS", str(LLM_MAX_TOKENS)), *base_model_worker_env().items()),
     )
 
 
