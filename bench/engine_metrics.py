@@ -51,7 +51,10 @@ ENGINE_SAMPLES = {
     "vllm:request_prompt_tokens_sum": "completed_prompt_tokens",
     "vllm:request_generation_tokens_sum": "completed_output_tokens",
 }
-"""Sample name → field; every label set summed (finished_reason, engine)."""
+"""Sample name → field; every label set summed (engine), but see COMPLETED."""
+COMPLETED = frozenset({"stop", "length"})
+"""The `finished_reason`s of `vllm:request_success_total` that are completions: vLLM counts the
+requests it aborted there too, as `abort` (a client gone, a shutdown)."""
 
 
 def engine_reading(text: str) -> EngineReading:
@@ -60,7 +63,8 @@ def engine_reading(text: str) -> EngineReading:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name = ENGINE_SAMPLES.get(sample.name)
-            if name is not None:
+            reason = sample.labels.get("finished_reason")
+            if name is not None and (reason is None or reason in COMPLETED):
                 values[name] += sample.value
     return EngineReading(**{name: round(value) for name, value in values.items()})
 

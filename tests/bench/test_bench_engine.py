@@ -212,3 +212,13 @@ def test_the_engine_burst_runs_only_when_named_with_its_own_sizes() -> None:
         2,
     )
     assert parser().parse_args([]).engine_workers == engine_burst.WORKERS
+
+
+def test_requests_vllm_aborted_are_not_completions() -> None:
+    text = (
+        "# TYPE vllm:request_success_total counter\n"
+        'vllm:request_success_total{engine="0",finished_reason="stop",model_name="m"} 2\n'
+        'vllm:request_success_total{engine="0",finished_reason="length",model_name="m"} 1\n'
+        'vllm:request_success_total{engine="0",finished_reason="abort",model_name="m"} 5\n'
+    )
+    assert engine_reading(text).completed == 3

@@ -17,12 +17,10 @@ from devstack.fakes.vllm_sim import SimulatorThread
 from devstack.local_llm import START_TIMEOUT_S
 from feedback_worker.llm_gate import Capacity, read_capacity
 
+from bench.engine_metrics import engine_reading
 from tests.support.scrape import Scrape
 from tests.support.vllm import RunningVllm
 
-COMPLETED = ("stop", "length")
-"""`finished_reason`s of `vllm:request_success_total` that are completions: vLLM counts the
-requests it aborted (a client gone, a shutdown) there too, as `abort`."""
 KILL_AFTER_S = 10.0
 """SIGKILL this long after SIGTERM, as Kubernetes does after a pod's grace period. vLLM 0.32
 (--shutdown-timeout 0) stops its engine and closes its port at once on SIGTERM, but its HTTP
@@ -51,14 +49,9 @@ class Engine(Protocol):
         """Serve again after a model load; returns once `/health` answers."""
 
 
-def read_completions(url: str, model: str) -> float:
-    scrape = Scrape.of(f"{url}/metrics")
-    return sum(
-        scrape.value(
-            "vllm:request_success_total", engine="0", finished_reason=reason, model_name=model
-        )
-        for reason in COMPLETED
-    )
+def read_completions(url: str) -> float:
+    """Requests the engine completed, not aborted (`engine_reading`, the bench's own reading)."""
+    return engine_reading(httpx.get(f"{url}/metrics", timeout=10).text).completed
 
 
 def read_engine_capacity(url: str) -> Capacity:
@@ -84,7 +77,7 @@ class SimulatedEngine:
         return read_engine_capacity(self.url)
 
     def completions(self) -> float:
-        return read_completions(self.url, self.model)
+        return read_completions(self.url)
 
     def stop(self) -> None:
         self._control({"action": "stop"})
@@ -121,16 +114,16 @@ class VllmEngine:
         return read_engine_capacity(self.url)
 
     def completions(self) -> float:
-        return self.completed_before + read_completions(self.url, self.model)
+        return self.completed_before + read_completions(self.url)
 
     def stop(self) -> None:
         process = self.server.process
-        last = read_completions(self.url, self.model)
+        last = read_completions(self.url)
         process.send_signal(signal.SIGTERM)
         # Read on until it stops answering: what it completes while shutting down counts.
         while True:
             try:
-                last = read_completions(self.url, self.model)
+                last = read_completions(self.url)
             except httpx.HTTPError:
                 break
             time.sleep(0.05)
