@@ -30,7 +30,7 @@ takes the priority from an `X-Vllm-Priority` header before the field.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +61,9 @@ SIM_TIME_SCALE = 0.2
 """The simulator's published single stream (100 tokens/s) slowed to about CPU vLLM's (20)."""
 SIM_LOAD_S = 2.0
 """The simulator's model load, in virtual seconds (10 s real at SIM_TIME_SCALE)."""
+ADMIT_WAIT_S = 60.0
+"""Bound for a sent request to show as running or waiting: well under a second on either
+engine when the host is quiet; CI once saw more than 30 s (cause not found, hence the log)."""
 IDLE_WAIT_S = 60.0
 """Bound for the engine to settle between checks (aborts within a second on either engine)."""
 
@@ -73,6 +76,8 @@ class Llm:
     model: str
     start_up: dict[str, set[str]]
     """Every answer `/health` and `/v1/models` gave before `/health` first answered 200."""
+    log_tail: Callable[[], str] = lambda: ""
+    """The engine's own log, last lines: what a failed check shows beside its assertion."""
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +104,7 @@ def vllm_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Llm]:
     port = free_port()
     watch = StartUpWatch(f"http://127.0.0.1:{port}").start()
     with running_vllm(tmp_path_factory.mktemp("vllm"), *ENGINE_ARGS, port=port) as server:
-        yield Llm(url=server.url, model=server.model, start_up=watch.seen())
+        yield Llm(server.url, server.model, watch.seen(), log_tail=server.process.tail)
 
 
 @pytest.fixture(
@@ -160,23 +165,36 @@ async def complete(llm: Llm, max_tokens: int, **extra: Any) -> httpx.Response:
         return await client.post(f"{llm.url}/v1/chat/completions", json=body)
 
 
-async def until_in_engine(llm: Llm, count: int) -> None:
-    await eventually(lambda: in_engine(llm) == count, what=f"{count} requests in the engine")
-
-
 @asynccontextmanager
 async def holding(llm: Llm, count: int) -> AsyncIterator[list[asyncio.Task[httpx.Response]]]:
     """`count` long requests in the engine (running, then waiting), disconnected at the end."""
-    held = []
-    for _ in range(count):
-        held.append(asyncio.create_task(complete(llm, HELD_TOKENS, ignore_eos=True)))
-        await until_in_engine(llm, len(held))
+    held: list[asyncio.Task[httpx.Response]] = []
     try:
+        for _ in range(count):
+            held.append(asyncio.create_task(complete(llm, HELD_TOKENS, ignore_eos=True)))
+            try:
+                await eventually(
+                    lambda: in_engine(llm) == len(held) or bool(answered_early(held)),
+                    ADMIT_WAIT_S,
+                    f"{len(held)} requests in the engine",
+                )
+                assert not answered_early(held), f"a held request ended: {answered_early(held)}"
+            except AssertionError as failed:
+                raise AssertionError(f"{failed}; {capacity(llm)}\n{llm.log_tail()}") from None
         yield held
     finally:
         for task in held:
             task.cancel()
         await asyncio.gather(*held, return_exceptions=True)
+
+
+def answered_early(held: list[asyncio.Task[httpx.Response]]) -> str:
+    """What the engine answered a held request that ended (a refusal, an error), else ''."""
+    for task in held:
+        if task.done():
+            error = task.exception()
+            return repr(error) if error else f"{task.result().status_code} {task.result().text}"
+    return ""
 
 
 def test_health_and_models_answer_once_up(llm: Llm) -> None:
