@@ -39,6 +39,8 @@ def sections(args: argparse.Namespace, measured: str) -> dict[str, Callable[[], 
         requests=args.engine_requests,
         workers=args.engine_workers,
         replicas=args.engine_replicas,
+        max_num_seqs=args.engine_max_num_seqs,
+        max_tokens=args.engine_max_tokens,
         sqs=args.burst_sqs,
     )
     return {
@@ -87,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
         ("--engine-requests", engine_burst.REQUESTS, "requests in the real-engine burst"),
         ("--engine-workers", engine_burst.WORKERS, "worker processes in the real-engine burst"),
         ("--engine-replicas", engine_burst.REPLICAS, "vLLM replicas (2: one core each)"),
+        ("--engine-max-num-seqs", engine_burst.MAX_NUM_SEQS, "vLLM's --max-num-seqs there"),
+        ("--engine-max-tokens", engine_burst.LLM_MAX_TOKENS, "the workers' LLM_MAX_TOKENS there"),
     ):
         parse.add_argument(
             engine_flag, type=int, default=count, help=f"{meaning} (default {count})"

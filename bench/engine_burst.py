@@ -10,12 +10,15 @@ the plateau (a full batch of the burst's prompts): the plateau is the bursts' id
 the simulator's fit. Then simulators with that fit (`--calibration`, time scale 1) run the same
 bursts, and the prediction error of drain and batch fill is the simulator's figure.
 
-Sizes, for 2 cores in minutes: MAX_NUM_SEQS 16, LLM_MAX_TOKENS 128 and LLM_TIMEOUT_SECONDS 40
-(CLIENT_TIMEOUT_S): in production a 60 s client timeout stands against ~17 s calls of 225
-tokens, 3.5 calls; a full CPU batch writes 176-191 tokens/s, 11-12 per sequence, so a call of
-128 tokens takes ~11 s and 40 s is 3.5 of them.
+Sizes, for 2 cores in minutes: MAX_NUM_SEQS 16 and LLM_MAX_TOKENS 128 where a full CPU batch
+writes 176-191 tokens/s (11-12 a sequence). The workers' LLM_TIMEOUT_SECONDS is not a size but
+follows from the calibration: CLIENT_TIMEOUT_CALLS calls of LLM_MAX_TOKENS at the measured
+plateau, as production's 60 s stands against ~17 s calls of 225 tokens. On a CPU whose vLLM does
+not batch (no AVX-512: 9 tokens/s for 1 stream, 12.5 for 16) a call at a full batch of 16 takes
+minutes: size the burst down there (4 sequences, 64 tokens, 48 requests: about 20 minutes).
 
-    python -m bench engine_burst --engine-requests 300 --engine-workers 1 --engine-replicas 1
+    python -m bench engine_burst --engine-requests 300 --engine-workers 1 --engine-replicas 1 \
+        --engine-max-num-seqs 16 --engine-max-tokens 128
 """
 
 import asyncio
@@ -56,9 +59,11 @@ WORKERS = 1
 REPLICAS = 1
 MAX_NUM_SEQS = 16
 LLM_MAX_TOKENS = 128
-CLIENT_TIMEOUT_S = 40.0
-WORKER_CONCURRENCY = 2 * MAX_NUM_SEQS
-"""Two batches a pod, as in section 5: with the gate off, 16 wait inside vLLM."""
+CLIENT_TIMEOUT_CALLS = 3.5
+"""The workers' LLM_TIMEOUT_SECONDS in calls of LLM_MAX_TOKENS at a full batch: production's
+60 s against ~17 s calls."""
+BATCHES_PER_WORKER = 2
+"""WORKER_CONCURRENCY in batches, as in section 5: with the gate off, a batch waits in vLLM."""
 FIT = LOG_DIR / "engine-fit.json"
 """The fit of the last run, what `devstack.fakes.vllm_sim --calibration` reads."""
 
@@ -68,7 +73,18 @@ class EngineBurstOptions:
     requests: int = REQUESTS
     workers: int = WORKERS
     replicas: int = REPLICAS
+    max_num_seqs: int = MAX_NUM_SEQS
+    max_tokens: int = LLM_MAX_TOKENS
     sqs: str = "fauxqs"
+
+    @property
+    def worker_concurrency(self) -> int:
+        return BATCHES_PER_WORKER * self.max_num_seqs
+
+    def client_timeout_s(self, plateau: calibrate.Plateau) -> float:
+        """CLIENT_TIMEOUT_CALLS calls of max_tokens, each sharing the plateau with a full batch."""
+        call_s = self.max_tokens * self.max_num_seqs / plateau.decode_tokens_per_s
+        return round(CLIENT_TIMEOUT_CALLS * call_s)
 
 
 @dataclass(frozen=True)
@@ -102,10 +118,12 @@ class EngineBurst:
 
 def run(options: EngineBurstOptions, measured: str) -> EngineBurst:
     clock = Clock()
-    with vllm_engines(options.replicas) as engines:
+    with vllm_engines(options.replicas, options.max_num_seqs) as engines:
         clock.lap("vllm_start")
         fit = asyncio.run(
-            calibrate.measure(engines.apis[0], MODEL_ALIAS, MAX_NUM_SEQS, LLM_MAX_TOKENS)
+            calibrate.measure(
+                engines.apis[0], MODEL_ALIAS, options.max_num_seqs, options.max_tokens
+            )
         )
         clock.lap("calibration")
         store(fit)
@@ -114,7 +132,7 @@ def run(options: EngineBurstOptions, measured: str) -> EngineBurst:
         rss = sum(map(group_rss_gib, engines.pids))
         clock.lap("engine_bursts")
     law = fit.law()
-    sim_options = ("--calibration", str(FIT), "--max-num-seqs", str(MAX_NUM_SEQS))
+    sim_options = ("--calibration", str(FIT), "--max-num-seqs", str(options.max_num_seqs))
     predicted = bursts(
         options,
         setup(options, law.ideal_seconds, fit),
@@ -126,10 +144,10 @@ def run(options: EngineBurstOptions, measured: str) -> EngineBurst:
         requests=options.requests,
         workers=options.workers,
         replicas=options.replicas,
-        max_num_seqs=MAX_NUM_SEQS,
-        llm_max_tokens=LLM_MAX_TOKENS,
-        client_timeout_s=CLIENT_TIMEOUT_S,
-        worker_concurrency=WORKER_CONCURRENCY,
+        max_num_seqs=options.max_num_seqs,
+        llm_max_tokens=options.max_tokens,
+        client_timeout_s=options.client_timeout_s(fit.plateau),
+        worker_concurrency=options.worker_concurrency,
         sqs=options.sqs,
         engine_rss_gib=round(rss, 2),
         calibration=fit.stored(),
@@ -167,14 +185,17 @@ def setup(
     return BurstSetup(
         requests=options.requests,
         time_scale=1.0,
-        max_num_seqs=MAX_NUM_SEQS,
-        worker_concurrency=WORKER_CONCURRENCY,
-        client_timeout_s=CLIENT_TIMEOUT_S,
+        max_num_seqs=options.max_num_seqs,
+        worker_concurrency=options.worker_concurrency,
+        client_timeout_s=options.client_timeout_s(fit.plateau),
         model=MODEL_ALIAS,
         ideal=ideal,
         expected_tokens=(statistics.mean(fit.output_lengths), fit.prompt_tokens),
         # The local base model's prompt and stop strings, as `make run` gives its worker.
-        worker_settings=(("LLM_MAX_TOKENS", str(LLM_MAX_TOKENS)), *base_model_worker_env().items()),
+        worker_settings=(
+            ("LLM_MAX_TOKENS", str(options.max_tokens)),
+            *base_model_worker_env().items(),
+        ),
     )
 
 
@@ -201,7 +222,7 @@ class VllmEngines(Engines):
 
 
 @contextmanager
-def vllm_engines(replicas: int) -> Iterator[VllmEngines]:
+def vllm_engines(replicas: int, max_num_seqs: int) -> Iterator[VllmEngines]:
     """`replicas` vLLM servers; with two, each engine on a core of its own."""
     with ExitStack() as stack:
         ports, pids = [], []
@@ -210,7 +231,7 @@ def vllm_engines(replicas: int) -> Iterator[VllmEngines]:
             server = vllm_server(
                 port,
                 LOG_DIR / f"vllm-engine-{number}.log",
-                *("--max-num-seqs", str(MAX_NUM_SEQS)),
+                *("--max-num-seqs", str(max_num_seqs)),
                 cores=str(number) if replicas > 1 else None,
             )
             stack.enter_context(running(server, START_TIMEOUT_S))

@@ -202,7 +202,10 @@ def test_the_table_puts_the_engine_the_baseline_and_the_prediction_side_by_side(
 
 def test_the_engine_burst_runs_only_when_named_with_its_own_sizes() -> None:
     args = parser().parse_args(
-        ["engine_burst", "--engine-requests", "40", "--engine-replicas", "2"]
+        [
+            *("engine_burst", "--engine-requests", "40", "--engine-replicas", "2"),
+            *("--engine-max-num-seqs", "4", "--engine-max-tokens", "64"),
+        ]
     )
 
     assert {"engine_burst"} == NAMED_ONLY
@@ -211,7 +214,20 @@ def test_the_engine_burst_runs_only_when_named_with_its_own_sizes() -> None:
         40,
         2,
     )
+    assert (args.engine_max_num_seqs, args.engine_max_tokens) == (4, 64)
     assert parser().parse_args([]).engine_workers == engine_burst.WORKERS
+
+
+def test_the_workers_timeout_is_three_and_a_half_calls_at_the_measured_plateau() -> None:
+    # A CPU that batches (180 tokens/s at 16): a call of 128 tokens takes 11.4 s, so 40 s; one
+    # that does not (12.5 tokens/s at 4, 64 tokens) gives its calls 72 s, not a timeout for all.
+    batching, not_batching = calibrate.Plateau(180.0, 0.0), calibrate.Plateau(12.5, 0.0)
+    options = engine_burst.EngineBurstOptions(max_num_seqs=16, max_tokens=128)
+    smaller = engine_burst.EngineBurstOptions(max_num_seqs=4, max_tokens=64)
+
+    assert options.client_timeout_s(batching) == 40
+    assert smaller.client_timeout_s(not_batching) == 72
+    assert (options.worker_concurrency, smaller.worker_concurrency) == (32, 8)
 
 
 def test_requests_vllm_aborted_are_not_completions() -> None:
