@@ -7,9 +7,13 @@ devstack.fakes.vllm_sim --calibration fit.json`). The procedure, to redo it on a
 docs/benchmarks.md, "Calibrating the simulator". The real-engine burst (bench/engine_burst.py)
 runs the same measurements before its bursts.
 
-1. decode: n requests at once (n = 1, 2, 4 ... max_num_seqs) with `ignore_eos` and
-   DECODE_TOKENS each, a short prompt: one step writes n tokens, so the step time at batch n is
-   the wall time ÷ DECODE_TOKENS. `Calibration.fitted` fits step = a + b·n by least squares.
+1. decode: n of the burst's requests at once (n = 1, 2, 4 ... max_num_seqs), sampled as the
+   worker samples, with `ignore_eos`: once writing 1 token, once 1 + DECODE_TOKENS. One step
+   writes n tokens, so the step time at batch n is the difference ÷ DECODE_TOKENS (prefill
+   cancels). `Calibration.fitted` fits step = a + b·n by least squares. The burst's prompt and
+   temperature matter: a first sweep with a two-syllable prompt, greedy, fitted steps a quarter
+   shorter than the burst's (CPU vLLM, batch 4: 9.3 tokens/s from the law, 7.0 measured at the
+   plateau) and the simulator predicted drains 28 % short (docs/benchmarks.md, section 6).
 2. prefill: the burst's own prompts one at a time with `max_tokens` 1, each beside the short
    prompt: the difference in time ÷ the difference in tokens. Prefix caching is on, as in the
    burst: the system prompt and the template's text are shared, so what is measured is what a
@@ -42,8 +46,8 @@ from bench.common import request_body
 from bench.engine_metrics import EngineReading, engine_reading
 
 DECODE_TOKENS = 64
-"""Tokens per request in the decode sweep: at batch 1 on CPU (~50 ms a step) about 3 s, long
-enough that the request's own overhead (~30 ms) is under 1 % of it."""
+"""Tokens per request in the decode sweep beyond the first: at batch 1 on CPU (50-150 ms a step)
+3-10 s, long enough that the request's own overhead (~30 ms) is under 1 % of it."""
 PREFILL_PROMPTS = 8
 PLATEAU_ROUNDS = 3
 """Batches of the plateau run: the first fills the engine, the last drains it, the middle is
@@ -145,14 +149,29 @@ class Client:
 
 
 SHORT = [{"role": "user", "content": "안녕"}]
-"""The decode sweep's prompt, and prefill's reference: a few tokens."""
+"""Prefill's reference: a few tokens."""
 
 
-async def decode_step(client: Client, batch: int) -> float:
-    params = {"max_tokens": DECODE_TOKENS, "ignore_eos": True, "temperature": 0}
-    started = time.monotonic()
-    await asyncio.gather(*(client.complete(SHORT, **params) for _ in range(batch)))
-    return (time.monotonic() - started) / DECODE_TOKENS
+async def decode_step(client: Client, batch: int, members: Iterator[int]) -> float:
+    """Seconds of one decode step at `batch`: the burst's prompts and sampling, prefill out."""
+
+    async def batch_seconds(tokens: int) -> float:
+        started = time.monotonic()
+        await asyncio.gather(
+            *(
+                client.complete(
+                    burst_messages(next(members)),
+                    max_tokens=tokens,
+                    ignore_eos=True,
+                    temperature=TEMPERATURE,
+                )
+                for _ in range(batch)
+            )
+        )
+        return time.monotonic() - started
+
+    prefill_only = await batch_seconds(1)
+    return (await batch_seconds(1 + DECODE_TOKENS) - prefill_only) / DECODE_TOKENS
 
 
 async def timed(client: Client, messages: list[dict[str, str]]) -> tuple[float, int]:
@@ -214,8 +233,8 @@ async def measure(url: str, model: str, max_num_seqs: int, max_tokens: int) -> M
     members = iter(range(1_000_000, 2_000_000))
     async with httpx.AsyncClient(timeout=600) as http:
         client = Client(http, url, model)
-        await decode_step(client, 1)  # warm-up: the first request pays for the engine's start
-        steps = {n: await decode_step(client, n) for n in batch_sizes(max_num_seqs)}
+        await decode_step(client, 1, members)  # warm-up: the first requests pay for the start
+        steps = {n: await decode_step(client, n, members) for n in batch_sizes(max_num_seqs)}
         prefill_s = await prefill(client, members)
         found, lengths = await plateau(client, max_num_seqs, max_tokens, prefill_s, members)
         engine_tokens = (await client.complete(burst_messages(1), max_tokens=1))["usage"]
