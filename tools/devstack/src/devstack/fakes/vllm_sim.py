@@ -1,7 +1,7 @@
 """A vLLM-like server: continuous batching on a virtual GPU, for the tests and the burst bench.
 
-The constant-latency fake (devstack.fake_llm) answers every call in the same time however many
-it is given; a GPU does not. This one schedules like vLLM's engine:
+The constant-latency fake (devstack.fakes.fake_llm) answers every call in the same time however
+many it is given; a GPU does not. This one schedules like vLLM's engine:
 
 - a scheduler loop where each step decodes one token for every running sequence; a step takes
   `a + b * running` seconds, plus `prefill_per_token_s` for each prompt token admitted in it;
