@@ -15,7 +15,7 @@ writes 176-191 tokens/s (11-12 a sequence). The workers' LLM_TIMEOUT_SECONDS is 
 follows from the calibration: CLIENT_TIMEOUT_CALLS calls of LLM_MAX_TOKENS at the measured
 plateau, as production's 60 s stands against ~17 s calls of 225 tokens. On a CPU whose vLLM does
 not batch (no AVX-512: 9 tokens/s for 1 stream, 12.5 for 16) a call at a full batch of 16 takes
-minutes: size the burst down there (4 sequences, 64 tokens, 48 requests: about 20 minutes).
+minutes: size the burst down there (4 sequences, 64 tokens, 32 requests: 39 minutes measured).
 
     python -m bench engine_burst --engine-requests 300 --engine-workers 1 --engine-replicas 1 \
         --engine-max-num-seqs 16 --engine-max-tokens 128
