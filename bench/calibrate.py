@@ -22,7 +22,13 @@ runs the same measurements before its bursts.
    (`max_tokens` and temperature as the worker sends them), PLATEAU_ROUNDS batches in all. The
    output tokens/s between the end of the first batch and the end of the last full one is the
    engine's plateau: the ideal of a burst (Plateau.ideal_seconds). The lengths the model wrote
-   are the simulator's output lengths (a base model stops where it stops).
+   are the simulator's output lengths (a base model stops where it stops), and the characters
+   it wrote per token the length of the simulator's text (the worker's content checks count
+   characters). The same window prices prefill as a running batch pays it: its time beyond
+   the decode steps the sweep measured at a full batch, per prompt token. On CPU vLLM that is
+   twice the prefill measured alone (AVX-512 EPYC, batch 16: 0.46 against 0.25 ms a token):
+   new prompts stall the batch's decoding for longer than they take alone, and a simulator
+   charging the lone figure filled its batch 0.97 where vLLM filled 0.80-0.85 (section 6).
 """
 
 import argparse
@@ -57,11 +63,43 @@ TEMPERATURE = 0.7
 
 
 @dataclass(frozen=True)
+class Window:
+    """The plateau's measuring window: the engine always at a full batch."""
+
+    seconds: float
+    output_tokens: int
+    prompt_tokens: int
+    """Of the requests completed in it, as the engine counts them (cached ones included)."""
+
+
+@dataclass(frozen=True)
 class Plateau:
     """The engine at a full batch: output tokens/s with prefill taken out, and prefill's cost."""
 
     decode_tokens_per_s: float
     prefill_per_token_s: float
+    prefill_in_batch_per_token_s: float
+    """What a prompt token costs the running batch: the window's time beyond its decode steps
+    at the sweep's full-batch step, per prompt token; never below prefill_per_token_s."""
+
+    @classmethod
+    def from_window(
+        cls,
+        window: "Window",
+        prefill_per_token_s: float,
+        full_batch_step_s: float,
+        max_num_seqs: int,
+    ) -> "Plateau":
+        decode_s = window.seconds - window.prompt_tokens * prefill_per_token_s
+        steps_s = window.output_tokens / max_num_seqs * full_batch_step_s
+        beyond_decode_s = window.seconds - steps_s
+        return cls(
+            decode_tokens_per_s=window.output_tokens / decode_s,
+            prefill_per_token_s=prefill_per_token_s,
+            prefill_in_batch_per_token_s=max(
+                prefill_per_token_s, beyond_decode_s / window.prompt_tokens
+            ),
+        )
 
     def ideal_seconds(self, output_tokens: float, prompt_tokens: float, replicas: int = 1) -> float:
         """The least time `replicas` engines need for this work: all of it at the plateau."""
@@ -86,11 +124,14 @@ class Measured:
     is prefill_per_token_s x prompt_tokens ÷ prompt_characters."""
     plateau: Plateau
     output_lengths: list[int]
+    characters_per_token: float
+    """Characters of the model's answers per output token (the plateau's completions)."""
 
     def law(self) -> Calibration:
+        """The sweep's line, prefill at the price a running batch pays for it."""
         return Calibration.fitted(
             self.step_seconds,
-            self.prefill_per_token_s * self.prompt_tokens / self.prompt_characters,
+            self.plateau.prefill_in_batch_per_token_s * self.prompt_tokens / self.prompt_characters,
             self.max_num_seqs,
         )
 
@@ -107,6 +148,7 @@ class Measured:
         return {
             "law": asdict(self.law()),
             "output_lengths": self.output_lengths,
+            "characters_per_token": self.characters_per_token,
             "residuals": self.residuals(),
             "measured": asdict(self),
         }
@@ -193,18 +235,33 @@ async def prefill(client: Client, members: Iterator[int]) -> float:
     return statistics.median(costs)
 
 
+@dataclass(frozen=True)
+class PlateauRun:
+    """What the plateau run measured: the engine's rate, and what its answers were like."""
+
+    plateau: Plateau
+    output_lengths: list[int]
+    characters_per_token: float
+
+
 async def plateau(
-    client: Client, max_num_seqs: int, max_tokens: int, prefill_s: float, members: Iterator[int]
-) -> tuple[Plateau, list[int]]:
+    client: Client,
+    max_num_seqs: int,
+    max_tokens: int,
+    prefill_s: float,
+    full_batch_step_s: float,
+    members: Iterator[int],
+) -> PlateauRun:
     total = PLATEAU_ROUNDS * max_num_seqs
     marks = {max_num_seqs, total - max_num_seqs}
     lengths: list[int] = []
+    characters = 0
     window: list[tuple[float, EngineReading]] = []
 
     sent = 0
 
     async def one_client() -> None:
-        nonlocal sent
+        nonlocal sent, characters
         while sent < total:
             sent += 1
             answer = await client.complete(
@@ -214,15 +271,19 @@ async def plateau(
                 stop=list(BASE_MODEL_STOP),
             )
             lengths.append(answer["usage"]["completion_tokens"])
+            characters += len(answer["choices"][0]["message"]["content"] or "")
             if len(lengths) in marks:
                 window.append((time.monotonic(), await client.reading()))
 
     await asyncio.gather(*(one_client() for _ in range(max_num_seqs)))
     (t0, r0), (t1, r1) = window
-    output = r1.generation_tokens - r0.generation_tokens
-    prompt = r1.completed_prompt_tokens - r0.completed_prompt_tokens
-    decode_s = (t1 - t0) - prompt * prefill_s
-    return Plateau(output / decode_s, prefill_s), lengths
+    measured = Window(
+        seconds=t1 - t0,
+        output_tokens=r1.generation_tokens - r0.generation_tokens,
+        prompt_tokens=r1.completed_prompt_tokens - r0.completed_prompt_tokens,
+    )
+    found = Plateau.from_window(measured, prefill_s, full_batch_step_s, max_num_seqs)
+    return PlateauRun(found, lengths, characters / sum(lengths))
 
 
 async def measure(url: str, model: str, max_num_seqs: int, max_tokens: int) -> Measured:
@@ -236,7 +297,9 @@ async def measure(url: str, model: str, max_num_seqs: int, max_tokens: int) -> M
         await decode_step(client, 1, members)  # warm-up: the first requests pay for the start
         steps = {n: await decode_step(client, n, members) for n in batch_sizes(max_num_seqs)}
         prefill_s = await prefill(client, members)
-        found, lengths = await plateau(client, max_num_seqs, max_tokens, prefill_s, members)
+        found = await plateau(
+            client, max_num_seqs, max_tokens, prefill_s, steps[max_num_seqs], members
+        )
         engine_tokens = (await client.complete(burst_messages(1), max_tokens=1))["usage"]
     messages = [ChatMessage.model_validate(m) for m in burst_messages(1)]
     return Measured(
@@ -245,8 +308,9 @@ async def measure(url: str, model: str, max_num_seqs: int, max_tokens: int) -> M
         prefill_per_token_s=prefill_s,
         prompt_tokens=engine_tokens["prompt_tokens"],
         prompt_characters=prompt_tokens(messages),
-        plateau=found,
-        output_lengths=lengths,
+        plateau=found.plateau,
+        output_lengths=found.output_lengths,
+        characters_per_token=found.characters_per_token,
     )
 
 
@@ -258,12 +322,14 @@ def summary(measured: Measured) -> str:
         f"decode step by batch: {steps}\n"
         f"fit: step = {law.step_base_s * 1000:.2f} ms + {law.step_per_seq_s * 1000:.3f} ms x "
         f"running; residuals {measured.residuals()}\n"
-        f"prefill: {measured.prefill_per_token_s * 1000:.3f} ms per engine token "
+        f"prefill: {measured.prefill_per_token_s * 1000:.3f} ms per engine token alone, "
+        f"{measured.plateau.prefill_in_batch_per_token_s * 1000:.3f} in a running batch "
         f"({law.prefill_per_token_s * 1000:.3f} ms per simulator token: the prompt is "
         f"{measured.prompt_tokens} tokens, {measured.prompt_characters} characters)\n"
         f"plateau: {measured.plateau.decode_tokens_per_s:.1f} output tokens/s at "
         f"{measured.max_num_seqs}; output lengths mean {statistics.mean(lengths):.0f}, "
-        f"sd {statistics.pstdev(lengths):.0f}, n {len(lengths)}"
+        f"sd {statistics.pstdev(lengths):.0f}, n {len(lengths)}; "
+        f"{measured.characters_per_token:.2f} characters a token"
     )
 
 

@@ -64,16 +64,37 @@ def measured(steps: dict[int, float], lengths: tuple[int, ...] = (100,)) -> cali
         prefill_per_token_s=0.001,
         prompt_tokens=300,
         prompt_characters=450,
-        plateau=calibrate.Plateau(decode_tokens_per_s=180.0, prefill_per_token_s=0.001),
+        plateau=calibrate.Plateau(
+            decode_tokens_per_s=180.0, prefill_per_token_s=0.001, prefill_in_batch_per_token_s=0.002
+        ),
         output_lengths=list(lengths),
+        characters_per_token=2.5,
     )
 
 
-def test_the_simulator_counts_characters_so_its_prefill_per_token_is_scaled_to_them() -> None:
-    # 300 engine tokens cost 0.3 s; the simulator sees 450 characters: 0.3 s ÷ 450.
+def test_the_simulator_pays_prefill_as_a_running_batch_does_per_character() -> None:
+    # In a running batch 300 engine tokens cost 0.6 s; the simulator sees 450 characters.
     law = measured({1: 0.05, 16: 0.09}).law()
 
-    assert law.prefill_per_token_s == pytest.approx(0.3 / 450)
+    assert law.prefill_per_token_s == pytest.approx(0.6 / 450)
+
+
+def test_prefill_in_a_running_batch_is_the_plateaus_time_beyond_its_decode_steps() -> None:
+    # 1,600 tokens at a batch of 16 are 100 steps of 0.5 s: 50 s; the window took 80 s, so
+    # its 10,000 prompt tokens cost the batch 30 s, 3 ms each where alone they took 1 ms.
+    window = calibrate.Window(seconds=80.0, output_tokens=1_600, prompt_tokens=10_000)
+
+    found = calibrate.Plateau.from_window(
+        window, prefill_per_token_s=0.001, full_batch_step_s=0.5, max_num_seqs=16
+    )
+
+    assert found.prefill_in_batch_per_token_s == pytest.approx(0.003)
+    assert found.decode_tokens_per_s == pytest.approx(1_600 / (80 - 10))
+    # A window faster than the sweep's steps (noise) leaves prefill at its own cost, not below.
+    quick = calibrate.Window(seconds=45.0, output_tokens=1_600, prompt_tokens=10_000)
+    assert calibrate.Plateau.from_window(quick, 0.001, 0.5, 16).prefill_in_batch_per_token_s == (
+        0.001
+    )
 
 
 def test_the_stored_fit_gives_the_simulator_the_law_and_the_measured_lengths(
@@ -86,12 +107,15 @@ def test_the_stored_fit_gives_the_simulator_the_law_and_the_measured_lengths(
     loaded = Fitted.load(path, max_num_seqs=16)
 
     assert loaded.calibration == fit.law()
+    assert loaded.characters_per_token == 2.5
     rng = random.Random(0)
     assert {loaded.lengths.draw(rng) for _ in range(200)} == {12, 77, 128}
 
 
 def test_the_ideal_runs_every_output_token_at_the_plateau_and_adds_the_prefill() -> None:
-    plateau = calibrate.Plateau(decode_tokens_per_s=180.0, prefill_per_token_s=0.001)
+    plateau = calibrate.Plateau(
+        decode_tokens_per_s=180.0, prefill_per_token_s=0.001, prefill_in_batch_per_token_s=0.002
+    )
 
     assert plateau.ideal_seconds(18_000, 30_000) == pytest.approx(100 + 30)
     assert plateau.ideal_seconds(18_000, 30_000, replicas=2) == pytest.approx(65)
@@ -221,7 +245,10 @@ def test_the_engine_burst_runs_only_when_named_with_its_own_sizes() -> None:
 def test_the_workers_timeout_is_three_and_a_half_calls_at_the_measured_plateau() -> None:
     # A CPU that batches (180 tokens/s at 16): a call of 128 tokens takes 11.4 s, so 40 s; one
     # that does not (12.5 tokens/s at 4, 64 tokens) gives its calls 72 s, not a timeout for all.
-    batching, not_batching = calibrate.Plateau(180.0, 0.0), calibrate.Plateau(12.5, 0.0)
+    batching, not_batching = (
+        calibrate.Plateau(180.0, 0.0, 0.0),
+        calibrate.Plateau(12.5, 0.0, 0.0),
+    )
     options = engine_burst.EngineBurstOptions(max_num_seqs=16, max_tokens=128)
     smaller = engine_burst.EngineBurstOptions(max_num_seqs=4, max_tokens=64)
 

@@ -153,6 +153,19 @@ def test_answer_is_openai_shaped_and_cut_at_max_tokens(sim: SimulatorThread) -> 
     assert answer["usage"]["prompt_tokens"] == 450
 
 
+def test_a_fitted_simulator_writes_as_many_characters_a_token_as_its_engine() -> None:
+    # The worker's content checks count characters: a CPU engine's 36-token drafts pass a
+    # 40-character minimum that one character a token would fail.
+    fitted = SimulatorThread(
+        Calibration.published(max_num_seqs=4), time_scale=100, characters_per_token=2.5
+    )
+    with fitted:
+        answer = complete(fitted, {**CHAT, "max_tokens": 36}).json()
+
+    assert answer["usage"]["completion_tokens"] == 36
+    assert len(answer["choices"][0]["message"]["content"]) == 90
+
+
 def test_disconnect_aborts_and_counts_its_tokens_as_wasted() -> None:
     with SimulatorThread(PUBLISHED, time_scale=1) as slow:  # 100 tokens/s real: ~4 s to finish
         with pytest.raises(httpx.ReadTimeout):

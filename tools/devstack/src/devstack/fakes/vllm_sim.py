@@ -11,7 +11,9 @@ many it is given; a GPU does not. This one schedules like vLLM's engine:
 - past `--max-num-queued-reqs` unfinished (waiting + running) requests, a new one gets vLLM's
   503 at once instead of a place in the queue;
 - output lengths drawn from a normal distribution fitting the weekly feedback (mean 225, sd 37.5:
-  95 % between 150 and 300 tokens), capped by `max_tokens` (finish_reason "length" when cut);
+  95 % between 150 and 300 tokens), capped by `max_tokens` (finish_reason "length" when cut), or
+  from the lengths an engine wrote (`--calibration`); the text one character a token, or the
+  engine's characters per token (`--calibration`);
 - a client that disconnects aborts its request, as vLLM does; the tokens generated for it so far
   count as wasted (`sim_wasted_tokens_total`, and /sim/stats);
 - `/health`, `/v1/models`, `/v1/chat/completions` (no streaming) and `/metrics` with vLLM's own
@@ -196,6 +198,9 @@ class Fitted:
 
     calibration: Calibration
     lengths: OutputLengths
+    characters_per_token: float = 1.0
+    """Characters of the engine's answers per output token: the simulator's text is as long as
+    the engine's would be (the worker's content checks count characters)."""
 
     @classmethod
     def load(cls, path: Path, max_num_seqs: int) -> "Fitted":
@@ -207,7 +212,8 @@ class Fitted:
             prefill_per_token_s=law["prefill_per_token_s"],
             max_num_seqs=max_num_seqs,
         )
-        return cls(calibration, OutputLengths(empirical=tuple(data["output_lengths"])))
+        lengths = OutputLengths(empirical=tuple(data["output_lengths"]))
+        return cls(calibration, lengths, data["characters_per_token"])
 
 
 class SchedulingPolicy(StrEnum):
@@ -465,6 +471,7 @@ class Simulator:
         max_num_queued_reqs: int | None = None,
         scheduling_policy: SchedulingPolicy = SchedulingPolicy.FCFS,
         lengths: OutputLengths = OutputLengths(),
+        characters_per_token: float = 1.0,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -475,6 +482,7 @@ class Simulator:
         self.model = model
         self.state = ApiState.SERVING
         self.fail_status = 503
+        self._characters_per_token = characters_per_token
         self._api_key = api_key
         self._api_address = api_socket.getsockname()
         self._api_socket: socket.socket | None = api_socket
@@ -711,8 +719,9 @@ class Simulator:
         return limit is not None and self.engine.unfinished + 1 > limit
 
     def _completion(self, model: str, seq: Sequence) -> dict[str, Any]:
-        # The text length follows the tokens (one character each, as prompt_tokens counts).
-        content = ("피드백" * (seq.generated // 3 + 1))[: seq.generated]
+        # The text is as long as the engine's would be: its tokens x its characters per token.
+        characters = max(1, round(seq.generated * self._characters_per_token))
+        content = ("피드백" * (characters // 3 + 1))[:characters]
         return {
             "id": f"chatcmpl-sim-{seq.number}",
             "object": "chat.completion",
@@ -867,6 +876,7 @@ def main(argv: list[str] | None = None) -> None:
         max_num_queued_reqs=args.max_num_queued_reqs,
         scheduling_policy=args.scheduling_policy,
         lengths=fitted.lengths,
+        characters_per_token=fitted.characters_per_token,
     )
     asyncio.run(simulator.run())
 
