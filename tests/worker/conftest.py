@@ -3,24 +3,16 @@ feedback handler, and a factory for whole workers on moto."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 
 import boto3
 import pytest
 from devstack.fakes import callback_receiver, fake_llm
 from devstack.queues import FeedbackQueues
 from devstack.serving import BackgroundServer
-from feedback_worker.delivery import CallbackChannel, Delivery, delivery_budget
-from feedback_worker.delivery.notices import notices_from_settings
-from feedback_worker.handler import FeedbackHandler
-from feedback_worker.llm import FeedbackWriter
 from feedback_worker.memory import InMemorySource
-from feedback_worker.prompt import PromptTemplate
-from feedback_worker.records import RequestRecords
 from feedback_worker.runner import Runner
 from feedback_worker.settings import WorkerSettings
-from feedback_worker.startup import open_request_store
-from feedback_worker.worker import Worker, callback_http, runner_config
+from feedback_worker.worker import Worker
 from mypy_boto3_sqs import SQSClient
 
 from tests.support.clock import SimulatedClock
@@ -84,49 +76,26 @@ def source() -> InMemorySource:
 
 
 @pytest.fixture
-async def run_feedback(
-    base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[RunFeedback]:
-    """`await run_feedback(source, **env)`: the feedback handler (real LLM client, real signed
-    callback over HTTP, the request store when REQUEST_TABLE_NAME is given) behind a runner on
-    `source`, until the source is empty (burst mode). Keyword arguments override single
-    variables (`WORKER_CONCURRENCY="2"`); `clock=SimulatedClock(...)` runs the delivery budget's
-    waits on simulated time."""
-    clients: list[FeedbackWriter] = []
+async def run_feedback(base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> RunFeedback:
+    """`await run_feedback(source, **env)`: the worker as production composes it
+    (`Worker.create`: the real LLM client, the signed callback over HTTP, the request store
+    when REQUEST_TABLE_NAME is given) on `source`, until the source is empty (burst mode).
+    Keyword arguments override single variables (`WORKER_CONCURRENCY="2"`); the LLM gate is
+    off unless `LLM_GATE_ENABLED="true"` (the fake LLM serves no vLLM metrics, and most tests
+    count the client's own retries, which the gate's worker does not make);
+    `clock=SimulatedClock(...)` runs the delivery budget's waits on simulated time."""
 
     async def run(
         source: InMemorySource, clock: SimulatedClock | None = None, **overrides: str
     ) -> Runner:
-        # A runner without the LLM gate: its client retries as the gate-less worker's does.
         plain = {"FEEDBACK_QUEUE_URL": "memory", "LLM_GATE_ENABLED": "false"}
         for name, value in {**base_env, **plain, **overrides}.items():
             monkeypatch.setenv(name, value)
-        settings = WorkerSettings()
-        writer = FeedbackWriter.from_settings(settings)
-        clients.append(writer)
-        assert settings.callback_endpoint is not None
-        budget = delivery_budget(settings)
-        if clock is not None:
-            budget = replace(budget, now=clock.now, sleep=clock.sleep)
-        async with callback_http(settings) as http:
-            channel = CallbackChannel(
-                http, settings.callback_endpoint, TEST_SECRET, settings.callback_max_attempts
-            )
-            records = RequestRecords(
-                await open_request_store(settings), budget, notices_from_settings(settings, http)
-            )
-            handler = FeedbackHandler(
-                writer, PromptTemplate.from_file(None), Delivery([channel], budget), records
-            )
-            runner = Runner(
-                source, handler, runner_config(settings), on_dead_letter=handler.dead_lettered
-            )
-            await runner.run(burst=True)
-        return runner
+        worker = await Worker.create(WorkerSettings(), source=source, clock=clock)
+        await worker.run(burst=True)
+        return worker.runner
 
-    yield run
-    for writer in clients:
-        await writer.close()
+    return run
 
 
 @pytest.fixture

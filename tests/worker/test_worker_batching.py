@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from devstack.queues import FeedbackQueues
+from feedback_worker.aws_calls import AwsCalls
 from feedback_worker.source import QueueMessage, SourceError
 from feedback_worker.sqs import Sqs, SqsSource
 from mypy_boto3_sqs import SQSClient
@@ -16,9 +17,9 @@ from tests.support.queues import enqueue
 
 @pytest.fixture
 def queue(sqs: SQSClient, feedback_queues: FeedbackQueues) -> Iterator[SqsSource]:
-    pool = Sqs(sqs, threads=8)
-    yield SqsSource(pool, feedback_queues.requests, feedback_queues.dead_letters)
-    pool.close()
+    aws = AwsCalls(8)
+    yield SqsSource(Sqs(sqs, aws), feedback_queues.requests, feedback_queues.dead_letters)
+    aws.close()
 
 
 async def receive_all(queue: SqsSource, count: int) -> list[QueueMessage]:

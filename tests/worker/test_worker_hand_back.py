@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 from devstack.queues import FeedbackQueues
+from feedback_worker.aws_calls import AwsCalls
 from feedback_worker.source import QueueMessage
 from feedback_worker.sqs import Sqs, SqsSource
 from mypy_boto3_sqs import SQSClient
@@ -16,9 +17,11 @@ MAX_RECEIVES = 3  # the feedback_queues fixture's redrive limit
 
 @pytest.fixture
 def queue(sqs: SQSClient, feedback_queues: FeedbackQueues) -> Iterator[SqsSource]:
-    pool = Sqs(sqs, threads=4)
-    yield SqsSource(pool, feedback_queues.requests, feedback_queues.dead_letters, MAX_RECEIVES)
-    pool.close()
+    aws = AwsCalls(4)
+    yield SqsSource(
+        Sqs(sqs, aws), feedback_queues.requests, feedback_queues.dead_letters, MAX_RECEIVES
+    )
+    aws.close()
 
 
 async def receive_one(queue: SqsSource) -> QueueMessage:

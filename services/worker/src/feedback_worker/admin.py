@@ -26,6 +26,7 @@ from llm_common.aws import aws_client
 from llm_common.contracts import FeedbackResult
 from llm_common.requests_store import RequestStore, StateConflict, StoreUnavailable
 
+from feedback_worker.aws_calls import AwsCalls
 from feedback_worker.batching import MAX_BATCH
 from feedback_worker.delivery import Delivery, channels_from_settings, delivery_budget
 from feedback_worker.errors import DeadLetter, RetryLater
@@ -186,7 +187,8 @@ async def redeliver(settings: WorkerSettings, request_id: str, only: list[str] |
         timestamp=datetime.now(),  # zone-less, like the worker's: when it was sent
         request_id=request_id,
     )
-    sqs = Sqs.with_threads(settings.aws_region, 4)
+    aws = AwsCalls(4)
+    sqs = Sqs.on(aws, settings.aws_region)
     try:
         async with callback_http(settings) as http:
             channels = [
@@ -204,6 +206,7 @@ async def redeliver(settings: WorkerSettings, request_id: str, only: list[str] |
         return NOT_DONE
     finally:
         sqs.close()
+        aws.close()
     record_now = report.after(record.channels, record.missing)
     try:
         store.mark_delivered(

@@ -201,9 +201,6 @@ class InMemorySource:
         self.dead_letters.append(DeadLettered(message.message_id, message.body, reason))
         await self.delete(message)
 
-    async def close(self) -> None:
-        return None
-
     def _current(self, message: QueueMessage) -> _Stored | None:
         """The stored message if `message` holds its newest receipt handle."""
         stored = self._messages.get(message.message_id)

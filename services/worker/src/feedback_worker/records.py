@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import anyio.to_thread
 from llm_common.contracts import RESENT_ATTRIBUTE, FailureNotice
 from llm_common.requests_store import (
     RequestRecord,
@@ -45,6 +44,7 @@ from llm_common.requests_store import (
 from llm_common.telemetry import metrics
 from llm_common.telemetry.names import RetryOperation
 
+from feedback_worker.aws_calls import AwsCalls
 from feedback_worker.delivery.budget import DeliveryBudget, DeliveryReport
 from feedback_worker.delivery.notices import FailureNotices
 from feedback_worker.errors import RecordUnavailable
@@ -94,11 +94,14 @@ class RequestRecords:
     def __init__(
         self,
         store: RequestStore | None,
+        calls: AwsCalls,
         budget: DeliveryBudget,
         notices: FailureNotices | None = None,
     ) -> None:
-        """`budget`: the delivery budget, within which the writes about a result are held."""
+        """`calls`: the worker's AWS threads, which the store's writes run on; `budget`: the
+        delivery budget, within which the writes about a result are held."""
         self._store = store
+        self._calls = calls
         self._budget = budget
         self._notices = notices
 
@@ -107,7 +110,7 @@ class RequestRecords:
             return Progress()
         start = functools.partial(self._store.start_processing, job.request_id, message.receives)
         try:
-            record: RequestRecord | None = await anyio.to_thread.run_sync(start)
+            record: RequestRecord | None = await self._calls.run(start)
         except StateConflict as conflict:
             record = conflict.current
         except StoreUnavailable as error:
@@ -174,7 +177,7 @@ class RequestRecords:
         while True:
             round_ += 1
             try:
-                return await anyio.to_thread.run_sync(write)
+                return await self._calls.run(write)
             except StoreUnavailable as error:
                 delay = self._budget.delay(round_, deadline)
                 if delay is None:
@@ -207,10 +210,9 @@ class RequestRecords:
             }
             await self._notices.send(FailureNotice.model_validate(notice))
 
-    @staticmethod
-    async def _quietly(what: str, write: Callable[[], object]) -> None:
+    async def _quietly(self, what: str, write: Callable[[], object]) -> None:
         try:
-            await anyio.to_thread.run_sync(write)
+            await self._calls.run(write)
         except StateConflict as conflict:
             if conflict.current is not None:  # None: a message the backend published itself
                 log.warning("request record not marked %s: %s", what, conflict)

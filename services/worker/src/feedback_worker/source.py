@@ -88,6 +88,3 @@ class MessageSource(Protocol):
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         """Move `message` to the dead-letter queue with `reason`, then delete it here."""
-
-    async def close(self) -> None:
-        """Release connections and threads."""

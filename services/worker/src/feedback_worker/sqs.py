@@ -1,24 +1,24 @@
-"""SQS for the worker: the one place where blocking boto3 calls meet the event loop.
+"""SQS for the worker.
 
-`Sqs` owns the boto3 client and the threads its calls run on; everything else awaits
-`Sqs.call`. `SqsSource` is the request queue and its dead-letter queue as a `MessageSource`.
+`Sqs` is the boto3 client and the worker's `AwsCalls`, the threads its blocking calls run on;
+everything else awaits `Sqs.call`. `SqsSource` is the request queue and its dead-letter queue as
+a `MessageSource`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from llm_common.aws import aws_client
 
+from feedback_worker.aws_calls import AwsCalls
 from feedback_worker.batching import MAX_BATCH, Batcher
 from feedback_worker.source import QueueMessage, SourceError
 
@@ -50,27 +50,21 @@ SQS_ERRORS = (BotoCoreError, ClientError)
 
 
 class Sqs:
-    """A boto3 SQS client and the threads its blocking calls run on.
+    """A boto3 SQS client whose blocking calls run on the worker's `AwsCalls`."""
 
-    The pool is sized by the caller for every message the worker may hold: the loop's default
-    executor has only cpu+4 threads and would cap how many messages can be settled at once.
-    """
-
-    def __init__(self, client: SQSClient, threads: int) -> None:
+    def __init__(self, client: SQSClient, calls: AwsCalls) -> None:
         self.client = client
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqs")
+        self._calls = calls
 
     @classmethod
-    def with_threads(cls, region: str, threads: int) -> Sqs:
-        return cls(aws_client("sqs", region, max_pool_connections=threads), threads)
+    def on(cls, calls: AwsCalls, region: str) -> Sqs:
+        return cls(aws_client("sqs", region, max_pool_connections=calls.threads), calls)
 
     async def call(self, operation: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run one blocking call on the pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(operation, *args, **kwargs))
+        """Run one blocking call on the worker's AWS threads."""
+        return await self._calls.run(operation, *args, **kwargs)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
         self.client.close()
 
 
@@ -254,9 +248,6 @@ class SqsSource:
         except SQS_ERRORS as error:
             raise SourceError(f"send to {self.dead_letter_name}: {error}") from error
         await self.delete(message)
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._sqs.close)
 
 
 class _Poll:

@@ -15,12 +15,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import anyio.to_thread
 import openai
 from botocore.exceptions import BotoCoreError, ClientError
 from llm_common.aws import error_summary, is_transient
 from llm_common.requests_store import RequestStore, StoreUnavailable, TableUnusable
 
+from feedback_worker.aws_calls import AwsCalls
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.llm import FeedbackWriter
@@ -70,7 +70,7 @@ async def check_model(settings: WorkerSettings, writer: FeedbackWriter) -> None:
         )
 
 
-async def open_request_store(settings: WorkerSettings) -> RequestStore | None:
+async def open_request_store(settings: WorkerSettings, calls: AwsCalls) -> RequestStore | None:
     """The request store with its table checked; None when REQUEST_TABLE_NAME is empty."""
     if not settings.request_table_name:
         return None
@@ -78,17 +78,17 @@ async def open_request_store(settings: WorkerSettings) -> RequestStore | None:
     store = RequestStore(
         settings.request_table_name,
         settings.aws_region,
-        max_pool_connections=settings.most_held,
+        max_pool_connections=calls.threads,
         read_timeout=10,
         max_attempts=3,
     )
-    await _until_up("the request store", lambda: _table_checked(store))
+    await _until_up("the request store", lambda: _table_checked(store, calls))
     return store
 
 
-async def _table_checked(store: RequestStore) -> None:
+async def _table_checked(store: RequestStore, calls: AwsCalls) -> None:
     try:
-        await anyio.to_thread.run_sync(store.check_table)
+        await calls.run(store.check_table)
     except StoreUnavailable as error:
         raise NotUpYet(str(error)) from error
     except TableUnusable as error:

@@ -1,15 +1,25 @@
-"""One worker process: the runner over the request queue, the feedback handler, and every
-client they share, built from the settings, checked, and closed when the run ends."""
+"""One worker process, composed in one place: the runner over the request queue, the LLM gate,
+the feedback handler, and every client they share, built from the settings, checked, and closed
+when the run ends.
+
+`Worker.create` is the composition root. `python -m feedback_worker`, the tests and the benches
+all build the worker through it, so what they run is production's wiring, the gate included;
+its seams are a `MessageSource` in place of the SQS queue (`InMemorySource`, the stub broker)
+and a `Clock` in place of the delivery budget's wall time.
+"""
 
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 
 import httpx2
 from llm_common.requests_store import RequestStore
 from llm_common.telemetry import metrics
 
-from feedback_worker.delivery import delivery_budget, delivery_from_settings
+from feedback_worker.aws_calls import AwsCalls
+from feedback_worker.delivery import Delivery, channels_from_settings, delivery_budget
+from feedback_worker.delivery.budget import Clock
 from feedback_worker.delivery.notices import notices_from_settings
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.handler import FeedbackHandler
@@ -67,14 +77,17 @@ class Worker:
         source: MessageSource,
         writer: FeedbackWriter,
         prompt: PromptTemplate,
-        http: httpx2.AsyncClient,
+        aws: AwsCalls,
         sqs: Sqs,
         store: RequestStore | None,
+        clock: Clock | None = None,
     ) -> None:
+        """Wiring only (nothing is checked or started): see `create`."""
         self.settings = settings
         self._source = source
         self._writer = writer
-        self._http = http
+        self._aws, self._sqs = aws, sqs
+        self._http = callback_http(settings)
         self._probes = probe_http(settings)
         config = runner_config(settings)
         bounds = Bounds(config.concurrency, config.prefetch, on_limit=metrics.WORKER_LLM_LIMIT.set)
@@ -90,11 +103,14 @@ class Worker:
             if settings.llm_gate_enabled
             else None
         )
+        budget = delivery_budget(settings)
+        if clock is not None:
+            budget = replace(budget, now=clock.now, sleep=clock.sleep)
         self._handler = FeedbackHandler(
             writer,
             prompt,
-            delivery_from_settings(settings, sqs, http),
-            RequestRecords(store, delivery_budget(settings), notices_from_settings(settings, http)),
+            Delivery(channels_from_settings(settings, sqs, self._http), budget),
+            RequestRecords(store, aws, budget, notices_from_settings(settings, self._http)),
             self.gate,
         )
         self.runner = Runner(
@@ -107,33 +123,44 @@ class Worker:
         )
 
     @classmethod
-    async def create(cls, settings: WorkerSettings) -> "Worker":
-        """Build and check every client. Raises ConfigurationError when it cannot work; waits
-        (logging each try) while SQS, the LLM or DynamoDB does not answer yet."""
+    async def create(
+        cls,
+        settings: WorkerSettings,
+        source: MessageSource | None = None,
+        clock: Clock | None = None,
+    ) -> "Worker":
+        """Build and check every client: the composition root. `source`: the request queue
+        (default: FEEDBACK_QUEUE_URL's, checked); `clock`: the delivery budget's (default: wall
+        time). Raises ConfigurationError when it cannot work; waits (logging each try) while
+        SQS, the LLM or DynamoDB does not answer yet."""
         try:
             prompt = PromptTemplate.from_file(settings.prompt_template_file)
         except (OSError, InvalidTemplate) as error:
             raise ConfigurationError(f"PROMPT_TEMPLATE_FILE: {error}") from error
-        # One thread per message the worker may hold (each may be settled at once), plus the
-        # heartbeat and a spare: no SQS call waits for a thread.
-        sqs = Sqs.with_threads(settings.aws_region, settings.most_held + 2)
+        # One thread per message the worker may hold (each may be settled, or recorded, at
+        # once), plus the heartbeat and a spare: no AWS call waits for a thread.
+        aws = AwsCalls(settings.most_held + 2)
+        sqs = Sqs.on(aws, settings.aws_region)
         writer = FeedbackWriter.from_settings(settings)
         try:
-            source = await open_request_queue(settings, sqs)
+            if source is None:
+                source = await open_request_queue(settings, sqs)
             await check_model(settings, writer)
-            store = await open_request_store(settings)
+            store = await open_request_store(settings, aws)
         except BaseException:
             await writer.close()
             sqs.close()
+            aws.close()
             raise
-        return cls(settings, source, writer, prompt, callback_http(settings), sqs, store)
+        return cls(settings, source, writer, prompt, aws, sqs, store, clock)
 
     def stop(self) -> None:
         """Stop receiving and drain (SIGTERM, SIGINT). Safe to call more than once."""
         self.runner.stop()
 
-    async def run(self) -> None:
-        """Work until `stop()`, then drain and close every client."""
+    async def run(self, burst: bool = False) -> None:
+        """Work until `stop()` (or, with `burst`, until the source has nothing left), then
+        drain and close every client."""
         log.info(
             "worker up: queue %s, DLQ %s, %d in flight at most, LLM %s (%s), delivering to %s",
             self._source.name,
@@ -148,7 +175,7 @@ class Worker:
             await self.gate.learn_metrics()
             capacity = asyncio.create_task(self.gate.follow_capacity(), name="llm capacity")
         try:
-            await self.runner.run()
+            await self.runner.run(burst=burst)
         finally:
             if capacity is not None:
                 capacity.cancel()
@@ -159,5 +186,6 @@ class Worker:
             await self._writer.close()
             await self._http.aclose()
             await self._probes.aclose()
-            await self._source.close()
+            self._sqs.close()
+            self._aws.close()
         log.info("worker stopped")

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from llm_common.contracts import FeedbackResult
 from llm_common.telemetry import metrics
@@ -39,6 +39,15 @@ if TYPE_CHECKING:
     from feedback_worker.delivery import Channel
 
 log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    """Wall time and waiting on it: the delivery budget's, which a test replaces to run an
+    hour's outage without waiting for it (`Worker.create`'s seam)."""
+
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
 
 
 def _now() -> datetime:
