@@ -165,20 +165,25 @@ class Runner:
             self._heartbeat.stop()
             await heartbeat
 
+    async def _admitted(self) -> int:
+        """Slots for one receive, reserved while the gate (if any) lets receives happen: the
+        one place where the gate holds the runner. No receive may burn a message's receive
+        count while the work cannot be done."""
+        while True:
+            if self._gate is not None:
+                await self._gate.wait_receiving()
+            reserved = await self._bounds.received.reserve(MAX_BATCH)
+            if self._gate is None or self._gate.receiving:
+                return reserved
+            self._bounds.received.release(reserved)  # it closed while this loop waited
+
     async def _receive_loop(self, burst: bool) -> None:
         wait_seconds = 0 if burst else self._config.wait_seconds
         failed_receives = 0
         while not self._stopping.is_set():
-            if self._gate is not None and not self._gate.receiving:
-                # No receive may burn a message's receive count while the work cannot be done.
-                await self._unless_stopped(self._gate.wait_receiving())
-                continue
-            reserved = await self._unless_stopped(self._bounds.received.reserve(MAX_BATCH))
+            reserved = await self._unless_stopped(self._admitted())
             if reserved is None:
                 return
-            if self._gate is not None and not self._gate.receiving:
-                self._bounds.received.release(reserved)  # it closed while this loop waited
-                continue
             try:
                 messages = await self._unless_stopped(
                     self._source.receive(reserved, wait_seconds, self._config.visibility_timeout)
