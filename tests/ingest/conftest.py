@@ -11,6 +11,7 @@ from devstack.queues import FeedbackQueues
 from fastapi import FastAPI
 from feedback_ingest.app import create_app
 from feedback_ingest.settings import IngestSettings
+from llm_common.contracts.example import example_weekly_record
 
 from tests.support.ingest import RequestQueue, Serve
 
@@ -53,24 +54,6 @@ async def client(settings: IngestSettings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def record() -> dict[str, Any]:
-    """A week as the Spring backend sends it: Korean titles, both date shapes, nulls."""
-    return {
-        "memberId": 1024,
-        "personalChallenges": [
-            {"id": 11, "title": "아침 6시 기상", "isSuccess": True},
-            {"id": None, "title": None, "isSuccess": False},
-        ],
-        "groupChallenges": [
-            {
-                "id": 301,
-                "title": "주 3회 러닝",
-                "startDate": [2025, 6, 9, 0, 0],
-                "endDate": "2025-06-15T23:59:59",
-                "submissions": [
-                    {"isSuccess": True, "submittedAt": [2025, 6, 10, 7, 12, 5, 710986000]},
-                    {"isSuccess": False, "submittedAt": "2025-06-12 07:30:00"},
-                ],
-            },
-            {"id": 302, "title": "물 2L 마시기", "submissions": []},
-        ],
-    }
+    """The contracts' week as the Spring backend sends it (Korean titles, both date shapes,
+    nulls), without a requestId: ingest derives one unless a test gives it."""
+    return example_weekly_record(None)

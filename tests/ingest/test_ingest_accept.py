@@ -33,6 +33,7 @@ async def test_accepted_record_is_queued_normalised_grouped_by_member_and_dedupl
     assert [s["submittedAt"] for s in group["submissions"]] == [
         "2025-06-10T07:12:05.710986",
         "2025-06-12T07:30:00",
+        "2025-06-14T08:01:44.500000",
     ]
     assert FeedbackJob.model_validate_json(message.raw_body).request_id == "week-24-1024"
 

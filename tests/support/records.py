@@ -13,14 +13,9 @@ def weekly_record(
     succeeded; the example's group challenge "주 3회 러닝" (2025-06-09 ~ 2025-06-15, a Jackson
     array and an ISO string) with one successful submission. Without `request_id` the body has
     none, as when the backend publishes to the queue itself."""
-    example = example_weekly_record(request_id or "", member_id)
-    group = copy.deepcopy(example["groupChallenges"][0])
+    body = example_weekly_record(request_id, member_id)
+    group = copy.deepcopy(body["groupChallenges"][0])
     group["submissions"] = [{"isSuccess": True, "submittedAt": "2025-06-10T07:00:00"}]
-    body: dict[str, Any] = {
-        "memberId": member_id,
-        "personalChallenges": [{"id": 1, "title": f"{title} {member_id}", "isSuccess": True}],
-        "groupChallenges": [group],
-    }
-    if request_id is not None:
-        body["requestId"] = request_id
+    body["personalChallenges"] = [{"id": 1, "title": f"{title} {member_id}", "isSuccess": True}]
+    body["groupChallenges"] = [group]
     return body

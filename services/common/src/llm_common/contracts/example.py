@@ -8,10 +8,12 @@ the end-to-end tests and the benchmarks.
 from typing import Any
 
 
-def example_weekly_record(request_id: str, member_id: int = 1024) -> dict[str, Any]:
-    return {
-        "memberId": member_id,
-        "requestId": request_id,
+def example_weekly_record(request_id: str | None, member_id: int = 1024) -> dict[str, Any]:
+    """`request_id` None: a body without one, as when the backend leaves ingest to derive it."""
+    record: dict[str, Any] = {"memberId": member_id}
+    if request_id is not None:
+        record["requestId"] = request_id
+    return record | {
         "personalChallenges": [
             {"id": 11, "title": "아침 6시 기상", "isSuccess": True},
             {"id": 12, "title": "하루 30분 독서", "isSuccess": False},
