@@ -8,6 +8,10 @@ RUN := $(UV) run --frozen
 # Registry prefix and tag of the service images, e.g. make images IMAGE_REGISTRY=<ecr>/feedback
 IMAGE_REGISTRY ?=
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+# Each image's build arguments for services/Dockerfile, SERVICE:PACKAGE:MODULE:PORT, as
+# skaffold.yaml gives them (tests/charts/test_dockerfiles.py holds the two equal).
+IMAGES := ingest:feedback-ingest:feedback_ingest:8080 worker:feedback-worker:feedback_worker:9100 \
+	qa-sync:qa-sync:qa_sync:8090
 
 # vLLM, the local LLM, in an environment of its own: its pins are not the project's.
 VLLM_ENV := .vllm
@@ -98,10 +102,12 @@ images: ## build the service images with docker or podman (needs a running engin
 	  echo "make images: no container engine reachable (no running docker or podman daemon); nothing was built." >&2; \
 	  exit 1; \
 	fi; \
-	for service in ingest worker qa-sync; do \
+	for build in $(IMAGES); do \
+	  IFS=: read -r service package module port <<< "$$build"; \
 	  image="$(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/)feedback-$$service:$(IMAGE_TAG)"; \
-	  echo "$$engine build -f services/$$service/Dockerfile -t $$image ."; \
-	  $$engine build -f services/$$service/Dockerfile -t "$$image" . || exit 1; \
+	  args="--build-arg SERVICE=$$service --build-arg PACKAGE=$$package --build-arg MODULE=$$module --build-arg PORT=$$port"; \
+	  echo "$$engine build -f services/Dockerfile $$args -t $$image ."; \
+	  $$engine build -f services/Dockerfile $$args -t "$$image" . || exit 1; \
 	done
 
 clean: ## remove local state (.run/ logs and data, caches)

@@ -10,10 +10,11 @@ from chart_support import CHART, REPO, Helm
 
 SKAFFOLD = REPO / "skaffold.yaml"
 ARTIFACTS = {
-    "feedback-ingest": ("services/ingest/Dockerfile", "ingest"),
-    "feedback-worker": ("services/worker/Dockerfile", "worker"),
-    "feedback-qa-sync": ("services/qa-sync/Dockerfile", "qaSync"),
+    "feedback-ingest": ("ingest", "ingest"),
+    "feedback-worker": ("worker", "worker"),
+    "feedback-qa-sync": ("qa-sync", "qaSync"),
 }
+"""Each image: the service it builds (services/Dockerfile's SERVICE) and its chart values key."""
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +46,11 @@ def _values_path_exists(values: dict[str, Any], dotted: str) -> bool:
 def test_three_artifacts_built_from_the_repository_root(config: dict[str, Any]) -> None:
     artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
     assert artifacts.keys() == ARTIFACTS.keys()
-    for image, (dockerfile, _) in ARTIFACTS.items():
+    for image, (service, _) in ARTIFACTS.items():
         assert artifacts[image]["context"] == "."
-        assert artifacts[image]["docker"]["dockerfile"] == dockerfile
-        assert (REPO / dockerfile).is_file()
+        assert artifacts[image]["docker"]["dockerfile"] == "services/Dockerfile"
+        assert artifacts[image]["docker"]["buildArgs"]["SERVICE"] == service
+    assert (REPO / "services" / "Dockerfile").is_file()
 
 
 def _releases(config: dict[str, Any]) -> list[dict[str, Any]]:
