@@ -8,8 +8,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from llm_common.telemetry import metrics, mount_metrics, start_metrics_server
+from llm_common.telemetry import metrics, start_metrics_server
 from llm_common.telemetry.names import DeliveryOutcome, DeliveryTarget, RejectReason
+from llm_common.telemetry.web import mount_metrics
 from prometheus_client.parser import text_string_to_metric_families
 
 # The names dashboards and alerts use (docs/observability.md): a rename must fail here first.

@@ -18,8 +18,6 @@ from llm_common.telemetry import (
     chat_span,
     extract_trace_context,
     inject_trace_context,
-    instrument_fastapi,
-    mount_metrics,
     queue_wait_span,
     record_chat_completion,
     record_error,
@@ -32,6 +30,7 @@ from llm_common.telemetry.names import (
     QUEUE_WAIT_SPAN,
     RECEIVE_COUNT_ATTRIBUTE,
 )
+from llm_common.telemetry.web import instrument_fastapi, mount_metrics
 from openai.types.chat import ChatCompletion
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind

@@ -9,7 +9,7 @@ from importlib.metadata import version
 
 from fastapi import FastAPI
 from llm_common.requests_store import RequestStore
-from llm_common.telemetry import instrument_fastapi, mount_metrics
+from llm_common.telemetry.web import instrument_fastapi, mount_metrics
 
 from feedback_ingest.errors import install_error_handlers
 from feedback_ingest.openapi import document_request_body

@@ -16,7 +16,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from llm_common.api_keys import matches_any
 from llm_common.envelope import envelope_response, install_envelope_handlers
 from llm_common.request_body import read_capped_body
-from llm_common.telemetry import instrument_fastapi, mount_metrics
+from llm_common.telemetry.web import instrument_fastapi, mount_metrics
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask

@@ -4,8 +4,8 @@ A service wires it in with a few calls at start-up::
 
     setup_logging(settings.log_level, secret_values(settings))
     setup_tracing("feedback-ingest")
-    instrument_fastapi(app)        # HTTP services
-    mount_metrics(app)             # HTTP services: GET /metrics
+    web.instrument_fastapi(app)    # HTTP services (llm_common.telemetry.web)
+    web.mount_metrics(app)         # HTTP services: GET /metrics
     start_metrics_server(port)     # the worker: METRICS_PORT
     ...
     shutdown_tracing()             # last thing on SIGTERM drain
@@ -15,7 +15,7 @@ from llm_common.telemetry import messaging, metrics, names
 from llm_common.telemetry.genai import ChatCompletionLike, chat_span, record_chat_completion
 from llm_common.telemetry.log_context import LogContext, current_log_context, log_context
 from llm_common.telemetry.logging import JsonFormatter, debug_text, setup_logging
-from llm_common.telemetry.metrics_endpoint import mount_metrics, start_metrics_server
+from llm_common.telemetry.metrics_endpoint import start_metrics_server
 from llm_common.telemetry.redaction import REDACTED, Redactor, secret_values
 from llm_common.telemetry.sqs_propagation import (
     QUEUE_WAIT_SYSTEM_ATTRIBUTES,
@@ -23,12 +23,7 @@ from llm_common.telemetry.sqs_propagation import (
     inject_trace_context,
     queue_wait_span,
 )
-from llm_common.telemetry.tracing import (
-    instrument_fastapi,
-    record_error,
-    setup_tracing,
-    shutdown_tracing,
-)
+from llm_common.telemetry.tracing import record_error, setup_tracing, shutdown_tracing
 
 __all__ = [
     "QUEUE_WAIT_SYSTEM_ATTRIBUTES",
@@ -42,11 +37,9 @@ __all__ = [
     "debug_text",
     "extract_trace_context",
     "inject_trace_context",
-    "instrument_fastapi",
     "log_context",
     "messaging",
     "metrics",
-    "mount_metrics",
     "names",
     "queue_wait_span",
     "record_chat_completion",

@@ -11,16 +11,12 @@ by the SDK itself from its own variables.
 import contextlib
 import logging
 import os
-import re
-from collections.abc import Iterable
 
-from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 from opentelemetry.instrumentation.dependencies import DependencyConflictError
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
@@ -36,15 +32,12 @@ from opentelemetry.trace import Span, StatusCode
 
 from llm_common.telemetry.messaging import botocore_request_hook
 
-__all__ = ["instrument_fastapi", "record_error", "setup_tracing", "shutdown_tracing"]
+__all__ = ["record_error", "setup_tracing", "shutdown_tracing"]
 
 _logger = logging.getLogger(__name__)
 
 # The exporter names this package can honour; the SDK's other names need packages we do not ship.
 _OTLP_EXPORTER_NAMES = frozenset({"otlp", "otlp_proto_http"})
-_FASTAPI_EXCLUDED_URLS_ENV = "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"
-# Scrapes and probes arrive every few seconds and say nothing about a request's journey.
-DEFAULT_UNTRACED_PATHS = ("/metrics", "/healthz", "/readyz", "/livez")
 
 _provider: TracerProvider | None = None
 # The instrumentors are process-wide singletons; these are the client libraries the services use
@@ -87,22 +80,6 @@ def shutdown_tracing() -> None:
             instrumentor.uninstrument()
     _provider.shutdown()
     _provider = None
-
-
-def instrument_fastapi(
-    app: FastAPI, untraced_paths: Iterable[str] = DEFAULT_UNTRACED_PATHS
-) -> None:
-    """A server span per HTTP request to `app`; call before the app serves its first request.
-
-    `OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`, when set, replaces `untraced_paths`.
-    """
-    excluded = None if _FASTAPI_EXCLUDED_URLS_ENV in os.environ else _path_regexes(untraced_paths)
-    FastAPIInstrumentor.instrument_app(app, excluded_urls=excluded)
-
-
-def _path_regexes(paths: Iterable[str]) -> str:
-    # The instrumentation searches these regexes in the full URL (without the query string).
-    return ",".join(f"{re.escape(path)}$" for path in paths)
 
 
 def _sdk_disabled() -> bool:
