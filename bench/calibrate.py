@@ -25,10 +25,10 @@ runs the same measurements before its bursts.
    are the simulator's output lengths (a base model stops where it stops), and the characters
    it wrote per token the length of the simulator's text (the worker's content checks count
    characters). The same window prices prefill as a running batch pays it: its time beyond
-   the decode steps the sweep measured at a full batch, per prompt token. On CPU vLLM that is
-   twice the prefill measured alone (AVX-512 EPYC, batch 16: 0.46 against 0.25 ms a token):
-   new prompts stall the batch's decoding for longer than they take alone, and a simulator
-   charging the lone figure filled its batch 0.97 where vLLM filled 0.80-0.85 (section 6).
+   the decode steps the sweep measured at a full batch, per prompt token, never below the
+   prefill measured alone. A CPU vLLM without AVX-512 stalled its batch 10-20 s for prompts
+   that take about a second alone (docs/benchmarks.md, section 6); on one with AVX-512 the
+   window showed no such cost (batch 16: 0.246 ms a token both ways).
 """
 
 import argparse
