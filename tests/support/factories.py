@@ -10,7 +10,7 @@ from feedback_worker.worker import Worker
 StartWorker = Callable[..., Awaitable[Worker]]
 """`await start_worker(**env)`: a whole worker on moto's queues, stopped after the test."""
 RunFeedback = Callable[..., Awaitable[Runner]]
-"""`await run_feedback(source, **env)`: the feedback handler on an in-memory source, until the
-source is empty."""
+"""`await run_feedback(source, **env)`: the worker as `Worker.create` composes it, on an
+in-memory source, until the source is empty."""
 StartStack = Callable[..., Stack]
 """`start_stack(**StackConfig fields)`: the local stack, stopped after the test."""
