@@ -484,6 +484,28 @@ async def test_after_an_outage_the_limit_doubles_again_from_the_start_limit() ->
             await gate.stop()
 
 
+async def test_without_vllm_metrics_the_gate_reopens_at_the_halved_limit_and_grows_slowly(
+    llm: FakeLlm,
+) -> None:
+    # The fake LLM serves no /metrics: overloads and timeouts alone move the limit.
+    bounds = Bounds(concurrency=64, prefetch=0)
+    async with httpx2.AsyncClient(timeout=30) as http:
+        gate = LlmGate(bounds, http, llm.base_url.removesuffix("/v1"), 60, 1, 8)
+        await gate.learn_metrics()
+        assert bounds.limit == 64  # WORKER_CONCURRENCY, as the worker without a gate
+
+        gate.call_failed(LlmUnavailable("HTTP 503", gate_reason=GateReason.OVERLOADED))
+        await eventually(lambda: gate.state is GateState.TRIAL)  # /v1/models answers
+        gate.call_answered()
+        assert bounds.limit == 32
+        await take_work_slots(bounds, 32)
+        await gate.poll()
+
+        # A tenth more, not doubled back to the 64 that overloaded it one poll after reopening.
+        assert bounds.limit == 36
+        await gate.stop()
+
+
 async def take_work_slots(bounds: Bounds, count: int) -> None:
     for _ in range(count):
         await bounds.work.reserve(1)

@@ -37,8 +37,12 @@ doubles (slow start: until the first wait, and again after every outage) and the
 tenth. A latency-based limiter (AIMD on latency, a gradient limiter) does not fit a batching
 GPU: a call's time grows with the batch even when nothing waits (a decode step costs a + b x
 running), so it would read a fuller batch as overload and keep the GPU below its plateau. A
-timeout or an overload answer halves the limit. An LLM without vLLM's metrics starts at
-WORKER_CONCURRENCY (today's worker) and is followed by those failures alone.
+timeout or an overload answer halves the limit, and the gate reopens at that half (never below
+LLM_START_LIMIT): with vLLM's metrics in slow start, which doubles it again only while nothing
+waits (an overload that persists shows as waiting, and the share above takes over); an LLM
+without them starts at WORKER_CONCURRENCY (today's worker) and is followed by those failures
+alone, so after one it grows by a tenth a poll, never doubled straight back to what overloaded
+it.
 
 Behind a Service with several replicas each poll reads one replica; the calls are spread evenly
 over them, so the target holds per replica.
@@ -272,7 +276,9 @@ class LlmGate:
             # the limit is this pod's last share of the calls: 4 pods closed at 1, 6, 35 and 93
             # in the burst bench's restart, and growing 1 by a tenth a poll took 18 s to reach 32
             # calls (1.13 x the ideal + outage + load). So slow start again.
-            self._limit, self._slow_start = max(self._limit, self._start_limit), True
+            # Without vLLM's metrics nothing says the overload has passed: no slow start.
+            self._limit = max(self._limit, self._start_limit)
+            self._slow_start = self._has_metrics is not False
             self._bounds.set_limit(self._limit)
             self._receiving.set()
             closed_for = time.monotonic() - self._closed_since
