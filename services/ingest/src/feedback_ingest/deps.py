@@ -2,33 +2,18 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from llm_common.app_state import app_state
 from llm_common.requests_store import RequestStore
 
 from feedback_ingest.queue import FeedbackQueue
 from feedback_ingest.readiness import ReadinessProbe
 from feedback_ingest.settings import IngestSettings
 
-
-def get_settings(request: Request) -> IngestSettings:
-    settings: IngestSettings = request.app.state.settings
-    return settings
-
-
-def get_queue(request: Request) -> FeedbackQueue:
-    queue: FeedbackQueue = request.app.state.queue
-    return queue
-
-
-def get_store(request: Request) -> RequestStore | None:
-    store: RequestStore | None = request.app.state.store
-    return store
-
-
-def get_readiness(request: Request) -> ReadinessProbe:
-    readiness: ReadinessProbe = request.app.state.readiness
-    return readiness
-
+get_settings = app_state("settings")
+get_queue = app_state("queue")
+get_store = app_state("store")
+get_readiness = app_state("readiness")
 
 SettingsDep = Annotated[IngestSettings, Depends(get_settings)]
 QueueDep = Annotated[FeedbackQueue, Depends(get_queue)]

@@ -3,24 +3,17 @@ them on `app.state`)."""
 
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from llm_common.api_keys import matches_any
+from llm_common.app_state import app_state
 from starlette.exceptions import HTTPException
 
 from qa_sync.background import BackgroundWork
 from qa_sync.components import Components
 
-
-def get_components(request: Request) -> Components:
-    components: Components = request.app.state.components
-    return components
-
-
-def get_work(request: Request) -> BackgroundWork:
-    work: BackgroundWork = request.app.state.work
-    return work
-
+get_components = app_state("components")
+get_work = app_state("work")
 
 ComponentsDep = Annotated[Components, Depends(get_components)]
 WorkDep = Annotated[BackgroundWork, Depends(get_work)]
