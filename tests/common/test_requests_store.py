@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
+from llm_common.contracts.status import RequestStatus
 from llm_common.requests_store import (
     RequestIdTaken,
     RequestState,
@@ -50,7 +51,7 @@ def test_the_lifecycle_records_each_transition_and_the_result(store: RequestStor
     assert record.processing_at is not None
     assert record.generated_at is not None
     assert record.delivered_at is not None
-    assert record.as_view()["result"] == {
+    assert RequestStatus.of(record).shown()["result"] == {
         "content": "잘했어요.",
         "channels": ["callback"],
         "missing": [],
@@ -67,7 +68,7 @@ def test_a_partial_delivery_is_delivered_and_says_which_channel_is_missing(
     complete = store.mark_delivered("r9", ["callback", "result queue"], "delivered", missing=[])
 
     assert partial.state is RequestState.DELIVERED
-    assert partial.as_view()["result"]["missing"] == ["result queue"]
+    assert RequestStatus.of(partial).shown()["result"]["missing"] == ["result queue"]
     assert complete.channels == ("callback", "result queue")
     assert complete.missing == ()
     assert complete.delivered_at == partial.delivered_at  # when the backend first had it
@@ -89,7 +90,7 @@ def test_a_delivered_or_expired_request_cannot_start_again(store: RequestStore) 
         store.start_processing("r2", receive=1)
     assert conflict.value.current is not None
     assert conflict.value.current.state is RequestState.EXPIRED
-    assert conflict.value.current.as_view()["failureReason"] == "deadline passed"
+    assert RequestStatus.of(conflict.value.current).shown()["failureReason"] == "deadline passed"
     store.accept("r5", 7, DEADLINE)
     store.store_result("r5", "잘했어요.", receive=1)
     store.mark_delivered("r5", ["callback"], "delivered", missing=[])
@@ -105,7 +106,7 @@ def test_a_failed_request_starts_again_when_its_message_comes_back(store: Reques
     store.end("r6", RequestState.FAILED, "callback rejected the result: HTTP 404")
     again = store.start_processing("r6", receive=2)
     assert (again.state, again.attempts, again.content) == (RequestState.PROCESSING, 2, "잘했어요.")
-    assert "failureReason" not in again.as_view()
+    assert "failureReason" not in RequestStatus.of(again).shown()
 
 
 def test_a_record_lives_at_least_until_its_deadline(request_table: str) -> None:

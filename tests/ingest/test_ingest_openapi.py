@@ -59,6 +59,19 @@ def test_every_answer_is_documented_as_an_envelope_and_422_is_not(
     assert "Retry-After" in responses["503"]["headers"]
 
 
+def test_a_requests_status_answer_is_documented_with_its_shape(document: dict[str, Any]) -> None:
+    answer = document["paths"]["/ai/feedback/{request_id}"]["get"]["responses"]["200"]
+    reference = answer["content"]["application/json"]["schema"]["$ref"]
+    envelope = document["components"]["schemas"][reference.rsplit("/", 1)[-1]]
+    data = envelope["properties"]["data"]["anyOf"][0]["$ref"].rsplit("/", 1)[-1]
+    status = document["components"]["schemas"][data]
+
+    assert {"requestId", "memberId", "state", "deadline", "times", "result"} <= set(
+        status["properties"]
+    )
+    assert set(document["components"]["schemas"]["RequestState"]["enum"]) >= {"delivered"}
+
+
 def test_both_ways_to_send_the_api_key_are_documented(document: dict[str, Any]) -> None:
     schemes = document["components"]["securitySchemes"]
     assert schemes["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}

@@ -33,7 +33,7 @@ def envelope_response(
     data: dict[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body = Envelope(status=status, message=message, data=data)
+    body = Envelope[dict[str, Any]](status=status, message=message, data=data)
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 

@@ -93,7 +93,7 @@ class StateConflict(Exception):
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """The stored record, as `GET /ai/feedback/{requestId}` shows it."""
+    """The stored record; `llm_common.contracts.status.RequestStatus` is how an API shows it."""
 
     request_id: str
     member_id: int
@@ -116,37 +116,6 @@ class RequestRecord:
     budget ends; after that `admin redeliver --channel` sends them the stored result."""
     outcome: str | None = None
     failure_reason: str | None = None
-
-    def as_view(self) -> dict[str, Any]:
-        """The record for an API answer: camelCase, ISO times, absent fields left out; the
-        content only once delivered (before that it may still be replaced by a retry)."""
-        times = {
-            "acceptedAt": self.accepted_at,
-            "enqueuedAt": self.enqueued_at,
-            "processingAt": self.processing_at,
-            "generatedAt": self.generated_at,
-            "deliveredAt": self.delivered_at,
-            "failedAt": self.failed_at,
-            "expiredAt": self.expired_at,
-        }
-        view: dict[str, Any] = {
-            "requestId": self.request_id,
-            "memberId": self.member_id,
-            "state": self.state.value,
-            "deadline": self.deadline.isoformat(),
-            "attempts": self.attempts,
-            "times": {name: at.isoformat() for name, at in times.items() if at is not None},
-        }
-        if self.state is RequestState.DELIVERED:
-            view["result"] = {
-                "content": self.content,
-                "channels": list(self.channels),
-                "missing": list(self.missing),
-                "outcome": self.outcome,
-            }
-        if self.state in (RequestState.FAILED, RequestState.EXPIRED):
-            view["failureReason"] = self.failure_reason
-        return view
 
 
 _SERIALIZER = TypeSerializer()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 from llm_common.aws import aws_client
 from llm_common.contracts import FeedbackResult
+from llm_common.contracts.status import RequestStatus
 from llm_common.requests_store import RequestStore, StateConflict, StoreUnavailable
 
 from feedback_worker.aws_calls import AwsCalls
@@ -90,7 +91,7 @@ def status(settings: WorkerSettings, request_id: str) -> int:
     if record is None:
         print(f"no record of request {request_id!r} (unknown, or past its TTL)", file=sys.stderr)
         return NOT_DONE
-    print(json.dumps(record.as_view(), ensure_ascii=False, indent=2))
+    print(json.dumps(RequestStatus.of(record).shown(), ensure_ascii=False, indent=2))
     return DONE
 
 

@@ -1,13 +1,18 @@
 """The response body every HTTP answer of the platform carries."""
 
-from typing import Any
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
+DataT = TypeVar("DataT")
 
-class Envelope(BaseModel):
-    """`{"status": <int>, "message": <text>, "data": <object|null>}` (docs/backend-contract.md)."""
+
+class Envelope(BaseModel, Generic[DataT]):
+    """`{"status": <int>, "message": <text>, "data": <object|null>}` (docs/backend-contract.md).
+
+    `Envelope[Model]` documents an answer whose data has a shape (a route's `responses`);
+    unparametrised, the data is any object."""
 
     status: int
     message: str
-    data: dict[str, Any] | None = None
+    data: DataT | None = None

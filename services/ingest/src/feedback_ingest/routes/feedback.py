@@ -8,7 +8,8 @@ from enum import Enum
 import anyio.to_thread
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import JSONResponse
-from llm_common.contracts import FeedbackJob
+from llm_common.contracts import Envelope, FeedbackJob
+from llm_common.contracts.status import RequestStatus
 from llm_common.envelope import envelope_response
 from llm_common.requests_store import RequestState, RequestStore, StateConflict, StoreUnavailable
 from llm_common.telemetry import log_context, metrics
@@ -112,7 +113,10 @@ async def _mark_enqueued(store: RequestStore, request_id: str) -> None:
     "/ai/feedback/{request_id}",
     summary="What became of a request: its state, times, attempts, result or failure reason",
     dependencies=[Depends(require_api_key)],
-    responses={404: {"description": "No request with this id (or its record has expired)."}},
+    responses={
+        200: {"model": Envelope[RequestStatus]},
+        404: {"description": "No request with this id (or its record has expired)."},
+    },
 )
 async def feedback_status(request_id: str, store: StoreDep) -> JSONResponse:
     if store is None:
@@ -121,4 +125,4 @@ async def feedback_status(request_id: str, store: StoreDep) -> JSONResponse:
     record = await anyio.to_thread.run_sync(store.get, request_id)
     if record is None:
         return envelope_response(404, "unknown request id", {"requestId": request_id})
-    return envelope_response(200, record.state.value, record.as_view())
+    return envelope_response(200, record.state.value, RequestStatus.of(record).shown())
