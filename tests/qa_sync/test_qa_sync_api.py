@@ -473,3 +473,19 @@ def test_a_registration_with_control_characters_is_a_400(
 
     assert (answer.status_code, answer.json()["status"]) == (400, 400)
     assert answer.json()["data"]["errors"][0]["field"] == "influencer_id"
+
+
+def test_answers_with_a_shape_document_their_data(qa: Components) -> None:
+    document = TestClient(create_app(qa, background=False)).get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+
+    def data_fields(path: str, method: str, status: str) -> set[str]:
+        answer = document["paths"][path][method]["responses"][status]
+        envelope = schemas[answer["content"]["application/json"]["schema"]["$ref"].split("/")[-1]]
+        data = envelope["properties"]["data"]["anyOf"][0]["$ref"].split("/")[-1]
+        return set(schemas[data]["properties"])
+
+    assert {"task_id", "status", "total_qa_pairs"} <= data_fields("/jobs", "post", "201")
+    assert {"task_id", "status"} <= data_fields("/jobs/{task_id}", "get", "200")
+    fields = data_fields("/webhooks/openai", "post", "200")
+    assert fields == {"webhook_id", "type", "batch_id"}

@@ -7,12 +7,13 @@ ingest and qa-sync answer through these helpers.
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from typing_extensions import TypedDict
 
 from llm_common.contracts import Envelope
 from llm_common.request_body import BodyTooLarge, BodyUnreadable
@@ -25,6 +26,12 @@ class FieldError(TypedDict):
     """Where the problem is: `groupChallenges[0].submissions[1].submittedAt`, a header name,
     or `body` for the body as a whole."""
     message: str
+
+
+class InvalidFields(TypedDict):
+    """The data of a 400: every failing field, each with its message."""
+
+    errors: list[FieldError]
 
 
 def envelope_response(

@@ -7,8 +7,9 @@ parameter: the request schema, its example and the responses are declared here i
 from typing import Any
 
 from fastapi import FastAPI
-from llm_common.contracts import Envelope, FeedbackRequest, RequestId
+from llm_common.contracts import Envelope, FeedbackRequest, RequestId, RequestRef
 from llm_common.contracts.example import example_weekly_record
+from llm_common.envelope import InvalidFields
 from pydantic import TypeAdapter
 
 from feedback_ingest.jobs import IDEMPOTENCY_KEY_HEADER
@@ -42,9 +43,12 @@ OPERATION_EXTRA: dict[str, Any] = {
 }
 
 
-def _envelope_example(status: int, message: str, data: dict[str, Any] | None) -> dict[str, Any]:
+def _envelope_example(
+    status: int, message: str, data: dict[str, Any] | None, model: type[Envelope[Any]] = Envelope
+) -> dict[str, Any]:
+    """`model`: the envelope with its data's shape, where the answer has one."""
     return {
-        "model": Envelope,
+        "model": model,
         "content": {
             "application/json": {"example": {"status": status, "message": message, "data": data}}
         },
@@ -54,7 +58,9 @@ def _envelope_example(status: int, message: str, data: dict[str, Any] | None) ->
 RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {
         "description": "Accepted: SQS has the message.",
-        **_envelope_example(202, "accepted", {"requestId": "weekly-1024-2025-06-16"}),
+        **_envelope_example(
+            202, "accepted", {"requestId": "weekly-1024-2025-06-16"}, Envelope[RequestRef]
+        ),
     },
     400: {
         "description": "The body, its JSON, its encoding or its Content-Type is invalid; "
@@ -70,6 +76,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
                     }
                 ]
             },
+            Envelope[InvalidFields],
         ),
     },
     401: {
@@ -83,6 +90,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
             409,
             "requestId is already used by another member; send a request id of your own",
             {"requestId": "weekly-2025-06-16"},
+            Envelope[RequestRef],
         ),
     },
     413: {

@@ -12,6 +12,7 @@ from llm_common.contracts.feedback import (
     GroupChallenge,
     PersonalChallenge,
     RequestId,
+    RequestRef,
     Submission,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "LocalDateTime",
     "PersonalChallenge",
     "RequestId",
+    "RequestRef",
     "Submission",
 ]

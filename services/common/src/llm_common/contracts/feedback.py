@@ -129,6 +129,13 @@ class FeedbackJob(FeedbackRequest):
     accepted_at: datetime | None = None
 
 
+class RequestRef(_Contract):
+    """The data of ingest's answers about one request: accepted (202), another member's id
+    (409), unknown (404)."""
+
+    request_id: str
+
+
 class FeedbackResult(_Contract):
     """The result message on the result queue, and the callback body."""
 

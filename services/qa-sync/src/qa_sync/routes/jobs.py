@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from llm_common.contracts import Envelope
 from llm_common.envelope import envelope_response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
@@ -35,7 +36,7 @@ class Registration(BaseModel):
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
 
 
-@router.post("/jobs")
+@router.post("/jobs", status_code=201, responses={201: {"model": Envelope[JobView]}})
 def register(request: Registration, components: ComponentsDep) -> JSONResponse:
     try:
         registered = components.registry.register(
@@ -46,7 +47,7 @@ def register(request: Registration, components: ComponentsDep) -> JSONResponse:
     return envelope_response(201, "registered", JobView.of(registered).model_dump(mode="json"))
 
 
-@router.get("/jobs/{task_id}")
+@router.get("/jobs/{task_id}", responses={200: {"model": Envelope[JobView]}})
 def job(task_id: TaskId, components: ComponentsDep) -> JSONResponse:
     try:
         found = components.registry.get(task_id)

@@ -4,8 +4,10 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from llm_common.contracts import Envelope
 from llm_common.envelope import envelope_response
 from llm_common.request_body import read_capped_body
+from pydantic import BaseModel
 
 from qa_sync.deps import ComponentsDep, WorkDep
 from qa_sync.webhooks import SIGNATURE_HEADERS, WebhookNotConfigured, WebhookRejected
@@ -13,7 +15,15 @@ from qa_sync.webhooks import SIGNATURE_HEADERS, WebhookNotConfigured, WebhookRej
 router = APIRouter(tags=["webhooks"])
 
 
-@router.post("/webhooks/openai")
+class WebhookAnswer(BaseModel):
+    """The data of a 200: the event's id and type, and the batch it is about (if any)."""
+
+    webhook_id: str
+    type: str
+    batch_id: str | None
+
+
+@router.post("/webhooks/openai", responses={200: {"model": Envelope[WebhookAnswer]}})
 async def openai_webhook(
     request: Request, components: ComponentsDep, work: WorkDep
 ) -> JSONResponse:
@@ -33,12 +43,7 @@ async def openai_webhook(
     if receipt.wants_sync and receipt.batch_id:
         work.request_sync(receipt.batch_id)
     message = "duplicate" if receipt.duplicate else "accepted" if receipt.batch_id else "ignored"
-    return envelope_response(
-        200,
-        message,
-        {
-            "webhook_id": receipt.webhook_id,
-            "type": receipt.event_type,
-            "batch_id": receipt.batch_id,
-        },
+    answer = WebhookAnswer(
+        webhook_id=receipt.webhook_id, type=receipt.event_type, batch_id=receipt.batch_id
     )
+    return envelope_response(200, message, answer.model_dump())
