@@ -22,7 +22,6 @@ __all__ = [
     "ResultQueueChannel",
     "channels_from_settings",
     "delivery_budget",
-    "delivery_from_settings",
 ]
 
 
@@ -58,9 +57,3 @@ def delivery_budget(settings: WorkerSettings) -> DeliveryBudget:
         settings.retry_delay_seconds,
         settings.delivery_retry_max_delay_seconds,
     )
-
-
-def delivery_from_settings(
-    settings: WorkerSettings, sqs: Sqs, http: httpx2.AsyncClient
-) -> Delivery:
-    return Delivery(channels_from_settings(settings, sqs, http), delivery_budget(settings))
