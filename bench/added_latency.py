@@ -105,7 +105,9 @@ def post_requests(stack: Stack, llm_url: str) -> tuple[dict[str, float], dict[st
     """Post REQUESTS requests; when each was accepted (202) and when its LLM call started."""
     accepted: dict[str, float] = {}
     llm_started: dict[str, float] = {}
-    with httpx.Client(base_url=stack.ingest_url, timeout=10) as client:
+    with httpx.Client(
+        base_url=stack.ingest_url, headers=stack.ingest_headers, timeout=10
+    ) as client:
         for number in range(REQUESTS):
             # Letters only: the fake LLM echoes the title, and a run of hex digits can read as a
             # phone number to the worker's content checks (the request then fails, no callback).
@@ -126,7 +128,9 @@ def post_requests(stack: Stack, llm_url: str) -> tuple[dict[str, float], dict[st
 def warm_up(stack: Stack, llm_url: str) -> None:
     """A few requests through the fresh stack (the worker may still be starting), then forget
     them: the figures are the steady state's."""
-    with httpx.Client(base_url=stack.ingest_url, timeout=10) as client:
+    with httpx.Client(
+        base_url=stack.ingest_url, headers=stack.ingest_headers, timeout=10
+    ) as client:
         for number in range(WARM_UP):
             client.post("/ai/feedback", json=request_body(100_000 + number)).raise_for_status()
     wait_until(lambda: delivered_count(stack) == WARM_UP, 60, "the warm-up callbacks")

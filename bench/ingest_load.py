@@ -22,6 +22,7 @@ measure moto, not ingest.
 import asyncio
 import json
 import os
+import secrets
 import threading
 import time
 import timeit
@@ -50,6 +51,8 @@ REQUESTS = 1_000
 ONE_AT_A_TIME = 200
 COUNTED_REQUESTS = 200
 DRAINERS = 4
+API_KEY = secrets.token_urlsafe(24)
+"""The bench's own INGEST_API_KEYS: every call presents it, as the backend does."""
 VALIDATIONS = 2_000
 
 
@@ -133,6 +136,7 @@ def measure(
             "HOST": "127.0.0.1",
             "PORT": str(port),
             "FEEDBACK_QUEUE_URL": queue_url,
+            "INGEST_API_KEYS": API_KEY,
             **env,
         },
         ready_path="/healthz",
@@ -208,7 +212,10 @@ async def load(url: str, total: int, call: Any, clients: int = CLIENTS) -> Load:
             statuses.append(await call(client, number))
             latencies.append(time.perf_counter() - started)
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    headers = {"X-API-Key": API_KEY}
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=30
+    ) as client:
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(clients)))
         seconds = time.perf_counter() - started
@@ -228,7 +235,9 @@ def calls_per_request(
     """The ingest app in this process (with `env`), its boto3 client of `service` counted:
     every HTTP request it sends, retries included."""
     os.environ.update({**aws.env(), **env})
-    settings = IngestSettings(feedback_queue_url=queue_url, aws_region="us-east-1")
+    settings = IngestSettings(
+        feedback_queue_url=queue_url, aws_region="us-east-1", ingest_api_keys=API_KEY
+    )
     app = create_app(settings)
     calls = 0
 

@@ -104,7 +104,9 @@ def _send_traffic(stack: Stack) -> None:
     httpx.post(f"{stack.llm_base_url.removesuffix('/v1')}/control", json={"fail_next": 1})
     for n in range(REQUESTS):
         body = example_weekly_record(f"prometheus-{n}", member_id=100 + n)
-        answer = httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, timeout=10)
+        answer = httpx.post(
+            f"{stack.ingest_url}/ai/feedback", json=body, headers=stack.ingest_headers, timeout=10
+        )
         assert answer.status_code == 202
 
 

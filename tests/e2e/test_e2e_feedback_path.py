@@ -32,7 +32,9 @@ def _sqs(stack: Stack) -> SQSClient:
 
 def _post_feedback(stack: Stack, request_id: str, member_id: int = 1024) -> None:
     body = example_weekly_record(request_id, member_id)
-    answer = httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, timeout=10)
+    answer = httpx.post(
+        f"{stack.ingest_url}/ai/feedback", json=body, headers=stack.ingest_headers, timeout=10
+    )
     assert answer.status_code == 202, answer.text
     assert answer.json() == {
         "status": 202,

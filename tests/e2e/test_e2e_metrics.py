@@ -41,7 +41,12 @@ def test_one_request_moves_the_ingest_and_worker_counters(start_stack: StartStac
     model = stack.config.llm_model
 
     body = example_weekly_record(REQUEST_ID, member_id=32)
-    assert httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, timeout=10).status_code == 202
+    assert (
+        httpx.post(
+            f"{stack.ingest_url}/ai/feedback", json=body, headers=stack.ingest_headers, timeout=10
+        ).status_code
+        == 202
+    )
     wait_for_callback(stack, REQUEST_ID)
 
     ingest_after, worker_after = Scrape.of(ingest_metrics), Scrape.of(worker_metrics)

@@ -35,11 +35,15 @@ def _start(start_stack: StartStack) -> tuple[Stack, FakeLlm, CallbackReceiver]:
 
 
 def _post(stack: Stack, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, timeout=10)
+    return httpx.post(
+        f"{stack.ingest_url}/ai/feedback", json=body, headers=stack.ingest_headers, timeout=10
+    )
 
 
 def _record(stack: Stack, request_id: str) -> dict[str, Any]:
-    answer = httpx.get(f"{stack.ingest_url}/ai/feedback/{request_id}", timeout=10)
+    answer = httpx.get(
+        f"{stack.ingest_url}/ai/feedback/{request_id}", headers=stack.ingest_headers, timeout=10
+    )
     assert answer.status_code == 200, answer.text
     data: dict[str, Any] = answer.json()["data"]
     return data

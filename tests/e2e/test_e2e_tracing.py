@@ -69,7 +69,9 @@ def test_one_trace_covers_ingest_the_queue_wait_the_worker_the_llm_and_the_callb
 ) -> None:
     stack = start_stack(llm="fake", otlp_endpoint=receiver.endpoint)
     body = example_weekly_record(REQUEST_ID, member_id=31)
-    answer = httpx.post(f"{stack.ingest_url}/ai/feedback", json=body, timeout=10)
+    answer = httpx.post(
+        f"{stack.ingest_url}/ai/feedback", json=body, headers=stack.ingest_headers, timeout=10
+    )
     assert answer.status_code == 202, answer.text
     wait_for_callback(stack, REQUEST_ID)
 

@@ -32,7 +32,10 @@ def test_the_demo_shows_no_refused_draft_and_says_why(
         llm=vllm.base_url, llm_model=vllm.model, worker_env={"CONTENT_MIN_CHARS": "1000"}
     )
 
-    status = feedback_demo(stack.ingest_url, stack.callback_url)
+    with httpx.Client(
+        base_url=stack.ingest_url, headers=stack.ingest_headers, timeout=10
+    ) as ingest:
+        status = feedback_demo(ingest, stack.callback_url)
 
     printed = capsys.readouterr().out
     assert status == 1

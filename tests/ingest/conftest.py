@@ -15,6 +15,15 @@ from llm_common.contracts.example import example_weekly_record
 
 from tests.support.ingest import RequestQueue, Serve
 
+API_KEY = "ingest-test-key"
+"""The key of every ingest these tests build, and what their clients send, as the backend does
+(test_ingest_auth.py covers the rule itself, with clients that send nothing of their own)."""
+
+
+@pytest.fixture(autouse=True)
+def ingest_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INGEST_API_KEYS", API_KEY)
+
 
 @pytest.fixture
 def request_queue(feedback_queues: FeedbackQueues, aws_env: str) -> RequestQueue:
@@ -29,14 +38,18 @@ def settings(feedback_queues: FeedbackQueues) -> IngestSettings:
 
 @asynccontextmanager
 async def _serve(
-    app_or_settings: FastAPI | IngestSettings, raise_app_exceptions: bool = True
+    app_or_settings: FastAPI | IngestSettings,
+    raise_app_exceptions: bool = True,
+    authenticated: bool = True,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan run, behind an HTTP client (httpx does not run lifespans)."""
+    """The app with its lifespan run, behind an HTTP client (httpx does not run lifespans)
+    that sends `API_KEY` unless `authenticated` is False."""
     app = app_or_settings if isinstance(app_or_settings, FastAPI) else create_app(app_or_settings)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    headers = {"X-API-Key": API_KEY} if authenticated else {}
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://ingest") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://ingest", headers=headers) as client,
     ):
         yield client
 

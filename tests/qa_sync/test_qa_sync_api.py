@@ -395,6 +395,7 @@ def test_job_apis_are_closed_when_no_key_is_configured(
     finally:
         components.close()
     assert (answer.status_code, answer.json()["status"]) == (503, 503)
+    assert answer.json()["message"] == "QA_SYNC_API_KEYS is not set: this API is closed"
 
 
 def test_every_answer_is_the_envelope(service: tuple[Components, httpx.Client]) -> None:

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 Serve = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-"""`serve(settings_or_app)`: an HTTP client for the app, its lifespan running."""
+"""`serve(settings_or_app, authenticated=True)`: an HTTP client for the app, its lifespan
+running, that sends the tests' API key unless `authenticated` is False."""
 
 JSON = {"Content-Type": "application/json"}
 

@@ -63,7 +63,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.store = store
     app.state.readiness = ReadinessProbe(queue, store)
     if not settings.ingest_api_keys:
-        logger.warning("INGEST_API_KEYS is empty: POST /ai/feedback accepts unauthenticated calls")
+        logger.warning("INGEST_API_KEYS is empty: /ai/feedback answers 503 until it is set")
     try:
         async with _queue_depth(settings):
             yield

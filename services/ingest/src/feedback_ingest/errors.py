@@ -10,11 +10,13 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from llm_common.api_keys import ApiKeyRejected, ApiKeysNotSet
 from llm_common.envelope import FieldError, envelope_response, field_path, install_envelope_handlers
 from llm_common.requests_store import RequestIdTaken, StoreUnavailable
 from llm_common.telemetry import metrics
 from llm_common.telemetry.names import RejectReason
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
 from feedback_ingest.queue import MessageTooLarge, QueueUnavailable
 
@@ -59,15 +61,6 @@ class InvalidRequest(ApiError):
         )
 
 
-class NotAuthenticated(ApiError):
-    status = 401
-    message = "missing or invalid API key"
-    reject_reason = RejectReason.UNAUTHORIZED
-
-    def __init__(self) -> None:
-        super().__init__(headers={"WWW-Authenticate": "Bearer"})
-
-
 class PayloadTooLarge(ApiError):
     status = 413
     message = "request body too large"
@@ -82,6 +75,19 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
         _count_rejection(error.reject_reason)
         return envelope_response(error.status, error.message, error.data, error.headers)
+
+    key_refusals = {
+        ApiKeyRejected: RejectReason.UNAUTHORIZED,
+        ApiKeysNotSet: RejectReason.API_CLOSED,
+    }
+
+    async def api_key_refused(_: Request, error: HTTPException) -> JSONResponse:
+        # The platform's one API-key rule (llm_common/api_keys.py), counted as ingest's refusals.
+        _count_rejection(key_refusals[type(error)])
+        return envelope_response(error.status_code, error.detail, headers=error.headers)
+
+    for refusal in key_refusals:
+        app.exception_handler(refusal)(api_key_refused)
 
     @app.exception_handler(MessageTooLarge)
     async def message_too_large(_: Request, error: MessageTooLarge) -> JSONResponse:

@@ -13,8 +13,8 @@ class IngestSettings(ServiceSettings):
     """`FEEDBACK_QUEUE_URL`: the SQS FIFO queue the accepted requests go to."""
 
     ingest_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    """`INGEST_API_KEYS`: comma-separated; empty means no authentication. Two keys are valid at
-    once while a key is rotated."""
+    """`INGEST_API_KEYS`: comma-separated; two are valid at once while a key is rotated. Empty:
+    `/ai/feedback` is closed (503) until it is set (llm_common/api_keys.py)."""
 
     max_body_bytes: int = Field(default=262_144, gt=0)
     """`MAX_BODY_BYTES`: a larger request body is refused with 413 while it streams, before it

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import httpx
+
 from devstack.feedback_demo import feedback_demo
 from devstack.processes import ProcessFailedToStart, python_module
 from devstack.prometheus import prometheus_binary
@@ -113,6 +115,7 @@ def _banner(stack: Stack, elapsed: float) -> str:
         [
             f"platform up in {elapsed:.1f}s",
             f"  ingest     {stack.ingest_url}/ai/feedback   (docs: {stack.ingest_url}/docs)",
+            f"             X-API-Key: the one in {stack.config.run_dir}/ingest-api-key",
             f"  LLM        {llm}",
             f"  callbacks  {stack.callback_url}   (verifies signatures, prints each delivery)",
             f"  AWS        {stack.aws_endpoint}   (moto: SQS, S3, DynamoDB's {REQUEST_TABLE})",
@@ -149,10 +152,11 @@ def _follow(stack: Stack) -> int:
 
 def demo(ingest_url: str, callback_url: str) -> int:
     """The feedback path, then the QA path, against the stack `make run` started."""
-    status = feedback_demo(ingest_url, callback_url)
+    stack = Stack(StackConfig(run_dir=RUN_DIR.resolve()))
+    with httpx.Client(base_url=ingest_url, headers=stack.ingest_headers, timeout=10) as ingest:
+        status = feedback_demo(ingest, callback_url)
     if status != 0:
         return status
-    stack = Stack(StackConfig(run_dir=RUN_DIR.resolve()))
     return run_qa_demo(
         stack.batch_api_url, stack.qa_sync_url, stack.qa_sync_env(), stack.config.qa_bucket
     )

@@ -14,12 +14,14 @@ ENDED_WITHOUT_FEEDBACK = ("failed", "expired")
 """Request states (the request store's) in which no feedback will come."""
 
 
-def feedback_demo(ingest_url: str, callback_url: str) -> int:
+def feedback_demo(ingest: httpx.Client, callback_url: str) -> int:
+    """`ingest` has ingest's URL as its base and sends its API key."""
     request_id = f"demo-{int(time.time())}"
     body = example_weekly_record(request_id)
-    print(f"POST {ingest_url}/ai/feedback (memberId={body['memberId']}, requestId={request_id})")
+    url = ingest.base_url.join("/ai/feedback")
+    print(f"POST {url} (memberId={body['memberId']}, requestId={request_id})")
     try:
-        answer = httpx.post(f"{ingest_url}/ai/feedback", json=body, timeout=10)
+        answer = ingest.post("/ai/feedback", json=body)
     except httpx.TransportError as error:
         print(f"ingest is not reachable ({error}): start the platform with `make run` first.")
         return 1
@@ -33,8 +35,8 @@ def feedback_demo(ingest_url: str, callback_url: str) -> int:
         if delivery is not None:
             print(f"callback after {time.monotonic() - started:.1f}s, signature verified:")
             print(json.dumps(delivery["body"], ensure_ascii=False, indent=2))
-            return _show_record(ingest_url, request_id)
-        record = _record(ingest_url, request_id)
+            return _show_record(ingest, request_id)
+        record = _record(ingest, request_id)
         if record.get("state") in ENDED_WITHOUT_FEEDBACK:
             print(_no_feedback(record))
             return 1
@@ -50,8 +52,8 @@ def _delivery(callback_url: str, request_id: str) -> dict[str, Any] | None:
     return next((d for d in deliveries if d["webhook_id"] == request_id), None)
 
 
-def _record(ingest_url: str, request_id: str) -> dict[str, Any]:
-    answer = httpx.get(f"{ingest_url}/ai/feedback/{request_id}", timeout=10)
+def _record(ingest: httpx.Client, request_id: str) -> dict[str, Any]:
+    answer = ingest.get(f"/ai/feedback/{request_id}")
     data: dict[str, Any] = answer.json().get("data") or {}
     return data
 
@@ -70,9 +72,9 @@ def _no_feedback(record: dict[str, Any]) -> str:
     )
 
 
-def _show_record(ingest_url: str, request_id: str) -> int:
+def _show_record(ingest: httpx.Client, request_id: str) -> int:
     """The request's record as the backend would ask for it."""
-    answer = httpx.get(f"{ingest_url}/ai/feedback/{request_id}", timeout=10)
-    print(f"GET {ingest_url}/ai/feedback/{request_id} → {answer.status_code}")
+    answer = ingest.get(f"/ai/feedback/{request_id}")
+    print(f"GET {answer.request.url} → {answer.status_code}")
     print(json.dumps(answer.json().get("data"), ensure_ascii=False, indent=2))
     return 0 if answer.status_code == 200 else 1

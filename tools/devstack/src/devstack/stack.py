@@ -82,6 +82,9 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.callback_secret = new_webhook_secret()
+        self.ingest_api_key = _local_key(config.run_dir / "ingest-api-key")
+        """The key for ingest's /ai/feedback (INGEST_API_KEYS), kept in the run directory so
+        `make demo`, another process, sends the one `make run` started ingest with."""
         self.qa_sync_api_key = _local_key(config.run_dir / "qa-sync-api-key")
         """The key for qa-sync's job APIs (QA_SYNC_API_KEYS), kept in the run directory so
         `make demo`, another process, sends the one `make run` started qa-sync with."""
@@ -95,6 +98,11 @@ class Stack:
     @property
     def ingest_url(self) -> str:
         return f"http://127.0.0.1:{self.config.ports.ingest}"
+
+    @property
+    def ingest_headers(self) -> dict[str, str]:
+        """What a client of ingest sends to be let in (`ingest_env` may set other keys)."""
+        return {"X-API-Key": self.ingest_api_key}
 
     @property
     def callback_url(self) -> str:
@@ -200,6 +208,7 @@ class Stack:
             **_http(port),
             "FEEDBACK_QUEUE_URL": queues.requests,
             "REQUEST_TABLE_NAME": REQUEST_TABLE,
+            "INGEST_API_KEYS": self.ingest_api_key,
             **self.config.ingest_env,
         }
         self._launch("ingest", python_module("feedback_ingest"), env, "/readyz", port)

@@ -31,6 +31,7 @@ class RejectReason(StrEnum):
 
     INVALID_BODY = "invalid_body"  # 400
     UNAUTHORIZED = "unauthorized"  # 401
+    API_CLOSED = "api_closed"  # 503: INGEST_API_KEYS is not set
     TOO_LARGE = "too_large"  # 413
     QUEUE_UNAVAILABLE = "queue_unavailable"  # 503
     STORE_UNAVAILABLE = "store_unavailable"  # 503

@@ -15,9 +15,8 @@ from llm_common.requests_store import RequestState, RequestStore, StateConflict,
 from llm_common.telemetry import log_context, metrics
 
 from feedback_ingest import openapi
-from feedback_ingest.auth import require_api_key
 from feedback_ingest.body import read_feedback_request
-from feedback_ingest.deps import QueueDep, SettingsDep, StoreDep
+from feedback_ingest.deps import QueueDep, SettingsDep, StoreDep, require_api_key
 from feedback_ingest.jobs import IDEMPOTENCY_KEY_HEADER, feedback_job, resolve_request_id
 
 logger = logging.getLogger(__name__)
