@@ -159,7 +159,7 @@ def fauxqs(name: str = "fauxqs") -> Iterator[Emulator]:
 
 def request_body(member_id: int, request_id: str | None = None) -> dict[str, Any]:
     """The backend's realistic weekly record (the contracts' example) for one member."""
-    return example_weekly_record(request_id or f"bench-{uuid.uuid4().hex}", member_id)
+    return example_weekly_record(request_id or f"{member_id}-bench-{uuid.uuid4().hex}", member_id)
 
 
 def queued_job(member_id: int, request_id: str) -> FeedbackJob:

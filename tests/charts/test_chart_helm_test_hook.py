@@ -78,7 +78,7 @@ def test_hook_passes_when_ingest_accepts_and_the_request_is_queued(
         "Messages"
     ]
     job = json.loads(message["Body"])
-    assert job["requestId"] == "helm-test-feedback-1"
+    assert job["requestId"] == "1-helm-test-feedback-1"
     assert job["memberId"] == 1
     submitted = job["groupChallenges"][0]["submissions"][0]["submittedAt"]
     assert submitted == "2025-06-13T13:08:16.710986"

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from llm_common.contracts import FeedbackJob
 
 from tests.support.ingest import JSON, RequestQueue, assert_envelope, error_fields
@@ -12,19 +13,19 @@ from tests.support.ingest import JSON, RequestQueue, assert_envelope, error_fiel
 async def test_accepted_record_is_queued_normalised_grouped_by_member_and_deduplicated_by_id(
     client: httpx.AsyncClient, request_queue: RequestQueue, record: dict[str, Any]
 ) -> None:
-    response = await client.post("/ai/feedback", json={**record, "requestId": "week-24-1024"})
+    response = await client.post("/ai/feedback", json={**record, "requestId": "1024-week-24"})
 
     assert response.json() == {
         "status": 202,
         "message": "accepted",
-        "data": {"requestId": "week-24-1024"},
+        "data": {"requestId": "1024-week-24"},
     }
     message = request_queue.receive_one()
     assert message.group_id == "1024"
-    assert message.deduplication_id == "week-24-1024"
+    assert message.deduplication_id == "1024-week-24"
     body = message.body
     assert body["schemaVersion"] == 1
-    assert body["requestId"] == "week-24-1024"
+    assert body["requestId"] == "1024-week-24"
     assert body["memberId"] == 1024
     assert datetime.fromisoformat(body["acceptedAt"]).utcoffset() == timedelta(0)
     group = body["groupChallenges"][0]
@@ -35,17 +36,47 @@ async def test_accepted_record_is_queued_normalised_grouped_by_member_and_dedupl
         "2025-06-12T07:30:00",
         "2025-06-14T08:01:44.500000",
     ]
-    assert FeedbackJob.model_validate_json(message.raw_body).request_id == "week-24-1024"
+    assert FeedbackJob.model_validate_json(message.raw_body).request_id == "1024-week-24"
 
 
 async def test_the_same_request_id_twice_is_one_message(
     client: httpx.AsyncClient, request_queue: RequestQueue, record: dict[str, Any]
 ) -> None:
     for _ in range(2):
-        response = await client.post("/ai/feedback", json={**record, "requestId": "retry-me"})
-        assert assert_envelope(response, 202) == {"requestId": "retry-me"}
+        response = await client.post("/ai/feedback", json={**record, "requestId": "1024-retry-me"})
+        assert assert_envelope(response, 202) == {"requestId": "1024-retry-me"}
 
     assert request_queue.count() == 1
+
+
+@pytest.mark.parametrize("sent_as", ["body", "header"])
+async def test_without_the_store_an_id_another_member_could_use_is_a_400_and_not_queued(
+    client: httpx.AsyncClient, request_queue: RequestQueue, record: dict[str, Any], sent_as: str
+) -> None:
+    # Nothing remembers which member used an id: member 2048's "weekly-24" would share member
+    # 1024's SQS deduplication id and be answered 202, then dropped.
+    for member_id in (1024, 2048):
+        body = {**record, "memberId": member_id}
+        if sent_as == "body":
+            response = await client.post("/ai/feedback", json={**body, "requestId": "weekly-24"})
+        else:
+            headers = {"Idempotency-Key": "weekly-24"}
+            response = await client.post("/ai/feedback", json=body, headers=headers)
+
+        assert error_fields(response) == ["requestId" if sent_as == "body" else "Idempotency-Key"]
+        message = response.json()["data"]["errors"][0]["message"]
+        assert message.startswith(f'must begin with "{member_id}-"')
+    assert request_queue.count() == 0
+
+
+async def test_without_the_store_two_members_ids_of_the_same_suffix_are_two_messages(
+    client: httpx.AsyncClient, request_queue: RequestQueue, record: dict[str, Any]
+) -> None:
+    for member_id in (1024, 2048):
+        body = {**record, "memberId": member_id, "requestId": f"{member_id}-weekly-24"}
+        assert_envelope(await client.post("/ai/feedback", json=body), 202)
+
+    assert request_queue.count() == 2
 
 
 async def test_the_same_body_without_id_twice_is_one_message_with_a_derived_id(
@@ -86,24 +117,26 @@ async def test_different_weeks_without_id_are_two_messages(
 async def test_idempotency_key_is_the_request_id_when_the_body_has_none(
     client: httpx.AsyncClient, request_queue: RequestQueue, record: dict[str, Any]
 ) -> None:
-    headers = {"Idempotency-Key": "key-42"}
+    headers = {"Idempotency-Key": "1024-key-42"}
     for _ in range(2):
         response = await client.post("/ai/feedback", json=record, headers=headers)
-        assert assert_envelope(response, 202) == {"requestId": "key-42"}
+        assert assert_envelope(response, 202) == {"requestId": "1024-key-42"}
 
     assert request_queue.count() == 1
     message = request_queue.receive_one()
-    assert message.deduplication_id == "key-42"
-    assert message.body["requestId"] == "key-42"
+    assert message.deduplication_id == "1024-key-42"
+    assert message.body["requestId"] == "1024-key-42"
 
 
 async def test_idempotency_key_equal_to_the_body_request_id_is_accepted(
     client: httpx.AsyncClient, record: dict[str, Any]
 ) -> None:
     response = await client.post(
-        "/ai/feedback", json={**record, "requestId": "same"}, headers={"Idempotency-Key": "same"}
+        "/ai/feedback",
+        json={**record, "requestId": "1024-same"},
+        headers={"Idempotency-Key": "1024-same"},
     )
-    assert assert_envelope(response, 202) == {"requestId": "same"}
+    assert assert_envelope(response, 202) == {"requestId": "1024-same"}
 
 
 async def test_idempotency_key_that_disagrees_with_the_body_is_refused(

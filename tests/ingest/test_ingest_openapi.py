@@ -111,6 +111,6 @@ def test_the_request_id_rule_is_documented_for_the_body_and_the_header(
 
     for schema in (body_schema, header["schema"]):
         assert schema["maxLength"] == 128
-        assert re.fullmatch(schema["pattern"], "weekly-1024-2025-06-16")
+        assert re.fullmatch(schema["pattern"], "1024-weekly-2025-06-16")
         for unreachable in ("team/7/week-24", "..", "week?24"):
             assert not re.fullmatch(schema["pattern"], unreachable)

@@ -39,7 +39,7 @@ async def test_a_missing_queue_is_a_503_with_the_configured_retry_after(
     serve: Serve, missing_queue: IngestSettings, record: dict[str, Any]
 ) -> None:
     async with serve(missing_queue) as client:
-        response = await client.post("/ai/feedback", json={**record, "requestId": "r-1"})
+        response = await client.post("/ai/feedback", json={**record, "requestId": "1024-r-1"})
 
     assert_envelope(response, 503)
     assert response.headers["retry-after"] == "17"

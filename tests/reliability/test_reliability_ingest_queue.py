@@ -51,19 +51,21 @@ async def test_sqs_unreachable_means_503_with_retry_after_never_202(
         httpx.AsyncClient(transport=transport, base_url="http://ingest", timeout=60) as client,
     ):
         first = await client.post(
-            "/ai/feedback", json=weekly_record(50_000, "before"), headers=headers
+            "/ai/feedback", json=weekly_record(50_000, "50000-before"), headers=headers
         )
         proxy.down()
         during = [
             await client.post(
-                "/ai/feedback", json=weekly_record(50_001 + n, f"out-{n}"), headers=headers
+                "/ai/feedback", json=weekly_record(50_001 + n, f"{50_001 + n}-out"), headers=headers
             )
             for n in range(REQUESTS)
         ]
         proxy.up()
         after = [
             await client.post(
-                "/ai/feedback", json=weekly_record(50_100 + n, f"back-{n}"), headers=headers
+                "/ai/feedback",
+                json=weekly_record(50_100 + n, f"{50_100 + n}-back"),
+                headers=headers,
             )
             for n in range(REQUESTS)
         ]

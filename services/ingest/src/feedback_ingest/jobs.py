@@ -12,19 +12,48 @@ IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 _REQUEST_ID = TypeAdapter(RequestId)
 
 
-def resolve_request_id(request: FeedbackRequest, idempotency_key: str | None) -> str:
+def resolve_request_id(
+    request: FeedbackRequest, idempotency_key: str | None, remembered: bool
+) -> str:
     """The body's `requestId`, else the `Idempotency-Key` header, else one derived from the
     content. Never random: the request id is SQS's deduplication id, and a retry must carry the
-    same one to be dropped."""
+    same one to be dropped. `remembered`: the request store keeps which member used an id."""
+    given = _given_request_id(request, idempotency_key)
+    if given is None:
+        return derived_request_id(request)
+    request_id, field = given
+    if not remembered:
+        _refuse_unless_member_scoped(request_id, field, request.member_id)
+    return request_id
+
+
+def _given_request_id(
+    request: FeedbackRequest, idempotency_key: str | None
+) -> tuple[str, str] | None:
+    """The id the client chose, and the field it came in; None when it chose none."""
     if idempotency_key is None:
-        return request.request_id or derived_request_id(request)
+        return None if request.request_id is None else (request.request_id, "requestId")
     header_id = _valid_idempotency_key(idempotency_key)
     if request.request_id is not None and request.request_id != header_id:
         raise InvalidRequest.about(
             "requestId",
             f"differs from the {IDEMPOTENCY_KEY_HEADER} header; send one or make them equal",
         )
-    return header_id
+    return header_id, IDEMPOTENCY_KEY_HEADER
+
+
+def _refuse_unless_member_scoped(request_id: str, field: str, member_id: int) -> None:
+    """Without the request store nothing remembers which member used an id, and two members'
+    requests under one id would share SQS's deduplication id: the second would be answered 202
+    and dropped. Only an id that begins with `{memberId}-` (as derived ids do) cannot be another
+    member's, so only such an id is taken; the others are refused, loudly, before anything is
+    queued."""
+    if not request_id.startswith(f"{member_id}-"):
+        raise InvalidRequest.about(
+            field,
+            f'must begin with "{member_id}-" while the request store is off '
+            "(REQUEST_TABLE_NAME): nothing remembers which member used an id",
+        )
 
 
 def derived_request_id(request: FeedbackRequest) -> str:

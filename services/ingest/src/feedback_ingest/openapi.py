@@ -16,7 +16,7 @@ from feedback_ingest.jobs import IDEMPOTENCY_KEY_HEADER
 
 REQUEST_SCHEMA_NAME = "FeedbackRequest"
 
-FEEDBACK_EXAMPLE = example_weekly_record("weekly-1024-2025-06-16")
+FEEDBACK_EXAMPLE = example_weekly_record("1024-weekly-2025-06-16")
 
 # Merged into the generated operation. The header is read from the request, not declared as a
 # FastAPI parameter: a declared one would add a 422 response the service never sends.
@@ -59,7 +59,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {
         "description": "Accepted: SQS has the message.",
         **_envelope_example(
-            202, "accepted", {"requestId": "weekly-1024-2025-06-16"}, Envelope[RequestRef]
+            202, "accepted", {"requestId": FEEDBACK_EXAMPLE["requestId"]}, Envelope[RequestRef]
         ),
     },
     400: {

@@ -28,8 +28,9 @@ class IngestSettings(ServiceSettings):
 
     request_table_name: str = ""
     """`REQUEST_TABLE_NAME`: the request store's DynamoDB table (llm_common/requests_store.py).
-    Empty: no store, so no status lookup, idempotency only within SQS's 5-minute window and no
-    record of a stored result."""
+    Empty: no store, so no status lookup, idempotency only within SQS's 5-minute window, no
+    record of a stored result, and a chosen request id must begin with `{memberId}-`
+    (feedback_ingest/jobs.py)."""
 
     request_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     """`REQUEST_TTL_SECONDS`: a request's deadline when it carries none (a week: weekly feedback

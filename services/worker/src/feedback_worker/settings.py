@@ -104,8 +104,9 @@ class WorkerSettings(ServiceSettings):
     # The request store (llm_common/requests_store.py); empty: none.
     request_table_name: str = ""
     """`REQUEST_TABLE_NAME`: the request store's DynamoDB table (llm_common/requests_store.py).
-    Empty: no store, so no status lookup, idempotency only within SQS's 5-minute window and no
-    record of a stored result."""
+    Empty: no store, so no status lookup, idempotency only within SQS's 5-minute window, no
+    record of a stored result, and a chosen request id must begin with `{memberId}-`
+    (feedback_ingest/jobs.py)."""
 
     # Delivery: the result queue and/or the signed callback; an empty URL switches one off.
     result_queue_url: str = ""

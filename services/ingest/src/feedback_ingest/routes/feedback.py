@@ -56,7 +56,8 @@ async def accept_feedback(
     become a second job.
     """
     feedback = await read_feedback_request(request, settings.max_body_bytes)
-    request_id = resolve_request_id(feedback, request.headers.get(IDEMPOTENCY_KEY_HEADER))
+    idempotency_key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    request_id = resolve_request_id(feedback, idempotency_key, remembered=store is not None)
     job = feedback_job(feedback, request_id, settings.request_ttl_seconds)
     with log_context(request_id=request_id, member_id=feedback.member_id):
         acceptance = Acceptance.NEW if store is None else await _acceptance(store, job)
