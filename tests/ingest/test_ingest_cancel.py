@@ -11,7 +11,7 @@ from devstack.queues import FeedbackQueues
 from feedback_ingest.settings import IngestSettings
 from llm_common.requests_store import RequestStore
 
-from tests.support.ingest import JSON, Serve, assert_envelope
+from tests.support.ingest import JSON, RequestQueue, Serve, assert_envelope
 
 
 @pytest.fixture
@@ -55,6 +55,20 @@ async def test_a_second_cancel_answers_the_same(
     second = assert_envelope(await client.delete("/ai/feedback/weekly-c2"), 200)
 
     assert second == first  # the same `cancelledAt`: nothing was written again
+
+
+async def test_a_retry_of_a_cancelled_request_does_not_bring_it_back(
+    client: httpx.AsyncClient, record: dict[str, Any], request_queue: RequestQueue
+) -> None:
+    await _accepted(client, record, "weekly-c6")
+    assert_envelope(await client.delete("/ai/feedback/weekly-c6"), 200)
+    # A worker takes the message and deletes it unworked: SQS's deduplication has nothing left.
+    request_queue.receive_and_delete()
+
+    await _accepted(client, record, "weekly-c6")
+
+    assert request_queue.count() == 0
+    assert assert_envelope(await client.get("/ai/feedback/weekly-c6"), 200)["state"] == "cancelled"
 
 
 async def test_an_unknown_id_is_404(client: httpx.AsyncClient) -> None:
