@@ -105,8 +105,8 @@ def test_a_request_cancelled_before_a_worker_took_it_gets_no_llm_call_and_no_del
     assert _post(stack, example_weekly_record("life-cancel", 4545)).status_code == 202
     cancel = f"{stack.ingest_url}/ai/feedback/life-cancel"
 
-    cancelled = httpx.delete(cancel, timeout=10)
-    again = httpx.delete(cancel, timeout=10)
+    cancelled = httpx.delete(cancel, headers=stack.ingest_headers, timeout=10)
+    again = httpx.delete(cancel, headers=stack.ingest_headers, timeout=10)
     worker.start()
     assert stack.queues is not None
     sqs, requests_queue = stack_sqs(stack), stack.queues.requests

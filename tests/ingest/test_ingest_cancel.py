@@ -97,18 +97,10 @@ async def test_a_request_the_llm_has_or_delivered_is_409_with_its_state(
 
 
 async def test_cancel_takes_the_same_api_key_as_post(
-    serve: Serve,
-    feedback_queues: FeedbackQueues,
-    request_table: str,
-    record: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
+    serve: Serve, settings: IngestSettings, record: dict[str, Any]
 ) -> None:
-    monkeypatch.setenv("INGEST_API_KEYS", "the-key")
-    settings = IngestSettings(
-        feedback_queue_url=feedback_queues.requests, request_table_name=request_table
-    )
-    key = {"X-API-Key": "the-key"}
-    async with serve(settings) as client:
+    key = {"X-API-Key": settings.ingest_api_keys[0].get_secret_value()}
+    async with serve(settings, authenticated=False) as client:
         body = {**record, "requestId": "keyed-c1"}
         assert_envelope(await client.post("/ai/feedback", json=body, headers=JSON | key), 202)
         without = await client.delete("/ai/feedback/keyed-c1")
