@@ -1,5 +1,8 @@
 """The request store against moto's DynamoDB over HTTP: conditional writes decide every race."""
 
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -7,6 +10,7 @@ import pytest
 from llm_common.contracts.status import RequestStatus
 from llm_common.requests_store import (
     RequestIdTaken,
+    RequestRecord,
     RequestState,
     RequestStore,
     StateConflict,
@@ -107,6 +111,102 @@ def test_a_failed_request_starts_again_when_its_message_comes_back(store: Reques
     again = store.start_processing("r6", receive=2)
     assert (again.state, again.attempts, again.content) == (RequestState.PROCESSING, 2, "잘했어요.")
     assert "failureReason" not in RequestStatus.of(again).shown()
+
+
+def test_a_cancel_before_the_llm_wins_and_a_second_cancel_changes_nothing(
+    store: RequestStore,
+) -> None:
+    store.accept("c1", 7, DEADLINE)
+    cancelled = store.cancel("c1")
+    again = store.cancel("c1")
+
+    assert cancelled.state is RequestState.CANCELLED
+    assert again == cancelled  # `cancelledAt` is the first cancel's
+    assert "cancelledAt" in RequestStatus.of(again).shown()["times"]
+    for worker_write in (
+        lambda: store.start_generating("c1", receive=1),
+        lambda: store.start_processing("c1", receive=2),
+        lambda: store.store_result("c1", "잘했어요.", receive=1),
+        lambda: store.end("c1", RequestState.FAILED, "gave up"),
+    ):
+        with pytest.raises(StateConflict) as conflict:
+            worker_write()
+        assert conflict.value.current == cancelled
+
+
+def test_a_message_received_again_can_still_be_cancelled_before_the_llm(
+    store: RequestStore,
+) -> None:
+    store.accept("c2", 7, DEADLINE)
+    store.start_processing("c2", receive=2)
+    assert store.cancel("c2").state is RequestState.CANCELLED
+
+
+def test_a_cancel_once_the_llm_is_asked_or_a_result_is_stored_is_refused_with_the_state(
+    store: RequestStore,
+) -> None:
+    store.accept("c3", 7, DEADLINE)
+    generating = store.start_generating("c3", receive=1)
+    with pytest.raises(StateConflict) as conflict:
+        store.cancel("c3")
+    assert conflict.value.current == generating
+    assert generating.state is RequestState.GENERATING
+    store.store_result("c3", "잘했어요.", receive=1)
+    store.start_processing("c3", receive=2)  # `processing` again, with its result
+    with pytest.raises(StateConflict) as conflict:
+        store.cancel("c3")
+    assert conflict.value.current is not None
+    assert conflict.value.current.content == "잘했어요."
+
+
+def test_a_cancel_racing_the_worker_has_exactly_one_winner(store: RequestStore) -> None:
+    """Both writes sent at once, for many requests: DynamoDB's condition lets one through and
+    tells the other which state beat it."""
+
+    def outcome(write: Callable[[], RequestRecord]) -> str:
+        """ "won", or the state that refused the write."""
+        try:
+            write()
+        except StateConflict as conflict:
+            return conflict.current.state.value if conflict.current else "missing"
+        return "won"
+
+    ids = [f"race-{i}" for i in range(20)]
+    for request_id in ids:
+        store.accept(request_id, 7, DEADLINE)
+    with ThreadPoolExecutor(8) as pool:
+        races = [
+            (
+                pool.submit(outcome, functools.partial(store.cancel, request_id)),
+                pool.submit(outcome, functools.partial(store.start_generating, request_id, 1)),
+            )
+            for request_id in ids
+        ]
+        results = [(cancel.result(), generate.result()) for cancel, generate in races]
+
+    assert set(results) <= {("won", "cancelled"), ("generating", "won")}
+    for request_id, (cancel, _) in zip(ids, results, strict=True):
+        record = store.get(request_id)
+        assert record is not None
+        assert record.state == ("cancelled" if cancel == "won" else "generating")
+
+
+def test_a_cancel_of_an_unknown_id_is_refused_without_a_record(store: RequestStore) -> None:
+    with pytest.raises(StateConflict) as conflict:
+        store.cancel("never-sent")
+    assert conflict.value.current is None
+    assert store.get("never-sent") is None
+
+
+def test_the_llm_is_not_marked_asked_when_a_copy_stored_a_result_first(
+    store: RequestStore,
+) -> None:
+    """The copy that stored it goes on to mark it delivered, which `generating` would refuse."""
+    store.accept("c4", 7, DEADLINE)
+    store.store_result("c4", "잘했어요.", receive=1)
+    with pytest.raises(StateConflict):
+        store.start_generating("c4", receive=2)
+    assert store.mark_delivered("c4", ["callback"], "delivered", []).state is RequestState.DELIVERED
 
 
 def test_a_record_lives_at_least_until_its_deadline(request_table: str) -> None:

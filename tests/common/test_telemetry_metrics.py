@@ -26,6 +26,7 @@ PROMISED = {
     "feedback_worker_retries": "counter",
     "feedback_worker_deliveries": "counter",
     "feedback_worker_dlq_sends": "counter",
+    "feedback_worker_skipped": "counter",
     "feedback_worker_content_checks": "counter",
     "feedback_worker_drains": "counter",
     # The LLM gate; an alert is written against feedback_worker_llm_gate_open == 0.

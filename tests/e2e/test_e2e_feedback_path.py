@@ -3,31 +3,19 @@
 import json
 from datetime import datetime
 
-import boto3
 import httpx
 import pytest
-from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, Stack
+from devstack.stack import Stack
 from llm_common.contracts import FeedbackResult
 from llm_common.contracts.example import example_weekly_record
 from llm_common.webhooks import verify_signature
-from mypy_boto3_sqs import SQSClient
 
 from tests.support.factories import StartStack
 from tests.support.scrape import Scrape
-from tests.support.stack import wait_for_callback
+from tests.support.stack import stack_sqs, wait_for_callback
 from tests.support.vllm import RunningVllm
 
 pytestmark = pytest.mark.e2e
-
-
-def _sqs(stack: Stack) -> SQSClient:
-    return boto3.client(
-        "sqs",
-        endpoint_url=stack.aws_endpoint,
-        region_name=AWS_REGION,
-        aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 def _post_feedback(stack: Stack, request_id: str, member_id: int = 1024) -> None:
@@ -45,7 +33,7 @@ def _post_feedback(stack: Stack, request_id: str, member_id: int = 1024) -> None
 
 def _assert_result_message(stack: Stack, request_id: str, member_id: int) -> FeedbackResult:
     assert stack.queues is not None
-    received = _sqs(stack).receive_message(
+    received = stack_sqs(stack).receive_message(
         QueueUrl=stack.queues.results,
         MaxNumberOfMessages=10,
         WaitTimeSeconds=5,
@@ -90,7 +78,7 @@ def test_request_comes_back_as_signed_callback_and_result_message(
     assert isinstance(via_queue.timestamp, datetime)
     # Delivered means deleted: nothing is left on the request queue, nothing in the DLQ.
     assert stack.queues is not None
-    attributes = _sqs(stack).get_queue_attributes(
+    attributes = stack_sqs(stack).get_queue_attributes(
         QueueUrl=stack.queues.requests, AttributeNames=["All"]
     )["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == "0"

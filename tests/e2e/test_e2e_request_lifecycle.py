@@ -10,6 +10,8 @@ from llm_common.contracts.example import example_weekly_record
 
 from tests.support.factories import StartStack
 from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.queues import queue_depth
+from tests.support.stack import stack_sqs
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -92,6 +94,29 @@ def test_accepted_processing_delivered_and_a_late_retry_makes_no_second_job(
     assert _record(stack, "life-1")["state"] == "delivered"
     assert llm.stats()["completions"] == 1
     assert len([d for d in receiver.deliveries() if d["webhook_id"] == "life-1"]) == 5
+
+
+def test_a_request_cancelled_before_a_worker_took_it_gets_no_llm_call_and_no_delivery(
+    start_stack: StartStack,
+) -> None:
+    stack, llm, receiver = _start(start_stack)
+    worker = stack.processes["worker"]
+    worker.stop()
+    assert _post(stack, example_weekly_record("life-cancel", 4545)).status_code == 202
+    cancel = f"{stack.ingest_url}/ai/feedback/life-cancel"
+
+    cancelled = httpx.delete(cancel, headers=stack.ingest_headers, timeout=10)
+    again = httpx.delete(cancel, headers=stack.ingest_headers, timeout=10)
+    worker.start()
+    assert stack.queues is not None
+    sqs, requests_queue = stack_sqs(stack), stack.queues.requests
+    wait_until(lambda: queue_depth(sqs, requests_queue) == 0, 60, "its message deleted")
+
+    assert cancelled.status_code == 200
+    assert again.json() == cancelled.json()
+    assert _record(stack, "life-cancel")["state"] == "cancelled"
+    assert llm.stats()["requests"] == 0
+    assert receiver.deliveries() == []
 
 
 def test_expired_and_refused_requests_end_with_why_and_a_notice_on_the_failure_path(

@@ -87,6 +87,24 @@ def test_a_requests_status_answer_is_documented_with_its_shape(document: dict[st
     assert set(document["components"]["schemas"]["RequestState"]["enum"]) >= {"delivered"}
 
 
+def test_a_cancels_answers_are_documented_with_the_requests_status(
+    document: dict[str, Any],
+) -> None:
+    responses = document["paths"]["/ai/feedback/{request_id}"]["delete"]["responses"]
+
+    assert {"200", "401", "404", "409", "503"} <= set(responses)
+    for code in ("200", "409"):
+        assert {"requestId", "state", "times"} <= set(
+            _data_schema(document, responses[code])["properties"]
+        )
+    assert responses["409"]["content"]["application/json"]["example"]["data"]["state"] == (
+        "generating"
+    )
+    assert "Retry-After" in responses["503"]["headers"]
+    states = set(document["components"]["schemas"]["RequestState"]["enum"])
+    assert {"generating", "cancelled"} <= states
+
+
 def test_both_ways_to_send_the_api_key_are_documented(document: dict[str, Any]) -> None:
     schemes = document["components"]["securitySchemes"]
     assert schemes["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}

@@ -28,10 +28,7 @@ async def test_a_retry_after_the_message_was_consumed_makes_no_second_job(
     first = await client.post("/ai/feedback", json=body, headers=JSON)
     assert assert_envelope(first, 202) == {"requestId": "weekly-2025-06-16"}
     # A worker takes the message and deletes it: SQS's deduplication no longer has it to compare.
-    message = request_queue.sqs.receive_message(QueueUrl=request_queue.url)["Messages"][0]
-    request_queue.sqs.delete_message(
-        QueueUrl=request_queue.url, ReceiptHandle=message["ReceiptHandle"]
-    )
+    request_queue.receive_and_delete()
     retry = await client.post("/ai/feedback", json=body, headers=JSON)
     assert assert_envelope(retry, 202) == {"requestId": "weekly-2025-06-16"}
     assert request_queue.count() == 0

@@ -40,6 +40,11 @@ class RequestQueue:
         )["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"])
 
+    def receive_and_delete(self) -> None:
+        """What a worker does with one message it has finished: the queue has it no more."""
+        message = self.sqs.receive_message(QueueUrl=self.url)["Messages"][0]
+        self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+
     def receive_one(self) -> QueuedMessage:
         messages = self.sqs.receive_message(
             QueueUrl=self.url, AttributeNames=["All"], MaxNumberOfMessages=10

@@ -114,6 +114,24 @@ def test_redeliver_without_a_stored_result_does_nothing_and_says_why(
     assert receiver.deliveries() == []
 
 
+def test_a_cancelled_request_shows_as_cancelled_and_has_nothing_to_redeliver(
+    admin_env: dict[str, str], store: RequestStore, receiver: CallbackReceiver
+) -> None:
+    store.accept("adm-5", 505, DEADLINE)
+    store.cancel("adm-5")
+
+    status = admin(admin_env, "status", "adm-5")
+    redeliver = admin(admin_env, "redeliver", "adm-5")
+
+    assert status.returncode == 0, status.stderr
+    record = json.loads(status.stdout)
+    assert record["state"] == "cancelled"
+    assert "cancelledAt" in record["times"]
+    assert redeliver.returncode == 1
+    assert "cancelled, with no stored result" in redeliver.stderr
+    assert receiver.deliveries() == []
+
+
 def test_without_a_request_table_the_record_commands_say_so(
     admin_env: dict[str, str],
 ) -> None:

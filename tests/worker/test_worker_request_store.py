@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from feedback_worker.memory import InMemorySource
 from llm_common.contracts import FailureNotice
-from llm_common.requests_store import RequestRecord, RequestState, RequestStore
+from llm_common.requests_store import RequestRecord, RequestState, RequestStore, StateConflict
 from llm_common.telemetry.metrics import REGISTRY
 
 from tests.support.clock import SimulatedClock
@@ -240,3 +240,97 @@ async def test_a_store_outage_after_acceptance_loses_nothing(
 
 def _store_retries() -> float:
     return REGISTRY.get_sample_value("feedback_worker_retries_total", {"operation": "store"}) or 0.0
+
+
+def _skipped_as_cancelled() -> float:
+    labels = {"reason": "cancelled"}
+    return REGISTRY.get_sample_value("feedback_worker_skipped_total", labels) or 0.0
+
+
+@pytest.mark.parametrize("received_before", [False, True])
+async def test_a_request_cancelled_before_a_worker_took_it_is_deleted_without_llm_or_delivery(
+    tracked: Tracked, received_before: bool
+) -> None:
+    """On its first receive (found at the `generating` write) or on a later one (a worker died
+    holding it; its record is read first)."""
+    tracked.store.accept("req-50", 50, DEADLINE)
+    tracked.store.cancel("req-50")
+    message_id = send(tracked.source, 50)
+    if received_before:
+        await tracked.source.receive(1, 0, 0)
+    skipped = _skipped_as_cancelled()
+
+    await tracked.run(CALLBACK_FAILURE_PATH="/feedback-failures")
+
+    assert tracked.source.deleted == [message_id]
+    assert tracked.source.dead_letters == []
+    assert tracked.llm.stats()["requests"] == 0
+    assert tracked.receiver.deliveries() == []
+    assert tracked.record("req-50").state is RequestState.CANCELLED
+    assert _skipped_as_cancelled() == skipped + 1
+
+
+async def test_a_cancel_while_the_worker_holds_the_message_wins_until_the_llm_is_asked(
+    tracked: Tracked,
+) -> None:
+    """One LLM slot: req-52 is received and waits for it while req-51 is at the LLM, and the
+    backend cancels req-52 then."""
+    for member in (51, 52):
+        tracked.store.accept(f"req-{member}", member, DEADLINE)
+    tracked.llm.control(latency_s=1.0)
+    at_the_llm = send(tracked.source, 51)
+    waiting = send(tracked.source, 52)
+    run = asyncio.create_task(tracked.run(WORKER_CONCURRENCY="1", WORKER_PREFETCH="1"))
+    await eventually(
+        lambda: (
+            tracked.llm.stats()["requests"] == 1
+            and tracked.source.receive_counts() == {at_the_llm: 1, waiting: 1}
+        ),
+        what="req-52 held while req-51 is at the LLM",
+    )
+
+    assert tracked.store.cancel("req-52").state is RequestState.CANCELLED
+    await run
+
+    assert tracked.llm.stats()["requests"] == 1
+    assert [d["webhook_id"] for d in tracked.receiver.deliveries()] == ["req-51"]
+    assert sorted(tracked.source.deleted) == sorted([at_the_llm, waiting])
+    assert tracked.record("req-52").state is RequestState.CANCELLED
+    assert tracked.record("req-51").state is RequestState.DELIVERED
+
+
+async def test_a_cancel_once_the_llm_is_asked_is_refused_and_the_feedback_delivered(
+    tracked: Tracked,
+) -> None:
+    tracked.store.accept("req-53", 53, DEADLINE)
+    tracked.llm.control(latency_s=1.0)
+    send(tracked.source, 53)
+    run = asyncio.create_task(tracked.run())
+    await eventually(lambda: tracked.llm.stats()["requests"] == 1, what="req-53 at the LLM")
+
+    with pytest.raises(StateConflict) as refused:
+        tracked.store.cancel("req-53")
+    await run
+
+    assert refused.value.current is not None
+    assert refused.value.current.state is RequestState.GENERATING
+    [delivery] = tracked.receiver.deliveries()
+    assert delivery["webhook_id"] == "req-53"
+    assert tracked.record("req-53").state is RequestState.DELIVERED
+
+
+async def test_a_cancelled_request_past_its_deadline_gets_no_failure_notice(
+    tracked: Tracked,
+) -> None:
+    """Its deadline is checked before the LLM slot, so it goes to the DLQ as expired; but the
+    backend, which cancelled it, hears nothing more of it."""
+    tracked.store.accept("req-54", 54, DEADLINE)
+    tracked.store.cancel("req-54")
+    stale = {**weekly_record(54, "req-54"), "deadline": "2020-01-01T00:00:00"}
+    tracked.source.send(stale, group_id="54")
+
+    await tracked.run(CALLBACK_FAILURE_PATH="/feedback-failures")
+
+    assert tracked.receiver.deliveries() == []
+    assert tracked.llm.stats()["requests"] == 0
+    assert tracked.record("req-54").state is RequestState.CANCELLED

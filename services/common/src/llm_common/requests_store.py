@@ -11,8 +11,8 @@ request id stays the one identity everywhere: store key, SQS deduplication id, c
 
 Every write is conditional: the first put only where no item exists (`attribute_not_exists`),
 every transition only from the states it may leave. Two writers racing (two workers holding
-copies of one message, an operator and a worker) cannot both win, and the loser learns the state
-that beat it (`StateConflict`).
+copies of one message, an operator and a worker, the backend's cancel and the worker about to
+ask the LLM) cannot both win, and the loser learns the state that beat it (`StateConflict`).
 
 DynamoDB deletes an item some time after its `expiresAt` (epoch seconds; TTL is switched on by
 the table's manifest), so records live `REQUEST_STORE_TTL_SECONDS` (35 days by default: a month of
@@ -49,6 +49,9 @@ class RequestState(StrEnum):
     """Ingest holds the request; its message is on the feedback queue once `enqueuedAt` is set."""
     PROCESSING = "processing"
     """A worker has received it (`attempts` counts the receives that reached a worker)."""
+    GENERATING = "generating"
+    """A worker is asking the LLM (it stays so until the result is stored, or the message comes
+    back after a failed call): from here on a cancel is refused."""
     DELIVERED = "delivered"
     """At least one delivery channel took the result (the backend has it); `missing` lists
     those that did not (yet)."""
@@ -57,10 +60,22 @@ class RequestState(StrEnum):
     A message of a failed request that comes back (`admin redrive`) starts it again."""
     EXPIRED = "expired"
     """Its deadline passed before it reached the LLM."""
+    CANCELLED = "cancelled"
+    """The backend cancelled it before it reached the LLM: no worker asks the LLM for it or
+    delivers anything for it, ever (no transition leaves this state)."""
 
 
-_STARTABLE = (RequestState.ACCEPTED, RequestState.PROCESSING, RequestState.FAILED)
-"""What a worker may move to `processing`: never a delivered or expired request."""
+_STARTABLE = (
+    RequestState.ACCEPTED,
+    RequestState.PROCESSING,
+    RequestState.GENERATING,
+    RequestState.FAILED,
+)
+"""What a worker may move to `processing` or `generating`: never a delivered, expired or
+cancelled request."""
+_CANCELLABLE = (RequestState.ACCEPTED, RequestState.PROCESSING, RequestState.CANCELLED)
+"""What a cancel may move to `cancelled` (with no result stored): `processing` is a message
+received again, not yet at the LLM; `cancelled` makes a second cancel a no-op, not an error."""
 _END_TIMES = {RequestState.FAILED: "failedAt", RequestState.EXPIRED: "expiredAt"}
 
 
@@ -103,10 +118,12 @@ class RequestRecord:
     attempts: int = 0
     enqueued_at: datetime | None = None
     processing_at: datetime | None = None
+    generating_at: datetime | None = None
     generated_at: datetime | None = None
     delivered_at: datetime | None = None
     failed_at: datetime | None = None
     expired_at: datetime | None = None
+    cancelled_at: datetime | None = None
     content: str | None = None
     """The generated feedback, stored before its first delivery so a retry sends the same text."""
     channels: tuple[str, ...] = ()
@@ -145,10 +162,12 @@ def _record(item: Mapping[str, Any]) -> RequestRecord:
         attempts=int(plain.get("attempts", 0)),
         enqueued_at=_time(plain.get("enqueuedAt")),
         processing_at=_time(plain.get("processingAt")),
+        generating_at=_time(plain.get("generatingAt")),
         generated_at=_time(plain.get("generatedAt")),
         delivered_at=_time(plain.get("deliveredAt")),
         failed_at=_time(plain.get("failedAt")),
         expired_at=_time(plain.get("expiredAt")),
+        cancelled_at=_time(plain.get("cancelledAt")),
         content=plain.get("content"),
         channels=tuple(plain.get("channels", ())),
         missing=tuple(plain.get("missingChannels", ())),
@@ -268,6 +287,34 @@ class RequestStore:
             "attempts = :receive",
             {":processing": RequestState.PROCESSING.value, ":receive": receive},
             required=_STARTABLE,
+        )
+
+    def start_generating(self, request_id: str, receive: int) -> RequestRecord:
+        """The worker is about to ask the LLM: `generating`. The one write a cancel races
+        with: refused (StateConflict, with the record) once the request is cancelled, as the
+        cancel is refused once this has been written, so DynamoDB's condition alone decides
+        which came first. Also refused when a result is stored already (a copy of the message
+        raced this one) or the request has ended."""
+        return self._update(
+            request_id,
+            "SET #state = :generating, generatingAt = if_not_exists(generatingAt, :now), "
+            "attempts = :receive",
+            {":generating": RequestState.GENERATING.value, ":receive": receive},
+            required=_STARTABLE,
+            unless="content",
+        )
+
+    def cancel(self, request_id: str) -> RequestRecord:
+        """`cancelled`, while no worker has asked the LLM and no result is stored; the record
+        as it now is. A second cancel finds it cancelled and changes nothing (`cancelledAt`
+        stays the first one's). Refused (StateConflict, with the record; None for an unknown
+        id) once the request is `generating` or beyond (see `start_generating`)."""
+        return self._update(
+            request_id,
+            "SET #state = :cancelled, cancelledAt = if_not_exists(cancelledAt, :now)",
+            {":cancelled": RequestState.CANCELLED.value},
+            required=_CANCELLABLE,
+            unless="content",
         )
 
     def store_result(

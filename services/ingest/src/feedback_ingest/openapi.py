@@ -1,4 +1,4 @@
-"""What /openapi.json says about POST /ai/feedback.
+"""What /openapi.json says about POST /ai/feedback, and DELETE's answers.
 
 The route reads its body itself (size cap, envelope errors), so FastAPI does not see a body
 parameter: the request schema, its example and the responses are declared here instead.
@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from llm_common.contracts import Envelope, FeedbackRequest, RequestId, RequestRef
 from llm_common.contracts.example import example_weekly_record
+from llm_common.contracts.status import RequestStatus
 from llm_common.envelope import InvalidFields
 from pydantic import TypeAdapter
 
@@ -103,6 +104,57 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "is never a second job.",
         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
         **_envelope_example(503, "queue unavailable, retry later", None),
+    },
+}
+
+
+def _status_example(state: str, attempts: int, **times: str) -> dict[str, Any]:
+    """A request's status (`RequestStatus`) as GET and DELETE show it."""
+    return {
+        "requestId": "weekly-1024-2025-06-16",
+        "memberId": 1024,
+        "state": state,
+        "deadline": "2025-06-23T09:00:00+00:00",
+        "attempts": attempts,
+        "times": {
+            "acceptedAt": "2025-06-16T09:00:00.120000+00:00",
+            "enqueuedAt": "2025-06-16T09:00:00.180000+00:00",
+            **times,
+        },
+    }
+
+
+CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Cancelled (now, or by an earlier cancel): no LLM call, no delivery.",
+        **_envelope_example(
+            200,
+            "cancelled",
+            _status_example("cancelled", 0, cancelledAt="2025-06-16T09:00:04.500000+00:00"),
+            Envelope[RequestStatus],
+        ),
+    },
+    401: RESPONSES[401],
+    404: {
+        "description": "No request with this id (or its record has expired), or ingest keeps "
+        "no records (REQUEST_TABLE_NAME empty).",
+        **_envelope_example(404, "unknown request id", {"requestId": "weekly-1024-2025-06-16"}),
+    },
+    409: {
+        "description": "Too late: a worker has asked the LLM (`generating`), or the request "
+        "has a result or has ended; `data` is its status.",
+        **_envelope_example(
+            409,
+            "request is generating: too late to cancel",
+            _status_example("generating", 1, generatingAt="2025-06-16T09:00:02.300000+00:00"),
+            Envelope[RequestStatus],
+        ),
+    },
+    503: {
+        "description": "The request store did not answer: the request is not cancelled. Send "
+        "the DELETE again after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        **_envelope_example(503, "request store unavailable, retry later", None),
     },
 }
 

@@ -2,10 +2,24 @@
 
 from typing import TYPE_CHECKING
 
-from llm_common.telemetry.names import DeadLetterReason, RetryOperation
+from llm_common.telemetry.names import DeadLetterReason, RetryOperation, SkipReason
 
 if TYPE_CHECKING:
     from feedback_worker.llm_gate import GateReason
+
+
+class Skip(Exception):
+    """Nothing is to be done for this message, nor ever will be: it is deleted now, without an
+    LLM call or a delivery, and counted (feedback_worker_skipped_total)."""
+
+    reason: SkipReason
+
+
+class RequestCancelled(Skip):
+    """The backend cancelled the request (DELETE /ai/feedback/{requestId}) before a worker
+    asked the LLM: its record says `cancelled`, and nobody may answer it any more."""
+
+    reason = SkipReason.CANCELLED
 
 
 class RetryLater(Exception):

@@ -105,7 +105,8 @@ class FeedbackHandler:
             await self._records.ended(job, state, reason)
 
     async def _write(self, job: Job, message: QueueMessage, place: Place) -> str:
-        """The LLM's feedback; the LLM slot is held only for the call itself.
+        """The LLM's feedback; the LLM slot is held only for the call itself, and before the
+        first one for the `generating` write a cancel races (RequestCancelled if it lost).
 
         With the gate, a call that fails because the LLM cannot take calls now (the gate
         closes) is tried again once the gate lets it, the message held meanwhile: returning it
@@ -118,6 +119,8 @@ class FeedbackHandler:
         while True:
             call += 1
             await place.start_work()
+            if call == 1:  # later calls of this receive find it `generating` already
+                await self._records.generating(job, message.receives)
             log.info(
                 "request %s (member %d, message %s, receive %d, call %d): asking the LLM",
                 job.request_id,

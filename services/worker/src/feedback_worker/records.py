@@ -6,17 +6,24 @@ The handler calls it at clear points of a message's work, each one conditional w
    ingest, brought back from the DLQ): `processing`, and what the earlier work left: a stored
    result (sent again; the LLM is not asked), a partial delivery (the missing channels get it),
    or a delivered request (nothing to do). A message's first receive has nothing to learn there
-   and writes nothing before its LLM call.
-2. `generated`, once the LLM has answered: `processing` with the result, stored before its first
+   and skips it.
+2. `generating`, right before each receive's first LLM call, once the message holds an LLM
+   slot: the point of no return for a cancel (DELETE /ai/feedback/{requestId}), which races
+   this write on the record's state. A cancel that came first makes the worker delete the
+   message without the call (RequestCancelled); one that comes later is refused. A store that
+   does not answer does not hold the call: `generated` refuses a cancelled request's result
+   anyway, so a cancel costs at most that one call, never a delivery.
+3. `generated`, once the LLM has answered: `processing` with the result, stored before its first
    delivery attempt, so a delivery that a crash interrupts sends the same text again. Refused
    when a result is stored already (a copy raced this one): that result is sent instead.
-3. `partly_delivered` as soon as one channel took the result while another is still retried,
+4. `partly_delivered` as soon as one channel took the result while another is still retried,
    and `delivered` once the delivery ends, before the message is deleted;
-4. or `ended`, when the runner gives the message up: `failed` or `expired` with the reason, and
-   the failure notice when CALLBACK_FAILURE_PATH is set.
+5. or `ended`, when the runner gives the message up: `failed` or `expired` with the reason, and
+   the failure notice when CALLBACK_FAILURE_PATH is set (none for a cancelled request).
 
-None of them holds an LLM slot. A store outage at 1 sends the message back to the queue
-(without the record the worker cannot tell a stored result from none). At 2 and 3 the worker
+Only 2 holds an LLM slot, for one write: asking before the slot would refuse a cancel while
+the message still waits for the LLM. A store outage at 1 sends the message back to the queue
+(without the record the worker cannot tell a stored result from none). At 3 and 4 the worker
 holds the message instead (the heartbeat keeps it hidden) and writes again with backoff, within
 the delivery budget: a text the store does not hold is never delivered (the record and what the
 backend got could then disagree for good), and a message is never deleted before its record
@@ -47,7 +54,7 @@ from llm_common.telemetry.names import RetryOperation
 from feedback_worker.aws_calls import AwsCalls
 from feedback_worker.delivery.budget import DeliveryBudget, DeliveryReport
 from feedback_worker.delivery.notices import FailureNotices
-from feedback_worker.errors import RecordUnavailable
+from feedback_worker.errors import RecordUnavailable, RequestCancelled
 from feedback_worker.jobs import Job
 from feedback_worker.source import QueueMessage
 from feedback_worker.sqs import EARLIER_RECEIVES_ATTRIBUTE, REASON_ATTRIBUTE
@@ -115,7 +122,23 @@ class RequestRecords:
             record = conflict.current
         except StoreUnavailable as error:
             raise RecordUnavailable(f"request store unavailable: {error}") from error
+        _unless_cancelled(record)
         return Progress.of(record)
+
+    async def generating(self, job: Job, receive: int) -> None:
+        """`generating`, just before the LLM call. Raises RequestCancelled when the backend
+        cancelled the request first; otherwise the call goes ahead, also where the record
+        refused the write for another reason (no record: a message the backend published
+        itself; a result a copy stored: `generated` delivers that one instead)."""
+        if self._store is None:
+            return
+        mark = functools.partial(self._store.start_generating, job.request_id, receive)
+        try:
+            await self._calls.run(mark)
+        except StateConflict as conflict:
+            _unless_cancelled(conflict.current)
+        except StoreUnavailable as error:
+            log.warning("request %s: not marked generating (%s)", job.request_id, error)
 
     async def generated(self, job: Job, content: str, receive: int) -> Progress:
         """The result to deliver: `content`, now stored; or the one stored before it (a copy of
@@ -133,6 +156,7 @@ class RequestRecords:
         except StateConflict as conflict:
             if conflict.current is None:  # no record: a message the backend published itself
                 return fresh
+            _unless_cancelled(conflict.current)  # while the store did not answer `generating`
             log.warning("request %s: %s before this result", job.request_id, conflict)
             earlier = Progress.of(conflict.current)
             return earlier if earlier.finished or earlier.content else fresh
@@ -195,10 +219,14 @@ class RequestRecords:
                 await self._budget.sleep(delay)
 
     async def ended(self, job: Job, state: RequestState, reason: str) -> None:
-        """`failed` or `expired`; the notice goes out whether or not the record could be kept."""
+        """`failed` or `expired`; the notice goes out whether or not the record could be kept,
+        unless the record says the backend cancelled the request (its message can still
+        expire: the deadline is checked before the LLM slot that `generating` waits for)."""
         if self._store is not None:
             end = functools.partial(self._store.end, job.request_id, state, reason)
-            await self._quietly(state.value, end)
+            refused_by = await self._quietly(state.value, end)
+            if refused_by is not None and refused_by.state is RequestState.CANCELLED:
+                return
         if self._notices is not None:
             notice = {
                 "request_id": job.request_id,
@@ -210,11 +238,20 @@ class RequestRecords:
             }
             await self._notices.send(FailureNotice.model_validate(notice))
 
-    async def _quietly(self, what: str, write: Callable[[], object]) -> None:
+    async def _quietly(self, what: str, write: Callable[[], object]) -> RequestRecord | None:
+        """`write` tried once; the record that refused it, if one did."""
         try:
             await self._calls.run(write)
         except StateConflict as conflict:
             if conflict.current is not None:  # None: a message the backend published itself
                 log.warning("request record not marked %s: %s", what, conflict)
+            return conflict.current
         except StoreUnavailable as error:
             log.warning("request record not marked %s: %s", what, error)
+        return None
+
+
+def _unless_cancelled(record: RequestRecord | None) -> None:
+    """RequestCancelled when `record` says the backend cancelled the request."""
+    if record is not None and record.state is RequestState.CANCELLED:
+        raise RequestCancelled(f"request {record.request_id} was cancelled")

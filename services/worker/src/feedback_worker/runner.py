@@ -6,6 +6,7 @@ message hidden while it is held (`heartbeat.py`); the handler does the work, tel
 `Place` when the scarce call starts and ends; its outcome maps to one settle:
 
     returns          → delete
+    Skip             → delete, counted by its reason (nothing is to be done for it, ever)
     DeadLetter       → the DLQ now, with the reason (`on_dead_letter` is told first)
     RetryLater       → back to the queue after a growing delay (on its last allowed receive,
                        its earlier copies' receives counted: the DLQ, with the reason,
@@ -51,7 +52,7 @@ from opentelemetry.trace import SpanKind
 
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.batching import MAX_BATCH
-from feedback_worker.errors import DeadLetter, RetryLater
+from feedback_worker.errors import DeadLetter, RetryLater, Skip
 from feedback_worker.heartbeat import Heartbeat
 from feedback_worker.settings import MAX_VISIBILITY_SECONDS
 from feedback_worker.slots import Bounds, Place, Stage
@@ -84,7 +85,7 @@ the feedback handler ends the request's record there."""
 
 class Handler(Protocol):
     async def handle(self, message: QueueMessage, place: Place) -> None:
-        """Do the message's work; raise RetryLater or DeadLetter (feedback_worker.errors).
+        """Do the message's work; raise Skip, RetryLater or DeadLetter (feedback_worker.errors).
 
         `await place.start_work()` before the scarce call and `await place.finish_work()` once
         it is done: the runner keeps that many calls going and frees the slot for the next
@@ -276,6 +277,8 @@ class Runner:
         ):
             try:
                 await self._handler.handle(message, held.place)
+            except Skip as skipped:
+                await self._skip(held, skipped)
             except DeadLetter as failure:
                 record_error(span, failure)
                 await self._dead_letter(held, str(failure), failure.cause)
@@ -288,6 +291,11 @@ class Runner:
                 await self._retry_later(held, RetryLater("unexpected error"))
             else:
                 await self._settle(held, "delete", self._source.delete)
+
+    async def _skip(self, held: _Held, skipped: Skip) -> None:
+        log.info("message %s deleted unworked: %s", held.message.message_id, skipped)
+        if await self._settle(held, "delete", self._source.delete):
+            metrics.WORKER_SKIPS.labels(skipped.reason).inc()
 
     async def _dead_letter(self, held: _Held, reason: str, cause: DeadLetterReason) -> None:
         log.error("message %s goes to the DLQ: %s", held.message.message_id, reason)

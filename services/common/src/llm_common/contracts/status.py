@@ -40,8 +40,8 @@ class RequestStatus(_View):
     deadline: IsoTime
     attempts: int
     times: dict[str, IsoTime]
-    """`acceptedAt`, `enqueuedAt`, `processingAt`, `generatedAt`, `deliveredAt`, `failedAt`,
-    `expiredAt`: those that happened."""
+    """`acceptedAt`, `enqueuedAt`, `processingAt`, `generatingAt`, `generatedAt`,
+    `deliveredAt`, `failedAt`, `expiredAt`, `cancelledAt`: those that happened."""
     result: DeliveredResult | None = None
     """Once delivered."""
     failure_reason: str | None = None
@@ -53,10 +53,12 @@ class RequestStatus(_View):
             "acceptedAt": record.accepted_at,
             "enqueuedAt": record.enqueued_at,
             "processingAt": record.processing_at,
+            "generatingAt": record.generating_at,
             "generatedAt": record.generated_at,
             "deliveredAt": record.delivered_at,
             "failedAt": record.failed_at,
             "expiredAt": record.expired_at,
+            "cancelledAt": record.cancelled_at,
         }
         delivered = record.state is RequestState.DELIVERED
         ended = record.state in _ENDED

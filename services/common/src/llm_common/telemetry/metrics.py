@@ -37,6 +37,7 @@ from llm_common.telemetry.names import (
     Outcome,
     RejectReason,
     RetryOperation,
+    SkipReason,
 )
 
 # `*_created` series double the output and no dashboard here reads them.
@@ -161,6 +162,15 @@ WORKER_DLQ_SENDS = _with_series(
         registry=REGISTRY,
     ),
     DeadLetterReason,
+)
+WORKER_SKIPS = _with_series(
+    Counter(
+        "feedback_worker_skipped",
+        "Messages the worker deleted without an LLM call or a delivery, by reason (cancelled).",
+        ["reason"],
+        registry=REGISTRY,
+    ),
+    SkipReason,
 )
 WORKER_LLM_GATE_OPEN = Gauge(
     "feedback_worker_llm_gate_open",

@@ -94,6 +94,12 @@ class DeadLetterReason(StrEnum):
     DELIVERY_BUDGET_SPENT = "delivery_budget_spent"  # DELIVERY_RETRY_SECONDS passed undelivered
 
 
+class SkipReason(StrEnum):
+    """Why the worker deleted a message without working it (label `reason`)."""
+
+    CANCELLED = "cancelled"  # the backend cancelled the request before it reached the LLM
+
+
 class ContentCheck(StrEnum):
     """The checks a feedback passes before delivery (label `check`; worker's content.py)."""
 

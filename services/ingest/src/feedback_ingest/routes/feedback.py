@@ -1,4 +1,5 @@
-"""POST /ai/feedback: validate the backend's weekly record and put it on the feedback queue."""
+"""POST /ai/feedback: validate the backend's weekly record and put it on the feedback queue;
+GET and DELETE /ai/feedback/{requestId}: what became of it, and its cancellation."""
 
 import functools
 import logging
@@ -120,9 +121,42 @@ async def _mark_enqueued(store: RequestStore, request_id: str) -> None:
 )
 async def feedback_status(request_id: str, store: StoreDep) -> JSONResponse:
     if store is None:
-        message = "request status is not kept here (no request store: REQUEST_TABLE_NAME)"
-        return envelope_response(404, message, {"requestId": request_id})
+        return _no_store(request_id)
     record = await anyio.to_thread.run_sync(store.get, request_id)
     if record is None:
-        return envelope_response(404, "unknown request id", {"requestId": request_id})
+        return _unknown(request_id)
     return envelope_response(200, record.state.value, RequestStatus.of(record).shown())
+
+
+@router.delete(
+    "/ai/feedback/{request_id}",
+    summary="Cancel a request that no worker has sent to the LLM yet",
+    dependencies=[Depends(require_api_key)],
+    responses=openapi.CANCEL_RESPONSES,
+)
+async def cancel_feedback(request_id: str, store: StoreDep) -> JSONResponse:
+    """One conditional write (RequestStore.cancel), never a read then a write: the worker's
+    `generating` write, just before its LLM call, races it on the record's state, and
+    DynamoDB's condition decides which came first. 200 again for a request cancelled already,
+    so a client that retries a DELETE whose answer it lost gets the same answer."""
+    if store is None:
+        return _no_store(request_id)
+    try:
+        record = await anyio.to_thread.run_sync(store.cancel, request_id)
+    except StateConflict as conflict:
+        if conflict.current is None:
+            return _unknown(request_id)
+        status = RequestStatus.of(conflict.current)
+        message = f"request is {status.state}: too late to cancel"
+        return envelope_response(409, message, status.shown())
+    logger.info("request %s cancelled", request_id)
+    return envelope_response(200, record.state.value, RequestStatus.of(record).shown())
+
+
+def _no_store(request_id: str) -> JSONResponse:
+    message = "request status is not kept here (no request store: REQUEST_TABLE_NAME)"
+    return envelope_response(404, message, {"requestId": request_id})
+
+
+def _unknown(request_id: str) -> JSONResponse:
+    return envelope_response(404, "unknown request id", {"requestId": request_id})
