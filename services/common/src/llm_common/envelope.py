@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from typing_extensions import TypedDict
 
@@ -37,9 +38,12 @@ class InvalidFields(TypedDict):
 def envelope_response(
     status: int,
     message: str,
-    data: dict[str, Any] | None = None,
+    data: BaseModel | dict[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
+    """`data` a contract (RequestRef, ...) is written as on the wire: camelCase."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json", by_alias=True)
     body = Envelope[dict[str, Any]](status=status, message=message, data=data)
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from llm_common.api_keys import ApiKeyRejected, ApiKeysNotSet
+from llm_common.contracts import RequestRef
 from llm_common.envelope import FieldError, envelope_response, field_path, install_envelope_handlers
 from llm_common.requests_store import RequestIdTaken, StoreUnavailable
 from llm_common.telemetry import metrics
@@ -124,7 +125,7 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         return envelope_response(
             409,
             "requestId is already used by another member; send a request id of your own",
-            {"requestId": error.request_id},
+            RequestRef(request_id=error.request_id),
         )
 
     install_envelope_handlers(app)

@@ -90,7 +90,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         **_envelope_example(
             409,
             "requestId is already used by another member; send a request id of your own",
-            {"requestId": "weekly-2025-06-16"},
+            {"requestId": FEEDBACK_EXAMPLE["requestId"]},
             Envelope[RequestRef],
         ),
     },
@@ -111,7 +111,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 def _status_example(state: str, attempts: int, **times: str) -> dict[str, Any]:
     """A request's status (`RequestStatus`) as GET and DELETE show it."""
     return {
-        "requestId": "weekly-1024-2025-06-16",
+        "requestId": FEEDBACK_EXAMPLE["requestId"],
         "memberId": 1024,
         "state": state,
         "deadline": "2025-06-23T09:00:00+00:00",
@@ -138,7 +138,9 @@ CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {
         "description": "No request with this id (or its record has expired), or ingest keeps "
         "no records (REQUEST_TABLE_NAME empty).",
-        **_envelope_example(404, "unknown request id", {"requestId": "weekly-1024-2025-06-16"}),
+        **_envelope_example(
+            404, "unknown request id", {"requestId": FEEDBACK_EXAMPLE["requestId"]}
+        ),
     },
     409: {
         "description": "Too late: a worker has asked the LLM (`generating`), or the request "

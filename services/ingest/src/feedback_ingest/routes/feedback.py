@@ -9,7 +9,7 @@ from enum import Enum
 import anyio.to_thread
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import JSONResponse
-from llm_common.contracts import Envelope, FeedbackJob
+from llm_common.contracts import Envelope, FeedbackJob, RequestRef
 from llm_common.contracts.status import RequestStatus
 from llm_common.envelope import envelope_response
 from llm_common.requests_store import RequestState, RequestStore, StateConflict, StoreUnavailable
@@ -66,7 +66,7 @@ async def accept_feedback(
             logger.info(
                 "request %s is a retry of an accepted request: not queued again", request_id
             )
-            return envelope_response(202, "accepted", {"requestId": request_id})
+            return envelope_response(202, "accepted", RequestRef(request_id=request_id))
         message_id = await queue.enqueue(job, resent=acceptance is Acceptance.RESEND)
         if store is not None:
             after_answer.add_task(_mark_enqueued, store, request_id)
@@ -77,7 +77,7 @@ async def accept_feedback(
             message_id,
         )
     metrics.INGEST_REQUESTS_ACCEPTED.inc()
-    return envelope_response(202, "accepted", {"requestId": request_id})
+    return envelope_response(202, "accepted", RequestRef(request_id=request_id))
 
 
 class Acceptance(Enum):
@@ -155,8 +155,8 @@ async def cancel_feedback(request_id: str, store: StoreDep) -> JSONResponse:
 
 def _no_store(request_id: str) -> JSONResponse:
     message = "request status is not kept here (no request store: REQUEST_TABLE_NAME)"
-    return envelope_response(404, message, {"requestId": request_id})
+    return envelope_response(404, message, RequestRef(request_id=request_id))
 
 
 def _unknown(request_id: str) -> JSONResponse:
-    return envelope_response(404, "unknown request id", {"requestId": request_id})
+    return envelope_response(404, "unknown request id", RequestRef(request_id=request_id))
