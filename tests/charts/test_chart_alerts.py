@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import MINIMAL_VALUES, REPO, Helm, Manifest
-from promql_support import (
+
+from tests.support.charts import MINIMAL_VALUES, REPO, Helm, Manifest
+from tests.support.promql import (
     JOBS,
     alert_rules,
     known_metric_names,

@@ -17,12 +17,13 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from chart_support import Helm
 from devstack.processes import free_port
 from devstack.prometheus import prometheus_binary
 from devstack.stack import Ports, Stack, StackConfig
 from llm_common.contracts.example import example_weekly_record
-from promql_support import (
+
+from tests.support.charts import Helm
+from tests.support.promql import (
     alert_rules,
     dashboard_exprs,
     rendered_rules,

@@ -5,7 +5,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from chart_support import (
+
+from tests.support.charts import (
     COMPONENTS,
     MINIMAL_VALUES,
     SCENARIOS,

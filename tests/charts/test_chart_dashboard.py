@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 
 import yaml
-from chart_support import MINIMAL_VALUES, Helm, objects
-from promql_support import (
+
+from tests.support.charts import MINIMAL_VALUES, Helm, objects
+from tests.support.promql import (
     DASHBOARD,
     dashboard,
     dashboard_exprs,

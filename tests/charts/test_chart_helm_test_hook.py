@@ -9,9 +9,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from chart_support import Manifest, one
 from devstack.processes import ManagedProcess, free_port, python_module
 from devstack.queues import FeedbackQueues
+
+from tests.support.charts import Manifest, one
 
 Render = Callable[[str], list[Manifest]]
 API_KEY = "helm-test-key"

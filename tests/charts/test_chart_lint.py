@@ -1,7 +1,8 @@
 """`helm lint --strict` and what values.schema.json lets through."""
 
 import pytest
-from chart_support import CHART, MINIMAL_VALUES, Helm, HelmError
+
+from tests.support.charts import CHART, MINIMAL_VALUES, Helm, HelmError
 
 
 def test_lint_strict_passes_with_the_minimal_site_values(helm: Helm) -> None:

@@ -4,7 +4,8 @@ import re
 from collections.abc import Callable
 
 import pytest
-from chart_support import (
+
+from tests.support.charts import (
     SCENARIOS,
     SECRET_VARIABLES,
     Manifest,

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import yaml
-from chart_support import CHART
 from devstack import chart_docs
+
+from tests.support.charts import CHART
 
 README = CHART / "README.md"
 

@@ -5,7 +5,8 @@ from collections.abc import Callable
 
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev group
 import pytest
-from chart_support import (
+
+from tests.support.charts import (
     SCENARIOS,
     SUPPORTED_KUBERNETES,
     Manifest,

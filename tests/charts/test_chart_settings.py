@@ -14,17 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import (
-    SCENARIOS,
-    Helm,
-    HelmError,
-    Manifest,
-    component_of,
-    config_of,
-    env_of,
-    one,
-    scenario_files,
-)
 from devstack.chart_docs import (
     COMPONENT_VALUES,
     COMPONENTS,
@@ -34,6 +23,18 @@ from devstack.chart_docs import (
     constraints,
     schema_node,
     value_paths,
+)
+
+from tests.support.charts import (
+    SCENARIOS,
+    Helm,
+    HelmError,
+    Manifest,
+    component_of,
+    config_of,
+    env_of,
+    one,
+    scenario_files,
 )
 
 SECRET_STAND_INS = {

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_support import REPO
+
+from tests.support.charts import REPO
 
 # `uv run` tells its children where uv is; otherwise PATH (the Makefile may use a private copy).
 UV = os.environ.get("UV") or shutil.which("uv")

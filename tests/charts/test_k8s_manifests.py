@@ -11,7 +11,9 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from chart_support import (
+from llm_common.requests_store import KEY, TTL_ATTRIBUTE, RequestStore, create_request_table
+
+from tests.support.charts import (
     REPO,
     SUPPORTED_KUBERNETES,
     Manifest,
@@ -21,7 +23,6 @@ from chart_support import (
     validate_builtin,
     validate_custom,
 )
-from llm_common.requests_store import KEY, TTL_ATTRIBUTE, RequestStore, create_request_table
 
 K8S = REPO / "k8s"
 # eksctl's own format (a node group definition), not a Kubernetes object.

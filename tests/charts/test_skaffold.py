@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART, REPO, Helm
+
+from tests.support.charts import CHART, REPO, Helm
 
 SKAFFOLD = REPO / "skaffold.yaml"
 ARTIFACTS = {

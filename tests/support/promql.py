@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART, MINIMAL_VALUES, Helm, Manifest
 from llm_common.telemetry import metrics
+
+from tests.support.charts import CHART, MINIMAL_VALUES, Helm, Manifest
 
 RELEASE = "feedback-platform"
 """Release name of the rendered rules: jobs are then `feedback-platform-<component>`."""

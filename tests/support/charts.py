@@ -24,8 +24,8 @@ Manifest = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "feedback-platform"
 MINIMAL_VALUES = CHART / "ci" / "minimal-values.yaml"
-SCENARIOS_DIR = Path(__file__).parent / "scenarios"
-CRD_SCHEMAS_DIR = Path(__file__).parent / "schemas"
+SCENARIOS_DIR = REPO / "tests" / "charts" / "scenarios"
+CRD_SCHEMAS_DIR = REPO / "tests" / "charts" / "schemas"
 RELEASE = "feedback"
 NAMESPACE = "feedback"
 
