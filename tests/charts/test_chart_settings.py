@@ -5,7 +5,8 @@ What a service accepts is decided by its pydantic settings (services/*/src/*/set
 chart's values.schema.json, configmaps and README follow from them. Each rendered scenario's
 environment (the ConfigMap plus the container's own `env`, secrets filled with stand-ins) is
 validated by the service's own settings class, and each schema node that feeds a setting has the
-setting's type, bounds and meaning (`tools/devstack/src/devstack/chart_docs.py` writes them; `make chart-docs`).
+setting's type, bounds and meaning (`tools/devstack/src/devstack/chart_docs.py` writes them;
+`make chart-docs`).
 """
 
 import json
