@@ -359,6 +359,21 @@ def test_stop_strings_reach_the_worker_as_json_only_when_set(helm: Helm, tmp_pat
     assert "LLM_STOP" not in config_of(helm.template(MINIMAL_VALUES), "worker")
 
 
+def test_feedback_queues_behind_interactive_calls_on_a_priority_scheduled_vllm(
+    helm: Helm, tmp_path: Path
+) -> None:
+    manifests = helm.template(MINIMAL_VALUES)
+    args = _container(one(manifests, "Deployment", "vllm"))["args"]
+    assert args[args.index("--scheduling-policy") + 1] == "priority"
+    assert config_of(manifests, "worker")["LLM_PRIORITY"] == "10"
+    site = tmp_path / "site.yaml"
+    site.write_text("worker:\n  llm: {priority: null}\nvllm: {schedulingPolicy: fcfs}\n")
+    fcfs = helm.template(MINIMAL_VALUES, site)
+    args = _container(one(fcfs, "Deployment", "vllm"))["args"]
+    assert args[args.index("--scheduling-policy") + 1] == "fcfs"
+    assert "LLM_PRIORITY" not in config_of(fcfs, "worker")
+
+
 def test_prompt_template_is_mounted_and_named(render_scenario: Render) -> None:
     manifests = render_scenario("all-on")
     config = config_of(manifests, "worker")

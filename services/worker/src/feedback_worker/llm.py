@@ -49,6 +49,7 @@ class FeedbackWriter:
         max_tokens: int,
         rules: ContentRules,
         stop: Sequence[str] = (),
+        priority: int | None = None,
     ) -> None:
         self._client = client
         self._model = model
@@ -56,6 +57,8 @@ class FeedbackWriter:
         self._max_tokens = max_tokens
         self._rules = rules
         self._stop = list(stop)
+        # vLLM's own field, beside the OpenAI ones: the client passes it through as it is.
+        self._extra_body = None if priority is None else {"priority": priority}
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> "FeedbackWriter":
@@ -81,6 +84,7 @@ class FeedbackWriter:
             settings.llm_max_tokens,
             rules,
             settings.llm_stop,
+            settings.llm_priority,
         )
 
     async def write(self, prompt: Prompt) -> str:
@@ -145,6 +149,7 @@ class FeedbackWriter:
                     # Sent only when set: an OpenAI-compatible server may refuse an empty list.
                     stop=self._stop or omit,
                     stream=False,
+                    extra_body=self._extra_body,
                 )
             except openai.APIError:
                 self._observe(Outcome.ERROR, started)

@@ -80,6 +80,12 @@ class WorkerSettings(ServiceSettings):
     llm_temperature: float = Field(0.7, ge=0, le=2)
     """Sampling temperature of every feedback call: 0.7 keeps weekly texts from repeating word
     for word."""
+    llm_priority: int | None = None
+    """vLLM's per-request `priority` on every feedback call (a lower value is
+    admitted first) for a vLLM started with `--scheduling-policy priority` and shared with
+    interactive callers: theirs send none, which vLLM takes as 0, so at 10 a waiting chat call
+    goes before every waiting feedback call. Unset: not sent (a server other than vLLM may refuse
+    the field; vLLM's default FCFS policy ignores it)."""
     llm_max_tokens: int = Field(400, ge=1)
     """5-6 Korean sentences are about 150-300 tokens; the cap stops a rambling model early."""
     llm_stop: Annotated[list[Annotated[str, Field(min_length=1)]], NoDecode] = Field(
