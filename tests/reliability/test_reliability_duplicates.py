@@ -91,7 +91,7 @@ def test_a_retry_after_the_message_was_consumed(
     request store, no second job; without it (the baseline), SQS's deduplication alone."""
     off = {"REQUEST_TABLE_NAME": ""} if store == "off" else {}
     platform = start_platform(worker_env=off, ingest_env=off)
-    bodies = [weekly_record(64_000 + n, f"late-{n}") for n in range(20)]
+    bodies = [weekly_record(64_000 + n, f"{64_000 + n}-late") for n in range(20)]
     for body in bodies:
         platform.accept(body)
     wait_until(lambda: len(platform.accepted_ids()) == len(bodies), 60, "the first deliveries")
