@@ -1,11 +1,13 @@
 """7. The fleet: the weekly burst on a simulated cluster, as the chart would scale it.
 
 `python -m bench fleet` runs, for 20,000, 200,000 and 1,000,000 requests from an empty pool,
-the chart's defaults and the same with vLLM allowed four replicas; at 200,000 also the burst
-accepted over ten minutes instead of at once, and a replica's node lost mid-burst (with
-kube-proxy's per-connection balancing and with per-request balancing). Each scenario's figures
-(GPU-hours paid ÷ ideal, cost, first delivery, p50/p99 accepted → delivered, share on time) go
-to the bench's table; replicas and backlog over time to bench/results/fleet.png and fleet.csv.
+the chart's defaults and the same with vLLM allowed four replicas; at 200,000 also four
+replicas with the 32 worker pods their batches need (the chart allows 20), the burst accepted
+over ten minutes instead of at once, and a replica's node lost mid-burst (on one replica, and on
+four with 32 pods with kube-proxy's per-connection balancing and with per-request balancing).
+Each scenario's figures (GPU-hours paid ÷ ideal, cost, first delivery, p50/p99 accepted →
+delivered, share on time) go to the bench's table; replicas and backlog over time to
+bench/results/fleet.png and fleet.csv.
 
 The parts, each a module to read top to bottom:
 - bench/fleet/chart.py: what is read from `helm template` (ScaledObjects, HPA behaviour, the
@@ -30,7 +32,7 @@ from devstack.fakes.vllm_sim import Calibration, Fitted, OutputLengths
 
 from bench.fleet import report
 from bench.fleet.model import Balancing, Delays
-from bench.fleet.scenarios import MAX_REPLICAS_SETS, Scenario, run
+from bench.fleet.scenarios import MAX_REPLICAS_SETS, WORKERS_FOR_4_SETS, Scenario, run
 
 REQUESTS = (20_000, 200_000, 1_000_000)
 GPU_PRICE = 4.0
@@ -70,7 +72,9 @@ def scenarios(requests: tuple[int, ...], sets: tuple[tuple[str, str], ...]) -> l
             Scenario(f"4 replicas {count:,}", count, sets=sets + MAX_REPLICAS_SETS),
         ]
         if count == 200_000:
+            four = sets + MAX_REPLICAS_SETS + WORKERS_FOR_4_SETS
             chosen += [
+                Scenario(f"4 replicas, 32 pods {count:,}", count, sets=four),
                 Scenario(f"defaults {count:,}, over 10 min", count, ARRIVAL_S, sets),
                 Scenario(
                     f"defaults {count:,}, replica lost",
@@ -79,15 +83,15 @@ def scenarios(requests: tuple[int, ...], sets: tuple[tuple[str, str], ...]) -> l
                     lose_replica_at_s=LOSS_AT_S,
                 ),
                 Scenario(
-                    f"4 replicas {count:,}, replica lost",
+                    f"4 replicas, 32 pods {count:,}, replica lost",
                     count,
-                    sets=sets + MAX_REPLICAS_SETS,
+                    sets=four,
                     lose_replica_at_s=LOSS_AT_S,
                 ),
                 Scenario(
-                    f"4 replicas {count:,}, replica lost, per-request balancing",
+                    f"4 replicas, 32 pods {count:,}, replica lost, per-request balancing",
                     count,
-                    sets=sets + MAX_REPLICAS_SETS,
+                    sets=four,
                     lose_replica_at_s=LOSS_AT_S,
                     balancing=Balancing.REQUEST,
                 ),

@@ -29,6 +29,8 @@ MAX_REPLICAS_SETS = (
     ("vllm.modelCache.type", "ephemeral"),
 )
 """The chart's defaults allow one vLLM replica; these let the pool grow to four."""
+WORKERS_FOR_4_SETS = (("worker.autoscaling.maxReplicas", "32"),)
+"""Four replicas' batches need 4 x podsPerLlmReplica (8) worker pods; the chart allows 20."""
 
 
 @dataclass(frozen=True)
