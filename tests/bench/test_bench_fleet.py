@@ -8,11 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import simpy
 import yaml
 from devstack.fakes.vllm_sim import Calibration, OutputLengths
 
 from bench.__main__ import NAMED_ONLY, parser
-from bench.fleet.autoscaling import Hpa
+from bench.fleet.autoscaling import Hpa, Keda
 from bench.fleet.chart import ChartFigures, figures, render
 from bench.fleet.model import Balancing, Delays, Fleet
 from bench.fleet.scenarios import Scenario, run
@@ -100,6 +101,40 @@ def test_scale_up_adds_at_most_the_policy_per_period(chart: ChartFigures) -> Non
     assert first == 1 + policy.value
     assert hpa.desired(policy.period_s / 2, first, busy) == first
     assert hpa.desired(policy.period_s + 1, first, busy) == first + policy.value
+
+
+class Replicas:
+    """A Deployment that only counts."""
+
+    def __init__(self) -> None:
+        self.replicas = 0
+
+    def scale_to(self, replicas: int) -> None:
+        self.replicas = replicas
+
+
+def test_keda_wakes_the_gpu_pool_on_a_message_and_empties_it_a_cooldown_after_the_last(
+    chart: ChartFigures,
+) -> None:
+    scaling = chart.vllm_scaling
+    env = simpy.Environment()
+    pool = Replicas()
+    metrics = {"queue": 0.0, "waiting": 0.0}
+    Keda(env, scaling, pool, lambda: metrics)
+    env.run(until=5 * scaling.polling_s)
+    assert pool.replicas == 0
+
+    metrics["queue"] = 1.0
+    env.run(until=6 * scaling.polling_s + 1)
+    assert pool.replicas == max(1, scaling.min_replicas)
+
+    last_active = 10 * scaling.polling_s
+    env.run(until=last_active + 1)
+    metrics["queue"] = 0.0
+    env.run(until=last_active + scaling.cooldown_s - 1)
+    assert pool.replicas == 1
+    env.run(until=last_active + scaling.cooldown_s + scaling.polling_s + 1)
+    assert pool.replicas == scaling.idle_replicas == 0
 
 
 def test_a_replica_lost_mid_burst_loses_no_request() -> None:
