@@ -38,7 +38,7 @@ REQUESTS = (20_000, 200_000, 1_000_000)
 GPU_PRICE = 4.0
 """USD per GPU-hour: an assumption for one H100 on demand; pass your own (--fleet-gpu-price)."""
 ARRIVAL_S = 600.0
-"""The backend's requests spread over ten minutes ("within minutes", the design brief §6)."""
+"""The backend's requests spread over ten minutes (it asks "within minutes", docs/deploying.md)."""
 LOSS_AT_S = 1200.0
 """A replica's node lost 20 minutes into the burst: mid-burst at 200,000 on one replica (3.9 hours)
 and on four (about an hour); its replacement is ready about 5 minutes later. (At an hour in, the

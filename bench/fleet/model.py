@@ -34,7 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 import simpy
-from devstack.fakes.vllm_sim import Calibration, Engine, OutputLengths, Sequence
+from devstack.fakes.vllm_sim import Calibration, Engine, OutputLengths
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.http_clients import IDLE_EXPIRY_SECONDS
 from feedback_worker.llm_gate import PROBE_BASE_SECONDS, PROBE_MAX_SECONDS, Capacity, next_limit
@@ -42,8 +42,8 @@ from feedback_worker.llm_gate import PROBE_BASE_SECONDS, PROBE_MAX_SECONDS, Capa
 from bench.fleet.chart import ChartFigures
 
 PROMPT_TOKENS = 450
-"""The feedback prompt, 300-600 tokens (the design brief's workload, /work/shared/design.md §6):
-the middle, as `Calibration.published`'s `mean_prompt_tokens` takes it."""
+"""The feedback prompt is 300-600 tokens (tools/devstack/src/devstack/fakes/vllm_sim.py,
+`prompt_tokens`): the middle, as `Calibration.published`'s `mean_prompt_tokens` takes it."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,6 @@ class Queue:
     def __init__(self) -> None:
         self.visible: deque[Message] = deque()
         self.in_flight = 0
-        self.receives = 0
 
     @property
     def depth(self) -> int:
@@ -99,7 +98,6 @@ class Queue:
             return None
         message = self.visible.popleft()
         message.receives += 1
-        self.receives += 1
         self.in_flight += 1
         return message
 
@@ -128,7 +126,6 @@ class Call:
     message: Message
     pod: "Pod"
     connection: "Connection"
-    sequence: Sequence | None = None
 
 
 class Replica:
@@ -150,8 +147,8 @@ class Replica:
 
     def submit(self, call: Call) -> None:
         self.engine.idle(self.fleet.env.now - self.engine.now_s)
-        call.sequence = self.engine.submit(PROMPT_TOKENS, self.fleet.chart.worker.max_tokens)
-        self.calls[call.sequence.number] = call
+        sequence = self.engine.submit(PROMPT_TOKENS, self.fleet.chart.worker.max_tokens)
+        self.calls[sequence.number] = call
         if not self._wake.triggered:
             self._wake.succeed()
 
