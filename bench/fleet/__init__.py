@@ -3,8 +3,9 @@
 `python -m bench fleet` runs, for 20,000, 200,000 and 1,000,000 requests from an empty pool,
 the chart's defaults and the same with vLLM allowed four replicas; at 200,000 also four
 replicas with the 32 worker pods their batches need (the chart allows 20), the burst accepted
-over ten minutes instead of at once, and a replica's node lost mid-burst (on one replica, and on
-four with 32 pods with kube-proxy's per-connection balancing and with per-request balancing).
+over ten minutes instead of at once, a worker pod lost mid-burst, and a replica's node lost
+mid-burst (on one replica, and on four with 32 pods with kube-proxy's per-connection balancing
+and with per-request balancing).
 Each scenario's figures (GPU-hours paid ÷ ideal, cost, first delivery, p50/p99 accepted →
 delivered, share on time) go to the bench's table; replicas and backlog over time to
 bench/results/fleet.png and fleet.csv.
@@ -40,9 +41,10 @@ GPU_PRICE = 4.0
 ARRIVAL_S = 600.0
 """The backend's requests spread over ten minutes (it asks "within minutes", docs/deploying.md)."""
 LOSS_AT_S = 1200.0
-"""A replica's node lost 20 minutes into the burst: mid-burst at 200,000 on one replica (3.9 hours)
-and on four (about an hour); its replacement is ready about 5 minutes later. (At an hour in, the
-four replicas' replacement came as their burst ended, and showed nothing about balancing.)"""
+"""A replica's (or a worker pod's) node lost 20 minutes into the burst: mid-burst at 200,000 on
+one replica (3.9 hours) and on four (about an hour); a replica's replacement is ready about 5
+minutes later. (At an hour in, the four replicas' replacement came as their burst ended, and
+showed nothing about balancing.)"""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,12 @@ def scenarios(requests: tuple[int, ...], sets: tuple[tuple[str, str], ...]) -> l
                     count,
                     sets=sets,
                     lose_replica_at_s=LOSS_AT_S,
+                ),
+                Scenario(
+                    f"defaults {count:,}, worker pod lost",
+                    count,
+                    sets=sets,
+                    lose_worker_at_s=LOSS_AT_S,
                 ),
                 Scenario(
                     f"4 replicas, 32 pods {count:,}, replica lost",

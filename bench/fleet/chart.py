@@ -99,6 +99,8 @@ class Worker:
     target_waiting: int
     start_limit: int
     max_tokens: int
+    visibility_timeout_s: float
+    """A received message is invisible this long; the heartbeat renews it every third of it."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,7 @@ def _worker(data: Mapping[str, str]) -> Worker:
         target_waiting=int(data["LLM_TARGET_WAITING"]),
         start_limit=int(data["LLM_START_LIMIT"]),
         max_tokens=int(data["LLM_MAX_TOKENS"]),
+        visibility_timeout_s=float(data["VISIBILITY_TIMEOUT_SECONDS"]),
     )
 
 

@@ -18,10 +18,11 @@ What is simplified, and why it does not move the fleet's figures much:
 - a receive is instantaneous and takes only what the pod can start (WORKER_PREFETCH hides a
   receive's few milliseconds; the fleet's times are seconds to hours), and delivery after the
   answer is instantaneous (12 ms p50 measured, docs/benchmarks.md "Reading them");
-- visibility: the worker's heartbeat keeps a message it holds invisible, so a message comes back
-  only from a pod that goes away; a pod scaled in finishes its calls first (DRAIN_GRACE_SECONDS
-  30 s is longer than a call at a full batch, ~225 steps x 77 ms = 17 s) and hands back the
-  messages it held for a closed gate;
+- visibility: the worker's heartbeat renews a held message's visibility every third of
+  VISIBILITY_TIMEOUT_SECONDS (feedback_worker/heartbeat.py), so a message comes back only from a
+  pod that is lost, a visibility timeout after its last renewal; a pod scaled in finishes its
+  calls first (DRAIN_GRACE_SECONDS 30 s is longer than a call at a full batch, ~225 steps x 77 ms
+  = 17 s) and hands back the messages it held for a closed gate;
 - worker nodes are there (CPU pods start in `worker_start_s`); GPU nodes are provisioned.
 """
 
@@ -34,7 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 import simpy
-from devstack.fakes.vllm_sim import Calibration, Engine, OutputLengths
+from devstack.fakes.vllm_sim import Calibration, Engine, OutputLengths, Sequence
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.http_clients import IDLE_EXPIRY_SECONDS
 from feedback_worker.llm_gate import PROBE_BASE_SECONDS, PROBE_MAX_SECONDS, Capacity, next_limit
@@ -77,6 +78,7 @@ class Balancing(StrEnum):
 class Message:
     accepted_s: float
     receives: int = 0
+    received_s: float = math.nan
     delivered_s: float = math.nan
 
 
@@ -93,11 +95,12 @@ class Queue:
         """Visible + in flight: what the ScaledObjects count (scaleOnInFlight true)."""
         return len(self.visible) + self.in_flight
 
-    def receive(self) -> Message | None:
+    def receive(self, now: float) -> Message | None:
         if not self.visible:
             return None
         message = self.visible.popleft()
         message.receives += 1
+        message.received_s = now
         self.in_flight += 1
         return message
 
@@ -121,11 +124,12 @@ class ReplicaState(StrEnum):
     GONE = "gone"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Call:
     message: Message
     pod: "Pod"
     connection: "Connection"
+    sequence: Sequence | None = None
 
 
 class Replica:
@@ -147,10 +151,15 @@ class Replica:
 
     def submit(self, call: Call) -> None:
         self.engine.idle(self.fleet.env.now - self.engine.now_s)
-        sequence = self.engine.submit(PROMPT_TOKENS, self.fleet.chart.worker.max_tokens)
-        self.calls[sequence.number] = call
+        call.sequence = self.engine.submit(PROMPT_TOKENS, self.fleet.chart.worker.max_tokens)
+        self.calls[call.sequence.number] = call
         if not self._wake.triggered:
             self._wake.succeed()
+
+    def disconnect(self, call: Call) -> None:
+        """The client went away: vLLM aborts its request."""
+        if call.sequence is not None and self.calls.pop(call.sequence.number, None) is call:
+            self.engine.abort(call.sequence)
 
     def stop(self) -> None:
         """SIGTERM or a lost node: vLLM aborts what it runs (its --shutdown-timeout 0, the
@@ -190,8 +199,10 @@ class Replica:
             if self.state is not ReplicaState.READY:
                 return  # stopped during the step: its calls have failed already
             for sequence in finished:
-                call = self.calls.pop(sequence.number)
-                call.pod.answered(call)
+                # A call whose pod was lost during the step is no longer here: its answer is lost.
+                call = self.calls.pop(sequence.number, None)
+                if call is not None:
+                    call.pod.answered(call)
 
 
 class VllmPool:
@@ -279,6 +290,9 @@ class Pod:
         self.slow_start = True
         self.gate_open = True
         self.in_flight = 0
+        self.calls: set[Call] = set()
+        self.running_since = math.nan
+        """When its heartbeat began: it renews every third of the visibility timeout from then."""
         self.held: deque[Message] = deque()
         """Messages whose call failed: they wait for the gate (feedback_worker/handler.py)."""
         self.idle: list[Connection] = []
@@ -291,8 +305,9 @@ class Pod:
         if self.state is not PodState.RUNNING or not self.gate_open:
             return
         allowed = min(self.fleet.chart.worker.concurrency, self.limit)
+        now = self.fleet.env.now
         while self.in_flight < allowed:
-            message = self.held.popleft() if self.held else self.fleet.queue.receive()
+            message = self.held.popleft() if self.held else self.fleet.queue.receive(now)
             if message is None:
                 return
             connection = self._connection()
@@ -301,7 +316,9 @@ class Pod:
                 self._close_gate()
                 return
             self.in_flight += 1
-            connection.replica.submit(Call(message, self, connection))
+            call = Call(message, self, connection)
+            self.calls.add(call)
+            connection.replica.submit(call)
 
     def answered(self, call: Call) -> None:
         env = self.fleet.env
@@ -309,6 +326,7 @@ class Pod:
         self.fleet.queue.in_flight -= 1
         self.fleet.delivered += 1
         self.in_flight -= 1
+        self.calls.discard(call)
         call.connection.idle_since = env.now
         self.idle.append(call.connection)
         self._after_call()
@@ -317,6 +335,7 @@ class Pod:
         """The replica went away under the call: the message waits here for the gate (or, in
         a pod being scaled in, goes back to the queue)."""
         self.in_flight -= 1
+        self.calls.discard(call)
         if self.state is PodState.DRAINING:
             self.fleet.queue.give_back(call.message)
         else:
@@ -330,6 +349,29 @@ class Pod:
         while self.held:
             self.fleet.queue.give_back(self.held.pop())
         self._after_call()
+
+    def lose(self) -> None:
+        """The pod is gone at once (its node failed): its calls are disconnected, and every
+        message it held comes back a visibility timeout after its last renewal."""
+        self.state = PodState.GONE
+        for call in self.calls:
+            call.connection.replica.disconnect(call)
+        messages = [call.message for call in self.calls] + list(self.held)
+        self.calls.clear()
+        self.held.clear()
+        self.in_flight = 0
+        self.fleet.env.process(self._visible_again(messages))
+
+    def _visible_again(self, messages: list[Message]) -> Generator[simpy.Event, Any, None]:
+        env = self.fleet.env
+        timeout = self.fleet.chart.worker.visibility_timeout_s
+        renewed = self.running_since + (env.now - self.running_since) // (timeout / 3) * (
+            timeout / 3
+        )
+        for message in sorted(messages, key=lambda m: max(m.received_s, renewed)):
+            yield env.timeout(max(0.0, max(message.received_s, renewed) + timeout - env.now))
+            self.fleet.queue.give_back(message)
+            self.fleet.workers.fill()
 
     def _after_call(self) -> None:
         if self.state is PodState.DRAINING and self.in_flight == 0:
@@ -377,6 +419,7 @@ class Pod:
         yield self.fleet.env.timeout(self.fleet.delays.worker_start_s)
         if self.state is PodState.STARTING:
             self.state = PodState.RUNNING
+            self.running_since = self.fleet.env.now
             self.fleet.env.process(self._follow_capacity())
             self.fill()
 
@@ -425,6 +468,12 @@ class WorkerPool:
     def fill(self) -> None:
         for pod in self.pods:
             pod.fill()
+
+    def lose(self, pod: Pod) -> None:
+        """A pod lost with its node: the Deployment starts a replacement at once."""
+        self.pods.remove(pod)
+        pod.lose()
+        self.pods.append(Pod(self.fleet))
 
 
 @dataclass

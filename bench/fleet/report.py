@@ -30,8 +30,8 @@ def table(f: dict[str, Any]) -> str:
         "Ideal: the delivered work at one replica's plateau.\n",
         "| scenario | vLLM max | GPU-h paid | ÷ ideal | cost USD | first delivery | "
         "p50 / p99 accepted → delivered | on time | last delivery | peak replicas / pods | "
-        "wasted tokens | wall |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "wasted tokens | received again | wall |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in f["scenarios"]:
         lines.append(
@@ -40,7 +40,7 @@ def table(f: dict[str, Any]) -> str:
             f"{_duration(s['p50_s'])} / {_duration(s['p99_s'])} | "
             f"{s['on_time']:.1%} by {_duration(s['deadline_s'])} | "
             f"{_duration(s['last_delivery_s'])} | {s['peak_replicas']} / {s['peak_pods']} | "
-            f"{s['wasted_tokens']:,} | {s['wall_s']:.0f} s |"
+            f"{s['wasted_tokens']:,} | {s['received_again']:,} | {s['wall_s']:.0f} s |"
         )
     return "\n".join(lines) + "\n"
 

@@ -43,6 +43,8 @@ class Scenario:
     """helm --set pairs beside charts/feedback-platform/ci/minimal-values.yaml."""
     lose_replica_at_s: float | None = None
     """When the first vLLM replica's node is lost (None: never)."""
+    lose_worker_at_s: float | None = None
+    """When the first worker pod is lost with its node (None: never)."""
     balancing: Balancing = Balancing.CONNECTION
     deadline_s: float = 7200.0
     """Delivered by this long after the week's boundary counts as on time."""
@@ -72,7 +74,9 @@ class Figures:
     peak_pods: int
     wasted_tokens: int
     """Tokens generated for calls that a lost or retired replica aborted."""
-    max_receives: int
+    received_again: int
+    """Messages received more than once: those a lost worker pod held came back after their
+    visibility timeout."""
     simulated_s: float
     wall_s: float
 
@@ -101,6 +105,8 @@ def run(
     env.process(_arrivals(fleet, scenario))
     if scenario.lose_replica_at_s is not None:
         env.process(_lose_replica(fleet, scenario.lose_replica_at_s))
+    if scenario.lose_worker_at_s is not None:
+        env.process(_lose_worker(fleet, scenario.lose_worker_at_s))
     done = env.process(_sample_until_done(fleet, scenario.requests))
     env.run(until=simpy.AnyOf(env, [done, env.timeout(HORIZON_S)]))
     return _figures(fleet, scenario, gpu_price, time.monotonic() - started), fleet.samples
@@ -120,6 +126,12 @@ def _lose_replica(fleet: Fleet, at_s: float) -> Generator[simpy.Event, Any, None
     yield fleet.env.timeout(at_s)
     if fleet.vllm.live:
         fleet.vllm.lose(fleet.vllm.live[0])
+
+
+def _lose_worker(fleet: Fleet, at_s: float) -> Generator[simpy.Event, Any, None]:
+    yield fleet.env.timeout(at_s)
+    if fleet.workers.pods:
+        fleet.workers.lose(fleet.workers.pods[0])
 
 
 def _sample_until_done(fleet: Fleet, requests: int) -> Generator[simpy.Event, Any, None]:
@@ -164,7 +176,7 @@ def _figures(fleet: Fleet, scenario: Scenario, gpu_price: float, wall_s: float) 
         peak_replicas=max(s.vllm_replicas for s in fleet.samples),
         peak_pods=max(s.worker_pods for s in fleet.samples),
         wasted_tokens=sum(e.counters.wasted_tokens for e in engines),
-        max_receives=max((m.receives for m in fleet.messages), default=0),
+        received_again=sum(1 for m in fleet.messages if m.receives > 1),
         simulated_s=end,
         wall_s=wall_s,
     )

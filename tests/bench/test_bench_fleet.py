@@ -149,7 +149,23 @@ def test_a_replica_lost_mid_burst_loses_no_request() -> None:
     assert any(s.vllm_ready == 0 and s.delivered < 6000 for s in samples[30:])
     assert figures_.wasted_tokens > 0  # it was running sequences when it went
     assert figures_.delivered == 6000
-    assert figures_.max_receives == 1  # held by the pods for the gate, not received again
+    assert figures_.received_again == 0  # held by the pods for the gate, not received again
+
+
+def test_a_worker_pod_lost_mid_burst_loses_no_request_its_messages_come_back_once(
+    chart: ChartFigures,
+) -> None:
+    lost_at = 420.0
+    figures_, _ = run(
+        Scenario("worker lost", 6000, lose_worker_at_s=lost_at),
+        Delays(),
+        Calibration.published(),
+        OutputLengths(),
+        gpu_price=1.0,
+    )
+    assert figures_.delivered == 6000
+    # What the pod held (at most its concurrency) came back and was received a second time.
+    assert 0 < figures_.received_again <= chart.worker.concurrency
 
 
 def test_pinned_connections_leave_a_new_replica_idle_while_per_request_balancing_fills_it(
