@@ -2,7 +2,8 @@
 
 `python -m bench burst` (or any list of sections) runs only those; the figures of the others
 are kept from the last run's bench/results/latest.json. `engine_burst` runs only when named: it
-needs vLLM (`make vllm`) and a quiet machine (bench/engine_burst.py).
+needs vLLM (`make vllm`) and a quiet machine (bench/engine_burst.py). `fleet` (bench/fleet/)
+runs only when named too: it simulates a cluster rather than measuring this machine.
 """
 
 import argparse
@@ -13,12 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from bench import (
     added_latency,
     burst,
     engine_burst,
+    fleet,
     ingest_load,
     qa_sync_memory,
     report,
@@ -50,10 +53,19 @@ def sections(args: argparse.Namespace, measured: str) -> dict[str, Callable[[], 
         "qa_sync": qa_sync_memory.run,
         "burst": lambda: burst.run(options, measured),
         "engine_burst": lambda: engine_burst.run(engine_options, measured),
+        "fleet": lambda: fleet.run_section(
+            fleet.FleetOptions(
+                requests=args.fleet_requests,
+                gpu_price=args.fleet_gpu_price,
+                sets=tuple(args.fleet_set),
+                delays=args.fleet_delays,
+                calibration=args.fleet_calibration,
+            )
+        ),
     }
 
 
-NAMED_ONLY = {"engine_burst"}
+NAMED_ONLY = {"engine_burst", "fleet"}
 """Sections a plain `python -m bench` leaves out."""
 
 
@@ -70,6 +82,25 @@ def configs(text: str) -> tuple[tuple[int, int], ...]:
     return tuple((p[0], p[1]) for p in pairs)
 
 
+def counts(text: str) -> tuple[int, ...]:
+    """`20000,200000` → (20000, 200000)."""
+    try:
+        found = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        found = ()
+    if not found or min(found) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: want request counts, e.g. 20000,200000")
+    return found
+
+
+def helm_set(text: str) -> tuple[str, str]:
+    """`vllm.autoscaling.maxReplicas=8` → ("vllm.autoscaling.maxReplicas", "8")."""
+    key, sign, value = text.partition("=")
+    if not sign or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: want key=value, as helm's --set")
+    return key, value
+
+
 def shown(pairs: tuple[tuple[int, int], ...]) -> str:
     return ",".join(f"{r}x{w}" for r, w in pairs)
 
@@ -83,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="SECTION",
         help="worker_throughput, added_latency, ingest, qa_sync, burst (default: these), "
-        "engine_burst (only when named)",
+        "engine_burst, fleet (only when named)",
     )
     for engine_flag, count, meaning in (
         ("--engine-requests", engine_burst.REQUESTS, "requests in the real-engine burst"),
@@ -124,6 +155,37 @@ def parser() -> argparse.ArgumentParser:
             metavar="RxW[,RxW...]",
             help=f"{what} (default: {shown(default)})",
         )
+    parse.add_argument(
+        "--fleet-requests",
+        type=counts,
+        default=fleet.REQUESTS,
+        metavar="N[,N...]",
+        help="the fleet's burst sizes (default: 20000,200000,1000000)",
+    )
+    parse.add_argument(
+        "--fleet-gpu-price",
+        type=float,
+        default=fleet.GPU_PRICE,
+        help=f"USD per GPU-hour in the fleet's cost (default {fleet.GPU_PRICE})",
+    )
+    parse.add_argument(
+        "--fleet-set",
+        type=helm_set,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="your own chart value for every fleet scenario, as helm --set (repeatable)",
+    )
+    parse.add_argument(
+        "--fleet-delays",
+        type=Path,
+        help="JSON of the fleet's delays in seconds (bench/fleet/model.py, Delays)",
+    )
+    parse.add_argument(
+        "--fleet-calibration",
+        type=Path,
+        help="bench.calibrate's fit.json for the fleet's replicas (default: the published 7B/H100)",
+    )
     return parse
 
 

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: the plot goes to a file
 import matplotlib.pyplot as plt
 
-from bench import burst, engine_burst
+from bench import burst, engine_burst, fleet
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,6 +49,7 @@ def tables(r: dict[str, Any]) -> str:
         ("qa_sync", qa_sync_table),
         ("burst", burst.table),
         ("engine_burst", engine_burst.table),
+        ("fleet", fleet.table),
     ):
         if key in r:
             parts.append(render(r[key]))

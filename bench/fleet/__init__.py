@@ -1,0 +1,129 @@
+"""7. The fleet: the weekly burst on a simulated cluster, as the chart would scale it.
+
+`python -m bench fleet` runs, for 20,000, 200,000 and 1,000,000 requests from an empty pool,
+the chart's defaults and the same with vLLM allowed four replicas; at 200,000 also four
+replicas with the 32 worker pods their batches need (the chart allows 20), the burst accepted
+over ten minutes instead of at once, a worker pod lost mid-burst, and a replica's node lost
+mid-burst (on one replica, and on four with 32 pods with kube-proxy's per-connection balancing
+and with per-request balancing).
+Each scenario's figures (GPU-hours paid ÷ ideal, cost, first delivery, p50/p99 accepted →
+delivered, share on time) go to the bench's table; replicas and backlog over time to
+bench/results/fleet.png and fleet.csv.
+
+The parts, each a module to read top to bottom:
+- bench/fleet/chart.py: what is read from `helm template` (ScaledObjects, HPA behaviour, the
+  worker's gate settings, vLLM's --max-num-seqs and startup probe);
+- bench/fleet/autoscaling.py: KEDA's loop and the HPA's algorithm;
+- bench/fleet/model.py: the queue, worker pods (the LLM gate's own `next_limit`), vLLM replicas
+  (the simulator's own `Engine`), GPU nodes and their delays, the Service's balancing;
+- bench/fleet/scenarios.py: a scenario, its run and its figures;
+- bench/fleet/report.py: the table, the CSV and the plot.
+
+Not yet validated against the burst bench's real processes (issue 23, item 2): until then the
+figures say what the model predicts from the chart, the calibration and the delays.
+"""
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack.fakes.vllm_sim import Calibration, Fitted, OutputLengths
+
+from bench.fleet import report
+from bench.fleet.model import Balancing, Delays
+from bench.fleet.scenarios import MAX_REPLICAS_SETS, WORKERS_FOR_4_SETS, Scenario, run
+
+REQUESTS = (20_000, 200_000, 1_000_000)
+GPU_PRICE = 4.0
+"""USD per GPU-hour: an assumption for one H100 on demand; pass your own (--fleet-gpu-price)."""
+ARRIVAL_S = 600.0
+"""The backend's requests spread over ten minutes (it asks "within minutes", docs/deploying.md)."""
+LOSS_AT_S = 1200.0
+"""A replica's (or a worker pod's) node lost 20 minutes into the burst: mid-burst at 200,000 on
+one replica (3.9 hours) and on four (about an hour); a replica's replacement is ready about 5
+minutes later. (At an hour in, the four replicas' replacement came as their burst ended, and
+showed nothing about balancing.)"""
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    requests: tuple[int, ...] = REQUESTS
+    gpu_price: float = GPU_PRICE
+    sets: tuple[tuple[str, str], ...] = ()
+    """Your own values (--set pairs), applied to every scenario before its own."""
+    delays: Path | None = None
+    """A JSON object of `Delays` fields (seconds) from your own cluster."""
+    calibration: Path | None = None
+    """bench.calibrate's fit.json from your own engine (docs/benchmarks.md)."""
+
+
+@dataclass(frozen=True)
+class FleetResults:
+    gpu_price: float
+    delays: dict[str, float]
+    calibration: dict[str, float]
+    scenarios: list[dict[str, Any]] = field(default_factory=list)
+
+
+def scenarios(requests: tuple[int, ...], sets: tuple[tuple[str, str], ...]) -> list[Scenario]:
+    chosen = []
+    for count in requests:
+        chosen += [
+            Scenario(f"defaults {count:,}", count, sets=sets),
+            Scenario(f"4 replicas {count:,}", count, sets=sets + MAX_REPLICAS_SETS),
+        ]
+        if count == 200_000:
+            four = sets + MAX_REPLICAS_SETS + WORKERS_FOR_4_SETS
+            chosen += [
+                Scenario(f"4 replicas, 32 pods {count:,}", count, sets=four),
+                Scenario(f"defaults {count:,}, over 10 min", count, ARRIVAL_S, sets),
+                Scenario(
+                    f"defaults {count:,}, replica lost",
+                    count,
+                    sets=sets,
+                    lose_replica_at_s=LOSS_AT_S,
+                ),
+                Scenario(
+                    f"defaults {count:,}, worker pod lost",
+                    count,
+                    sets=sets,
+                    lose_worker_at_s=LOSS_AT_S,
+                ),
+                Scenario(
+                    f"4 replicas, 32 pods {count:,}, replica lost",
+                    count,
+                    sets=four,
+                    lose_replica_at_s=LOSS_AT_S,
+                ),
+                Scenario(
+                    f"4 replicas, 32 pods {count:,}, replica lost, per-request balancing",
+                    count,
+                    sets=four,
+                    lose_replica_at_s=LOSS_AT_S,
+                    balancing=Balancing.REQUEST,
+                ),
+            ]
+    return chosen
+
+
+def run_section(options: FleetOptions) -> FleetResults:
+    delays = Delays(**json.loads(options.delays.read_text())) if options.delays else Delays()
+    if options.calibration:
+        fitted = Fitted.load(options.calibration, max_num_seqs=256)  # the chart's replaces it
+        calibration, lengths = fitted.calibration, fitted.lengths
+    else:
+        calibration, lengths = Calibration.published(), OutputLengths()
+    results = FleetResults(options.gpu_price, asdict(delays), asdict(calibration))
+    series = {}
+    for scenario in scenarios(options.requests, options.sets):
+        figures, samples = run(scenario, delays, calibration, lengths, options.gpu_price)
+        results.scenarios.append(asdict(figures))
+        series[scenario.name] = samples
+        print(f"bench: fleet {scenario.name}: {figures.wall_s:.0f} s", file=sys.stderr, flush=True)
+    report.write_series(series)
+    return results
+
+
+table = report.table

@@ -1,0 +1,241 @@
+"""What the fleet simulation takes from the chart, read from `helm template`, never retyped.
+
+The ScaledObjects (KEDA's polling, activation, cooldown, idle replicas, the HPA behaviour),
+the worker's ConfigMap (its concurrency and the LLM gate's settings), vLLM's arguments
+(`--max-num-seqs`) and its startup probe all come from the objects an install would create:
+charts/feedback-platform with its ci/minimal-values.yaml (the least a release needs) and the
+scenario's `--set` pairs. The helm binary is the chart tests' (devstack/helm_binary.py).
+
+What the chart leaves to Kubernetes is Kubernetes' default here, each with its source:
+the HPA's default scale-up/scale-down behaviour and its 0.1 tolerance.
+"""
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from devstack.helm_binary import LAYER_DISTRIBUTION, helm_binary, layer_version
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "feedback-platform"
+MINIMAL_VALUES = CHART / "ci" / "minimal-values.yaml"
+HELM_CACHE = REPO / ".run" / f"helm-{LAYER_DISTRIBUTION}-{layer_version()}"
+RELEASE = "feedback"
+
+Manifest = dict[str, Any]
+
+
+class PolicyKind(StrEnum):
+    PODS = "Pods"
+    PERCENT = "Percent"
+
+
+@dataclass(frozen=True)
+class ScalingPolicy:
+    """One HPAScalingPolicy: at most `value` pods (or percent) of change per `period_s`."""
+
+    kind: PolicyKind
+    value: int
+    period_s: float
+
+
+@dataclass(frozen=True)
+class ScalingRules:
+    """One direction of an HPA's behaviour (autoscaling/v2 HPAScalingRules)."""
+
+    stabilization_s: float
+    policies: tuple[ScalingPolicy, ...]
+    select: str = "Max"
+    """Max: the policy that allows the most change; Min: the least; Disabled: no change."""
+
+
+DEFAULT_SCALE_UP = ScalingRules(
+    0, (ScalingPolicy(PolicyKind.PERCENT, 100, 15), ScalingPolicy(PolicyKind.PODS, 4, 15))
+)
+DEFAULT_SCALE_DOWN = ScalingRules(300, (ScalingPolicy(PolicyKind.PERCENT, 100, 15),))
+"""Kubernetes' HPA behaviour where a ScaledObject gives none for a direction ("Default
+Behavior" in the HorizontalPodAutoscaler documentation, kubernetes.io, autoscaling/v2)."""
+HPA_TOLERANCE = 0.1
+"""kube-controller-manager's --horizontal-pod-autoscaler-tolerance default: a metric within
+10 % of its target changes nothing."""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A KEDA trigger, as an AverageValue target per replica and an activation threshold."""
+
+    name: str
+    target: float
+    activation: float
+
+
+@dataclass(frozen=True)
+class ScaledObject:
+    """A KEDA ScaledObject's scaling figures."""
+
+    min_replicas: int
+    max_replicas: int
+    idle_replicas: int | None
+    polling_s: float
+    cooldown_s: float
+    scale_up: ScalingRules
+    scale_down: ScalingRules
+    triggers: tuple[Trigger, ...]
+
+
+@dataclass(frozen=True)
+class Worker:
+    """The worker pod's settings the fleet depends on (its ConfigMap)."""
+
+    concurrency: int
+    gate_poll_s: float
+    target_waiting: int
+    start_limit: int
+    max_tokens: int
+    visibility_timeout_s: float
+    """A received message is invisible this long; the heartbeat renews it every third of it."""
+
+
+@dataclass(frozen=True)
+class ChartFigures:
+    """Everything the fleet reads from one rendering of the chart."""
+
+    worker_scaling: ScaledObject
+    pods_per_llm_replica: int | None
+    """The worker ScaledObject's cap: pods ≤ ready vLLM replicas x this (None: llmCap off)."""
+    vllm_scaling: ScaledObject
+    worker: Worker
+    max_num_seqs: int
+    startup_probe_period_s: float
+    """vLLM is Ready (a Service endpoint, counted by llm_ready) at the first probe once up."""
+
+
+def render(sets: Mapping[str, str]) -> list[Manifest]:
+    """The objects `helm template` renders with the minimal values and these --set pairs."""
+    args = [str(helm_binary(HELM_CACHE)), "template", RELEASE, str(CHART), "--namespace"]
+    args += [RELEASE, "--values", str(MINIMAL_VALUES)]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    with tempfile.TemporaryDirectory() as home:
+        kinds = ("CACHE", "CONFIG", "DATA")
+        homes = {f"HELM_{kind}_HOME": f"{home}/{kind.lower()}" for kind in kinds}
+        done = subprocess.run(
+            args, capture_output=True, text=True, check=True, env=os.environ | homes
+        )
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def figures(manifests: list[Manifest]) -> ChartFigures:
+    worker_object = _one(manifests, "ScaledObject", "worker")
+    deployment = _one(manifests, "Deployment", "vllm")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    worker_scaling = scaled_object(worker_object)
+    return ChartFigures(
+        worker_scaling=worker_scaling,
+        pods_per_llm_replica=_pods_per_llm_replica(worker_object["spec"]),
+        vllm_scaling=scaled_object(_one(manifests, "ScaledObject", "vllm")),
+        worker=_worker(_one(manifests, "ConfigMap", "worker")["data"]),
+        max_num_seqs=int(_argument(container["args"], "--max-num-seqs")),
+        startup_probe_period_s=float(container["startupProbe"]["periodSeconds"]),
+    )
+
+
+def scaled_object(manifest: Manifest) -> ScaledObject:
+    spec = manifest["spec"]
+    behavior = spec.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior")
+    behavior = behavior or {}
+    modifiers = spec.get("advanced", {}).get("scalingModifiers")
+    if modifiers:
+        # A formula over the triggers is one metric to KEDA's HPA: its target and activation.
+        triggers: tuple[Trigger, ...] = (
+            Trigger("formula", float(modifiers["target"]), float(modifiers["activationTarget"])),
+        )
+    else:
+        triggers = tuple(_trigger(item) for item in spec["triggers"])
+    return ScaledObject(
+        min_replicas=int(spec.get("minReplicaCount", 0)),
+        max_replicas=int(spec.get("maxReplicaCount", 100)),
+        idle_replicas=spec.get("idleReplicaCount"),
+        polling_s=float(spec.get("pollingInterval", 30)),
+        cooldown_s=float(spec.get("cooldownPeriod", 300)),
+        scale_up=_rules(behavior.get("scaleUp"), DEFAULT_SCALE_UP),
+        scale_down=_rules(behavior.get("scaleDown"), DEFAULT_SCALE_DOWN),
+        triggers=triggers,
+    )
+
+
+def _trigger(item: Manifest) -> Trigger:
+    """aws-sqs-queue: queueLength / activationQueueLength; prometheus: threshold /
+    activationThreshold (KEDA's defaults for an absent activation: 0)."""
+    meta = item["metadata"]
+    if item["type"] == "aws-sqs-queue":
+        return Trigger(
+            "queue", float(meta["queueLength"]), float(meta.get("activationQueueLength", 0))
+        )
+    if item["type"] == "prometheus":
+        return Trigger(
+            item.get("name", "waiting"),
+            float(meta["threshold"]),
+            float(meta.get("activationThreshold", 0)),
+        )
+    raise ValueError(f"no model of a {item['type']} trigger")
+
+
+def _rules(rules: Manifest | None, default: ScalingRules) -> ScalingRules:
+    if rules is None:
+        return default
+    policies = tuple(
+        ScalingPolicy(PolicyKind(p["type"]), int(p["value"]), float(p["periodSeconds"]))
+        for p in rules.get("policies", [])
+    )
+    return ScalingRules(
+        stabilization_s=float(rules.get("stabilizationWindowSeconds", default.stabilization_s)),
+        policies=policies or default.policies,
+        select=rules.get("selectPolicy", "Max"),
+    )
+
+
+def _pods_per_llm_replica(spec: Manifest) -> int | None:
+    """From the chart's formula `min(queue, llm_ready * N)` with target T: N ÷ T pods a replica;
+    None without the formula (llmCap off)."""
+    modifiers = spec.get("advanced", {}).get("scalingModifiers")
+    if not modifiers:
+        return None
+    found = re.fullmatch(r"min\(queue, llm_ready \* (\d+)\)", modifiers["formula"])
+    if found is None:
+        raise ValueError(f"no model of the formula {modifiers['formula']!r}")
+    return int(found.group(1)) // int(modifiers["target"])
+
+
+def _worker(data: Mapping[str, str]) -> Worker:
+    return Worker(
+        concurrency=int(data["WORKER_CONCURRENCY"]),
+        gate_poll_s=float(data["LLM_CAPACITY_POLL_SECONDS"]),
+        target_waiting=int(data["LLM_TARGET_WAITING"]),
+        start_limit=int(data["LLM_START_LIMIT"]),
+        max_tokens=int(data["LLM_MAX_TOKENS"]),
+        visibility_timeout_s=float(data["VISIBILITY_TIMEOUT_SECONDS"]),
+    )
+
+
+def _argument(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def _one(manifests: list[Manifest], kind: str, component: str) -> Manifest:
+    found = [
+        m
+        for m in manifests
+        if m["kind"] == kind
+        and m["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+    ]
+    if len(found) != 1:
+        raise ValueError(f"expected one {kind} of {component}, found {len(found)}")
+    return found[0]

@@ -1,0 +1,217 @@
+"""The fleet simulation's mechanics (bench/fleet), each on a small scenario with a known answer.
+
+The chart is rendered once with its defaults (bench/fleet/chart.py); nothing here times the
+machine: every figure is simulated time.
+"""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import simpy
+import yaml
+from devstack.fakes.vllm_sim import Calibration, OutputLengths
+
+from bench.__main__ import NAMED_ONLY, parser
+from bench.fleet.autoscaling import Hpa, Keda
+from bench.fleet.chart import ChartFigures, figures, render
+from bench.fleet.model import Balancing, Delays, Fleet
+from bench.fleet.scenarios import Scenario, run
+
+VALUES = Path(__file__).resolve().parents[2] / "charts" / "feedback-platform" / "values.yaml"
+INSTANT = Delays(
+    node_provision_s=0,
+    image_pull_s=0,
+    vllm_start_s=0,
+    weight_load_s=0,
+    worker_start_s=0,
+    node_release_s=0,
+)
+"""Capacity at once: what a test of the steady state needs."""
+
+
+@pytest.fixture(scope="module")
+def chart() -> ChartFigures:
+    return figures(render({}))
+
+
+def fleet_with(
+    chart: ChartFigures, replicas: int, balancing: Balancing = Balancing.CONNECTION
+) -> Fleet:
+    """A fleet with fixed replicas and the pods the chart's cap allows one replica (what keeps
+    one batch full), no autoscaler."""
+    assert chart.pods_per_llm_replica is not None
+    calibration = replace(Calibration.published(), max_num_seqs=chart.max_num_seqs)
+    fleet = Fleet(chart, calibration, INSTANT, balancing)
+    fleet.vllm.scale_to(replicas)
+    fleet.workers.scale_to(chart.pods_per_llm_replica)
+    return fleet
+
+
+def test_the_chart_is_read_as_helm_renders_it(chart: ChartFigures) -> None:
+    values = yaml.safe_load(VALUES.read_text())
+    worker, vllm = values["worker"], values["vllm"]
+    assert chart.worker_scaling.polling_s == worker["autoscaling"]["pollingInterval"]
+    assert (
+        chart.worker_scaling.scale_down.stabilization_s
+        == (worker["autoscaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"])
+    )
+    assert chart.vllm_scaling.cooldown_s == vllm["autoscaling"]["cooldownPeriod"]
+    assert chart.vllm_scaling.idle_replicas == vllm["autoscaling"]["idleReplicas"]
+    assert chart.pods_per_llm_replica == -(-vllm["maxNumSeqs"] // worker["concurrency"])
+    assert chart.worker.concurrency == worker["concurrency"]
+    assert chart.max_num_seqs == vllm["maxNumSeqs"]
+
+
+def test_from_an_empty_pool_the_first_delivery_waits_for_the_cold_start() -> None:
+    delays = Delays()
+    figures_, _ = run(
+        Scenario("cold", 300), delays, Calibration.published(), OutputLengths(), gpu_price=1.0
+    )
+    cold_start = (
+        delays.node_provision_s + delays.image_pull_s + delays.vllm_start_s + delays.weight_load_s
+    )
+    assert figures_.delivered == 300
+    assert figures_.first_delivery_s > cold_start + delays.worker_start_s
+    # ... and not much more: KEDA's polls, the probe's period and one generation.
+    assert figures_.first_delivery_s < cold_start + delays.worker_start_s + 90
+
+
+def test_the_scale_down_stabilization_holds_replicas_for_the_window(
+    chart: ChartFigures,
+) -> None:
+    scaling = chart.worker_scaling
+    hpa = Hpa(scaling)
+    target = scaling.triggers[0].target
+    assert hpa.desired(0, 8, {"formula": 8 * target}) == 8
+    window = scaling.scale_down.stabilization_s
+    polls = [p * scaling.polling_s for p in range(1, int(window // scaling.polling_s))]
+    assert all(hpa.desired(t, 8, {"formula": 0}) == 8 for t in polls)
+    # Past the window the policy (50 % a minute) lets half the pods go at once.
+    assert hpa.desired(window + scaling.polling_s, 8, {"formula": 0}) == 4
+
+
+def test_scale_up_adds_at_most_the_policy_per_period(chart: ChartFigures) -> None:
+    scaling = chart.worker_scaling
+    hpa = Hpa(scaling)
+    busy = {"formula": 20 * scaling.triggers[0].target}
+    first = hpa.desired(0, 1, busy)
+    hpa.record(0, first - 1)
+    (policy,) = scaling.scale_up.policies
+    assert first == 1 + policy.value
+    assert hpa.desired(policy.period_s / 2, first, busy) == first
+    assert hpa.desired(policy.period_s + 1, first, busy) == first + policy.value
+
+
+class Replicas:
+    """A Deployment that only counts."""
+
+    def __init__(self) -> None:
+        self.replicas = 0
+
+    def scale_to(self, replicas: int) -> None:
+        self.replicas = replicas
+
+
+def test_keda_wakes_the_gpu_pool_on_a_message_and_empties_it_a_cooldown_after_the_last(
+    chart: ChartFigures,
+) -> None:
+    scaling = chart.vllm_scaling
+    env = simpy.Environment()
+    pool = Replicas()
+    metrics = {"queue": 0.0, "waiting": 0.0}
+    Keda(env, scaling, pool, lambda: metrics)
+    env.run(until=5 * scaling.polling_s)
+    assert pool.replicas == 0
+
+    metrics["queue"] = 1.0
+    env.run(until=6 * scaling.polling_s + 1)
+    assert pool.replicas == max(1, scaling.min_replicas)
+
+    last_active = 10 * scaling.polling_s
+    env.run(until=last_active + 1)
+    metrics["queue"] = 0.0
+    env.run(until=last_active + scaling.cooldown_s - 1)
+    assert pool.replicas == 1
+    env.run(until=last_active + scaling.cooldown_s + scaling.polling_s + 1)
+    assert pool.replicas == scaling.idle_replicas == 0
+
+
+def test_a_replica_lost_mid_burst_loses_no_request() -> None:
+    calibration = Calibration.published()
+    figures_, samples = run(
+        Scenario("lost", 6000, lose_replica_at_s=420),
+        Delays(),
+        calibration,
+        OutputLengths(),
+        gpu_price=1.0,
+    )
+    assert any(s.vllm_ready == 0 and s.delivered < 6000 for s in samples[30:])
+    assert figures_.wasted_tokens > 0  # it was running sequences when it went
+    assert figures_.delivered == 6000
+    assert figures_.received_again == 0  # held by the pods for the gate, not received again
+
+
+def test_a_worker_pod_lost_mid_burst_loses_no_request_its_messages_come_back_once(
+    chart: ChartFigures,
+) -> None:
+    lost_at = 420.0
+    figures_, _ = run(
+        Scenario("worker lost", 6000, lose_worker_at_s=lost_at),
+        Delays(),
+        Calibration.published(),
+        OutputLengths(),
+        gpu_price=1.0,
+    )
+    assert figures_.delivered == 6000
+    # What the pod held (at most its concurrency) came back and was received a second time.
+    assert 0 < figures_.received_again <= chart.worker.concurrency
+
+
+def test_pinned_connections_leave_a_new_replica_idle_while_per_request_balancing_fills_it(
+    chart: ChartFigures,
+) -> None:
+    generated = {}
+    for balancing in Balancing:
+        fleet = fleet_with(chart, replicas=1, balancing=balancing)
+        fleet.accept(30_000)
+        fleet.env.run(until=300)
+        fleet.vllm.scale_to(2)
+        fleet.env.run(until=900)
+        old, new = fleet.vllm.live
+        generated[balancing] = new.engine.counters.generation_tokens / (
+            old.engine.counters.generation_tokens or 1
+        )
+    assert generated[Balancing.CONNECTION] < 0.05
+    assert generated[Balancing.REQUEST] > 0.5
+
+
+def test_one_replica_at_its_plateau_drains_n_requests_in_the_ideal_time(
+    chart: ChartFigures,
+) -> None:
+    requests = 20_000
+    fleet = fleet_with(chart, replicas=1)
+    fleet.accept(requests)
+    fleet.env.run(until=10 * 3600)
+    (replica,) = fleet.vllm.live
+    counters = replica.engine.counters
+    ideal = fleet.calibration.ideal_seconds(
+        counters.useful_output_tokens, counters.useful_prompt_tokens
+    )
+    last = max(m.delivered_s for m in fleet.messages)
+    assert fleet.delivered == requests
+    assert ideal <= last <= 1.03 * ideal
+
+
+def test_the_fleet_runs_only_when_named_with_your_own_figures() -> None:
+    args = parser().parse_args(
+        [
+            *("fleet", "--fleet-requests", "20000,200000", "--fleet-gpu-price", "2.5"),
+            *("--fleet-set", "vllm.autoscaling.maxReplicas=8", "--fleet-delays", "d.json"),
+        ]
+    )
+
+    assert "fleet" in NAMED_ONLY
+    assert (args.fleet_requests, args.fleet_gpu_price) == ((20_000, 200_000), 2.5)
+    assert args.fleet_set == [("vllm.autoscaling.maxReplicas", "8")]
+    assert args.fleet_delays == Path("d.json")
