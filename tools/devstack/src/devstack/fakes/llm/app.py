@@ -160,7 +160,9 @@ class Simulator:
         self.model = model
         self.state = ApiState.SERVING
         self.started = False
+        """True once the API listens (what BackgroundServer waits for, as on uvicorn's)."""
         self.should_exit = False
+        """Set to end `serve`: the API and control servers close, the scheduler stops."""
         self._start_latency_s = latency_s
         self.faults = Faults(latency_s=latency_s)
         self.traffic = Traffic()

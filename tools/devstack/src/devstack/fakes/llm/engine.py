@@ -169,7 +169,8 @@ class Sequence:
 
 @dataclass
 class Counters:
-    """What the engine has done since it was made (survives stop/start, as a bench needs)."""
+    """What the engine has done since it was made or reset (`/sim/reset`); survives stop/start,
+    as a bench needs."""
 
     prompt_tokens: int = 0
     generation_tokens: int = 0
