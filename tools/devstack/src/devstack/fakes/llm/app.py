@@ -7,7 +7,7 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -363,10 +363,10 @@ class Simulator:
             # Answered only once loaded (the port is closed before): the engine is up.
             return Response(status_code=404 if self.exact else 200)
 
-        @app.get("/v1/models", response_model=None)
-        async def models() -> Response | dict[str, Any]:
+        @app.get("/v1/models")
+        async def models() -> Response:
             entry = {"id": self.model, "object": "model", "created": 0, "owned_by": "vllm"}
-            return self._maybe_dripped({"object": "list", "data": [entry]})
+            return self._maybe_dripped({"object": "list", "data": [entry]}, lambda: None)
 
         @app.get("/metrics", response_model=None)
         async def metrics() -> Response:
@@ -419,6 +419,24 @@ class Simulator:
         self.traffic.requests += 1
         body = await request.body()
         recorded = self.recent.record(_json_object(body))
+        admitted = self._admit(body)
+        if isinstance(admitted, Response):
+            return admitted
+        chat, tokens, max_tokens = admitted
+        self.traffic.in_flight += 1
+        self.traffic.max_in_flight = max(self.traffic.max_in_flight, self.traffic.in_flight)
+        try:
+            written = await self._write(request, chat, tokens, max_tokens)
+        finally:
+            self.traffic.in_flight -= 1
+        if isinstance(written, Response):
+            return written
+        self.traffic.completions += 1
+        return self._maybe_dripped(self._completion(chat.model, written), lambda: ended(recorded))
+
+    def _admit(self, body: bytes) -> tuple[ChatRequest, int, int] | Response:
+        """The request with its prompt tokens and `max_tokens`, or the error it is answered:
+        an injected fault first, then vLLM's own checks."""
         failure = self.faults.take_failure(self.traffic.requests)
         if failure is not None:
             self.traffic.failures += 1
@@ -436,20 +454,7 @@ class Simulator:
         max_tokens = chat.max_tokens or MAX_MODEL_LEN - tokens
         if tokens + max_tokens > MAX_MODEL_LEN:
             return error(400, f"prompt + max_tokens over {MAX_MODEL_LEN}", "invalid_request_error")
-        self.traffic.in_flight += 1
-        self.traffic.max_in_flight = max(self.traffic.max_in_flight, self.traffic.in_flight)
-        try:
-            written = await self._write(request, chat, tokens, max_tokens)
-        finally:
-            self.traffic.in_flight -= 1
-        if isinstance(written, Response):
-            return written
-        self.traffic.completions += 1
-        completion = self._completion(chat.model, written)
-        if not self.faults.drip_s:
-            return JSONResponse(completion)
-        body = json.dumps(completion).encode()
-        return dripping(body, self.faults.drip_s, lambda: ended(recorded))
+        return chat, tokens, max_tokens
 
     async def _write(
         self, request: Request, chat: ChatRequest, tokens: int, max_tokens: int
@@ -509,10 +514,11 @@ class Simulator:
             },
         }
 
-    def _maybe_dripped(self, body: dict[str, Any]) -> Response | dict[str, Any]:
+    def _maybe_dripped(self, body: dict[str, Any], on_end: Callable[[], None]) -> Response:
+        """`body` at once, or dripped when `drip_s` is set (`on_end` once it ends)."""
         if not self.faults.drip_s:
-            return body
-        return dripping(json.dumps(body).encode(), self.faults.drip_s, lambda: None)
+            return JSONResponse(body)
+        return dripping(json.dumps(body).encode(), self.faults.drip_s, on_end)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
