@@ -74,7 +74,9 @@ class BackgroundServer:
     another process in between.
     """
 
-    def __init__(self, app: FastAPI | Served, keep_alive_s: int = KEEP_ALIVE_S, sockets: int = 1):
+    def __init__(
+        self, app: FastAPI | Served, keep_alive_s: int = KEEP_ALIVE_S, sockets: int = 1
+    ) -> None:
         self._sockets = [loopback_socket() for _ in range(sockets)]
         self.urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in self._sockets]
         """One per socket, in order."""

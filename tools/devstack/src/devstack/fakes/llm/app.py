@@ -160,7 +160,8 @@ class Simulator:
         self.model = model
         self.state = ApiState.SERVING
         self.started = False
-        """True once the API listens (what BackgroundServer waits for, as on uvicorn's)."""
+        """True once the API and the control port listen (what BackgroundServer waits for, as
+        on uvicorn's)."""
         self.should_exit = False
         """Set to end `serve`: the API and control servers close, the scheduler stops."""
         self._start_latency_s = latency_s
@@ -211,6 +212,9 @@ class Simulator:
         ]
         scheduler = asyncio.create_task(self._scheduler())
         await self._start_api()
+        # uvicorn offers no event for "listening": poll its flag, as BackgroundServer does.
+        while not all(server.started for server in controls):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         self.started = True
         while not self.should_exit:  # noqa: ASYNC110 (uvicorn's flag, polled as uvicorn does)
             await asyncio.sleep(EXIT_POLL_S)
