@@ -79,7 +79,7 @@ def run() -> AddedLatency:
     try:
         llm_url = f"http://127.0.0.1:{ports.llm}"
         warm_up(stack, llm_url)
-        httpx.post(f"{llm_url}/control", json={"latency_s": LLM_LATENCY_S}).raise_for_status()
+        httpx.post(f"{llm_url}/sim/control", json={"latency_s": LLM_LATENCY_S}).raise_for_status()
         accepted, llm_started = post_requests(stack, llm_url)
         delivered = {
             d["webhook_id"]: d["received_at"]
@@ -135,7 +135,7 @@ def warm_up(stack: Stack, llm_url: str) -> None:
             client.post("/ai/feedback", json=request_body(100_000 + number)).raise_for_status()
     wait_until(lambda: delivered_count(stack) == WARM_UP, 60, "the warm-up callbacks")
     httpx.post(f"{stack.callback_url}/reset").raise_for_status()
-    httpx.post(f"{llm_url}/reset").raise_for_status()
+    httpx.post(f"{llm_url}/sim/reset").raise_for_status()
 
 
 def delivered_count(stack: Stack) -> int:
@@ -144,7 +144,7 @@ def delivered_count(stack: Stack) -> int:
 
 def llm_arrivals(llm_url: str) -> dict[str, float]:
     arrivals: dict[str, float] = {}
-    for request in httpx.get(f"{llm_url}/requests").json():
+    for request in httpx.get(f"{llm_url}/sim/requests").json():
         match = TITLE.search(request["messages"][-1]["content"])
         if match:
             arrivals[match.group(1)] = request["received_at"]

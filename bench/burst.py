@@ -4,7 +4,7 @@ At the week boundary the backend asks for every member's feedback within minutes
 many requests are accepted at the same instant and drained by real worker processes
 (`python -m feedback_worker`, SQS over HTTP from fauxqs or moto, the signed callback to devstack's
 receiver)
-against 1 or 2 vLLM-like simulators (devstack.fakes.vllm_sim: continuous batching, 256
+against 1 or 2 vLLM-like simulators (devstack.fakes.llm: continuous batching, 256
 running at most, FIFO waiting, aborts on disconnect), calibrated on the published 7B/H100
 figures. Each configuration runs twice: with the worker's LLM gate (adaptive in-flight limit,
 stop receiving while the LLM is down) and with it off, today's fixed-concurrency worker, the
@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from devstack.fakes.vllm_sim import Calibration
+from devstack.fakes.llm import Calibration
 from devstack.processes import free_port
 from devstack.queues import FeedbackQueues
 from prometheus_client.parser import text_string_to_metric_families
@@ -238,7 +238,7 @@ def simulators(
             port, control = free_port(), free_port()
             sim = process(
                 f"vllm-sim-{number}",
-                "devstack.fakes.vllm_sim",
+                "devstack.fakes.llm",
                 *("--port", str(port), "--control-port", str(control)),
                 *("--time-scale", str(time_scale), "--seed", str(number), "--model", model),
                 *options,

@@ -3,7 +3,7 @@
 `python -m bench.calibrate --url http://127.0.0.1:8000 --max-num-seqs 16 --out fit.json` runs
 the three measurements below against a running vLLM (any engine that serves vLLM's API and
 metrics), prints the fit and stores it where the simulator reads it (`python -m
-devstack.fakes.vllm_sim --calibration fit.json`). The procedure, to redo it on a GPU:
+devstack.fakes.llm --calibration fit.json`). The procedure, to redo it on a GPU:
 docs/benchmarks.md, "Calibrating the simulator". The real-engine burst (bench/engine_burst.py)
 runs the same measurements before its bursts.
 
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from devstack.fakes.vllm_sim import Calibration, ChatMessage, prompt_tokens
+from devstack.fakes.llm import Calibration, ChatMessage, prompt_tokens
 from devstack.local_llm import BASE_MODEL_PROMPT, BASE_MODEL_STOP
 from feedback_worker.prompt import PromptTemplate
 from llm_common.contracts import FeedbackRequest
@@ -144,7 +144,7 @@ class Measured:
         }
 
     def stored(self) -> dict[str, Any]:
-        """What `devstack.fakes.vllm_sim --calibration` reads, with what it was fitted on."""
+        """What `devstack.fakes.llm --calibration` reads, with what it was fitted on."""
         return {
             "law": asdict(self.law()),
             "output_lengths": self.output_lengths,

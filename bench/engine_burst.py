@@ -65,7 +65,7 @@ CLIENT_TIMEOUT_CALLS = 3.5
 BATCHES_PER_WORKER = 2
 """WORKER_CONCURRENCY in batches, as in section 5: with the gate off, a batch waits in vLLM."""
 FIT = LOG_DIR / "engine-fit.json"
-"""The fit of the last run, what `devstack.fakes.vllm_sim --calibration` reads."""
+"""The fit of the last run, what `devstack.fakes.llm --calibration` reads."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from devstack.processes import free_port
@@ -88,7 +88,7 @@ def run() -> WorkerThroughput:
     port = free_port()
     llm = process(
         "fake-llm",
-        "devstack.fakes.fake_llm",
+        "devstack.fakes.llm",
         "--port",
         str(port),
         "--latency",
@@ -121,7 +121,7 @@ def measure_worker(aws: Emulator, llm_url: str, callback: Receiver, in_flight: i
         sqs, queues.requests, messages, ahead=math.ceil(BACKLOG_AHEAD * in_flight) + 10
     )
     backlog.top_up(done=0)
-    httpx.post(f"{llm_url}/reset").raise_for_status()
+    httpx.post(f"{llm_url}/sim/reset").raise_for_status()
     worker = process(
         f"worker-{in_flight}",
         "feedback_worker",
@@ -179,7 +179,7 @@ def measure_sequential(aws: Emulator, llm_url: str) -> Throughput:
     queues = fresh_queues(sqs, "seq")
     messages = ROUNDS
     fill(sqs, queues.requests, range(1, messages + 1))
-    httpx.post(f"{llm_url}/reset").raise_for_status()
+    httpx.post(f"{llm_url}/sim/reset").raise_for_status()
     outcome: dict[str, float] = {}
     consumer = threading.Thread(
         target=consume_one_at_a_time, args=(sqs, queues, f"{llm_url}/v1", messages, outcome)
@@ -306,8 +306,8 @@ def queue_empty(sqs: "SQSClient", queue_url: str) -> bool:
     )
 
 
-def llm_stats(llm_url: str) -> dict[str, int]:
-    stats: dict[str, int] = httpx.get(f"{llm_url}/stats").json()
+def llm_stats(llm_url: str) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(f"{llm_url}/sim/stats").json()
     return stats
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devstack.fakes.vllm_sim import Calibration, Fitted
+from devstack.fakes.llm import Calibration, Fitted
 
 from bench import calibrate, engine_burst
 from bench.__main__ import NAMED_ONLY, parser

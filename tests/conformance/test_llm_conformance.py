@@ -1,6 +1,6 @@
 """What the worker relies on from vLLM, pinned on the simulator and on real vLLM (CPU) alike.
 
-Every figure of the LLM gate and of the burst bench was measured on `devstack.fakes.vllm_sim`;
+Every figure of the LLM gate and of the burst bench was measured on `devstack.fakes.llm`;
 these checks run the same assertions against it (param `sim`) and against vLLM 0.32 on CPU
 (param `vllm`, started once with the flags below), so that where the two differ a check fails
 and the simulator is changed to vLLM's behaviour, never the check to the simulator's.
@@ -37,13 +37,14 @@ from typing import Any
 
 import httpx
 import pytest
-from devstack.fakes.vllm_sim import Calibration, SchedulingPolicy, SimulatorThread
+from devstack.fakes.llm import Calibration, SchedulingPolicy
 from devstack.local_llm import START_TIMEOUT_S
 from devstack.local_model import MODEL_ALIAS
 from devstack.processes import free_port
 from feedback_worker.llm_gate import Capacity, read_capacity
 
 from bench.engine_metrics import EngineReading, engine_reading
+from tests.support.fakes import simulated_llm
 from tests.support.scrape import Scrape
 from tests.support.vllm import REFUSED, StartUpWatch, running_vllm
 from tests.support.waiting import eventually, wait_until
@@ -83,18 +84,16 @@ class Llm:
 @pytest.fixture(scope="module")
 def sim_llm() -> Iterator[Llm]:
     """The simulator with the same flags, stopped and started again with a model load."""
-    sim = SimulatorThread(
+    with simulated_llm(
         Calibration.published(max_num_seqs=MAX_NUM_SEQS),
         time_scale=SIM_TIME_SCALE,
         model=MODEL_ALIAS,
         max_num_queued_reqs=MAX_NUM_QUEUED_REQS,
         scheduling_policy=SchedulingPolicy.PRIORITY,
-    )
-    with sim:
-        httpx.post(f"{sim.control_url}/sim/control", json={"action": "stop"}).raise_for_status()
+    ) as sim:
+        sim.stop()
         watch = StartUpWatch(sim.url).start()
-        start = {"action": "start", "load_s": SIM_LOAD_S}
-        httpx.post(f"{sim.control_url}/sim/control", json=start).raise_for_status()
+        sim.start(SIM_LOAD_S)
         yield Llm(url=sim.url, model=MODEL_ALIAS, start_up=watch.seen())
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from devstack.fakes import fake_llm
-from devstack.serving import BackgroundServer
 
+from tests.support.fakes import simulated_llm
 from tests.support.vllm import RunningVllm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -64,8 +63,8 @@ def _interrupt(run: subprocess.Popen[str]) -> None:
 
 @pytest.fixture
 def fake_llm_url() -> Iterator[str]:
-    with BackgroundServer(fake_llm.create_app(model="external-model")) as server:
-        yield f"{server.url}/v1"
+    with simulated_llm(model="external-model", latency_s=0.0) as server:
+        yield server.base_url
 
 
 def test_run_demo_interrupt_and_run_again(

@@ -9,7 +9,7 @@ from devstack.stack import Stack
 from llm_common.contracts.example import example_weekly_record
 
 from tests.support.factories import StartStack
-from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.fakes import CallbackReceiver, SimulatedLlm
 from tests.support.queues import queue_depth
 from tests.support.stack import stack_sqs
 from tests.support.waiting import wait_until
@@ -29,10 +29,10 @@ FAST = {
 }
 
 
-def _start(start_stack: StartStack) -> tuple[Stack, FakeLlm, CallbackReceiver]:
+def _start(start_stack: StartStack) -> tuple[Stack, SimulatedLlm, CallbackReceiver]:
     """The platform with the fake LLM, and clients of the LLM and the receiver."""
     stack = start_stack(llm="fake", worker_env=FAST)
-    llm = FakeLlm(f"http://127.0.0.1:{stack.config.ports.llm}")
+    llm = SimulatedLlm(f"http://127.0.0.1:{stack.config.ports.llm}")
     return stack, llm, CallbackReceiver(stack.callback_url)
 
 

@@ -1,5 +1,5 @@
 """The LLM engines a gate scenario runs on, driven the same way: the vLLM simulator
-(devstack.fakes.vllm_sim) and real vLLM on CPU (tests/support/vllm.py).
+(devstack.fakes.llm) and real vLLM on CPU (tests/support/vllm.py).
 
 A scenario reads both through what vLLM itself serves (`/metrics`: the gauges the gate reads,
 `vllm:request_success_total` for the completions) and stops and starts them: the simulator
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
-from devstack.fakes.vllm_sim import SimulatorThread
 from devstack.local_llm import START_TIMEOUT_S
 from feedback_worker.llm_gate import Capacity, read_capacity
 
 from bench.engine_metrics import engine_reading
+from tests.support.fakes import SimulatedLlm
 from tests.support.scrape import Scrape
 from tests.support.vllm import RunningVllm
 
@@ -65,7 +65,7 @@ class SimulatedEngine:
     """The simulator: a stop aborts what runs and waits and closes its port; a start listens
     again after `load_s` virtual seconds. Its counters live on across a restart."""
 
-    sim: SimulatorThread
+    sim: SimulatedLlm
     model: str
     load_s: float
 
@@ -80,16 +80,11 @@ class SimulatedEngine:
         return read_completions(self.url)
 
     def stop(self) -> None:
-        self._control({"action": "stop"})
+        self.sim.stop()
 
     def start(self) -> None:
-        self._control({"action": "start", "load_s": self.load_s})
+        self.sim.start(self.load_s)
         wait_healthy(self.url)
-
-    def _control(self, change: dict[str, object]) -> None:
-        httpx.post(
-            f"{self.sim.control_url}/sim/control", json=change, timeout=30
-        ).raise_for_status()
 
 
 @dataclass

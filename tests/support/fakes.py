@@ -1,11 +1,15 @@
-"""Clients for devstack's fake servers over HTTP (the fake LLM, the callback receiver), and a
-delivery channel that answers from a script."""
+"""Clients for devstack's fake servers over HTTP (the simulated LLM, the callback receiver), the
+simulated LLM on a test's thread, and a delivery channel that answers from a script."""
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from devstack.fakes.llm import Calibration, Simulator
+from devstack.serving import BackgroundServer
 from llm_common.contracts import FeedbackResult
 from llm_common.telemetry.names import DeliveryOutcome
 
@@ -14,28 +18,58 @@ TEST_MODEL = "test-model"
 
 
 @dataclass
-class FakeLlm:
-    """`devstack.fakes.fake_llm` over HTTP."""
+class SimulatedLlm:
+    """`devstack.fakes.llm` over HTTP: `url` its API, `control_url` where its control API
+    answers while the API port is closed (the API's own, for one that is never stopped)."""
 
     url: str
+    control_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.control_url = self.control_url or self.url
 
     @property
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
-    def control(self, **faults: Any) -> None:
-        httpx.post(f"{self.url}/control", json=faults).raise_for_status()
+    @property
+    def port(self) -> int:
+        """The API's port: for a proxy in front of it."""
+        return int(self.url.rsplit(":", 1)[1])
 
-    def stats(self) -> dict[str, int]:
-        stats: dict[str, int] = httpx.get(f"{self.url}/stats").json()
+    def control(self, **change: Any) -> None:
+        """Faults, modes (`latency_s`), scripted answers; `action="stop"`/`"start"`."""
+        answer = httpx.post(f"{self.control_url}/sim/control", json=change, timeout=30)
+        answer.raise_for_status()
+
+    def stop(self) -> None:
+        """Abort what runs and waits; connections refused until `start`."""
+        self.control(action="stop")
+
+    def start(self, load_s: float = 0.0) -> None:
+        """Listen again after `load_s` virtual seconds of model load."""
+        self.control(action="start", load_s=load_s)
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = httpx.get(f"{self.control_url}/sim/stats").json()
         return stats
 
     def requests(self) -> list[dict[str, Any]]:
-        requests: list[dict[str, Any]] = httpx.get(f"{self.url}/requests").json()
+        requests: list[dict[str, Any]] = httpx.get(f"{self.control_url}/sim/requests").json()
         return requests
 
     def reset(self) -> None:
-        httpx.post(f"{self.url}/reset").raise_for_status()
+        httpx.post(f"{self.control_url}/sim/reset").raise_for_status()
+
+
+@contextmanager
+def simulated_llm(calibration: Calibration | None = None, **options: Any) -> Iterator[SimulatedLlm]:
+    """The simulator on a thread, on free loopback ports (API and control): by default the
+    published 7B calibration; `options` as `Simulator` takes them (`latency_s=0.0`: the exact
+    latency mode, `time_scale`, `model`, `keep_alive_s`...)."""
+    simulator = Simulator(calibration or Calibration.published(), **options)
+    with BackgroundServer(simulator, sockets=2) as server:
+        yield SimulatedLlm(*server.urls)
 
 
 @dataclass

@@ -115,15 +115,15 @@ class Platform:
         )
 
     def llm_control(self, **faults: Any) -> None:
-        self.http.post(f"{self.llm_url}/control", json=faults).raise_for_status()
+        self.http.post(f"{self.llm_url}/sim/control", json=faults).raise_for_status()
 
-    def llm_stats(self) -> dict[str, int]:
-        stats: dict[str, int] = self.http.get(f"{self.llm_url}/stats").json()
+    def llm_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self.http.get(f"{self.llm_url}/sim/stats").json()
         return stats
 
     def llm_requests(self) -> list[dict[str, Any]]:
         """The fake LLM's last 100 requests, each with `received_at` (and `open_s` if dripped)."""
-        requests: list[dict[str, Any]] = self.http.get(f"{self.llm_url}/requests").json()
+        requests: list[dict[str, Any]] = self.http.get(f"{self.llm_url}/sim/requests").json()
         return requests
 
     def script_receiver(self, **script: Any) -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import boto3
 import pytest
-from devstack.fakes import callback_receiver, fake_llm
+from devstack.fakes import callback_receiver
 from devstack.queues import FeedbackQueues
 from devstack.serving import BackgroundServer
 from feedback_worker.memory import InMemorySource
@@ -17,12 +17,19 @@ from mypy_boto3_sqs import SQSClient
 
 from tests.support.clock import SimulatedClock
 from tests.support.factories import RunFeedback, StartWorker
-from tests.support.fakes import TEST_MODEL, TEST_SECRET, CallbackReceiver, FakeLlm
+from tests.support.fakes import (
+    TEST_MODEL,
+    TEST_SECRET,
+    CallbackReceiver,
+    SimulatedLlm,
+    simulated_llm,
+)
 
 
 @pytest.fixture(scope="session")
-def _fake_llm_server() -> Iterator[BackgroundServer]:
-    with BackgroundServer(fake_llm.create_app(model=TEST_MODEL)) as server:
+def _llm_server() -> Iterator[SimulatedLlm]:
+    """The simulated LLM in exact-latency mode: no latency until a test sets one."""
+    with simulated_llm(model=TEST_MODEL, latency_s=0.0) as server:
         yield server
 
 
@@ -33,10 +40,9 @@ def _callback_server() -> Iterator[BackgroundServer]:
 
 
 @pytest.fixture
-def llm(_fake_llm_server: BackgroundServer) -> FakeLlm:
-    client = FakeLlm(_fake_llm_server.url)
-    client.reset()
-    return client
+def llm(_llm_server: SimulatedLlm) -> SimulatedLlm:
+    _llm_server.reset()
+    return _llm_server
 
 
 @pytest.fixture
@@ -47,7 +53,7 @@ def receiver(_callback_server: BackgroundServer) -> CallbackReceiver:
 
 
 @pytest.fixture
-def base_env(llm: FakeLlm, receiver: CallbackReceiver) -> dict[str, str]:
+def base_env(llm: SimulatedLlm, receiver: CallbackReceiver) -> dict[str, str]:
     """Test settings as environment variables: short waits, short delays, small retries."""
     return {
         "CALLBACK_URL": receiver.url,
@@ -81,8 +87,8 @@ async def run_feedback(base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
     (`Worker.create`: the real LLM client, the signed callback over HTTP, the request store
     when REQUEST_TABLE_NAME is given) on `source`, until the source is empty (burst mode).
     Keyword arguments override single variables (`WORKER_CONCURRENCY="2"`); the LLM gate is
-    off unless `LLM_GATE_ENABLED="true"` (the fake LLM serves no vLLM metrics, and most tests
-    count the client's own retries, which the gate's worker does not make);
+    off unless `LLM_GATE_ENABLED="true"` (in exact-latency mode the LLM's vLLM metrics stay
+    still, and most tests count the client's own retries, which the gate's worker does not make);
     `clock=SimulatedClock(...)` runs the delivery budget's waits on simulated time."""
 
     async def run(

@@ -7,7 +7,7 @@ import pytest
 from feedback_worker.memory import InMemorySource
 
 from tests.support.factories import RunFeedback
-from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.fakes import CallbackReceiver, SimulatedLlm
 from tests.support.records import weekly_record
 from tests.support.waiting import eventually
 
@@ -34,7 +34,7 @@ async def test_400_and_404_are_permanent_not_retried_and_recorded_in_the_dlq(
     run_feedback: RunFeedback,
     source: InMemorySource,
     receiver: CallbackReceiver,
-    llm: FakeLlm,
+    llm: SimulatedLlm,
     status: int,
 ) -> None:
     receiver.script(status=status, times=5)
@@ -51,7 +51,7 @@ async def test_400_and_404_are_permanent_not_retried_and_recorded_in_the_dlq(
 
 
 async def test_429_with_retry_after_is_retried_until_delivered(
-    run_feedback: RunFeedback, source: InMemorySource, receiver: CallbackReceiver, llm: FakeLlm
+    run_feedback: RunFeedback, source: InMemorySource, receiver: CallbackReceiver, llm: SimulatedLlm
 ) -> None:
     receiver.script(status=429, times=2, retry_after="1")
     send(source, 23)
@@ -79,7 +79,7 @@ async def test_a_callback_that_times_out_is_retried_and_the_duplicate_is_harmles
 
 
 async def test_callback_attempts_spent_on_5xx_are_retried_in_the_delivery_budget_not_the_queue(
-    run_feedback: RunFeedback, source: InMemorySource, receiver: CallbackReceiver, llm: FakeLlm
+    run_feedback: RunFeedback, source: InMemorySource, receiver: CallbackReceiver, llm: SimulatedLlm
 ) -> None:
     receiver.script(status=503, times=2)
     message_id = send(source, 25)

@@ -10,7 +10,7 @@ from llm_common.contracts.example import varied_weekly_records
 from llm_common.telemetry.metrics import REGISTRY
 
 from tests.support.factories import RunFeedback
-from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.fakes import CallbackReceiver, SimulatedLlm
 from tests.support.records import weekly_record
 
 FIT = (
@@ -59,7 +59,7 @@ def send(source: InMemorySource, member_id: int) -> str:
 
 
 async def test_a_draft_cut_by_max_tokens_is_delivered_up_to_its_last_complete_sentence(
-    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
+    run_feedback: RunFeedback, source: InMemorySource, llm: SimulatedLlm, receiver: CallbackReceiver
 ) -> None:
     trimmed = count("incomplete", "trimmed")
     llm.control(answers=[{"content": CUT, "finish_reason": "length"}])
@@ -77,7 +77,7 @@ async def test_a_draft_cut_by_max_tokens_is_delivered_up_to_its_last_complete_se
 async def test_an_unfit_draft_is_written_once_more_and_the_fit_one_delivered(
     run_feedback: RunFeedback,
     source: InMemorySource,
-    llm: FakeLlm,
+    llm: SimulatedLlm,
     receiver: CallbackReceiver,
     check: str,
     content: str,
@@ -96,7 +96,7 @@ async def test_an_unfit_draft_is_written_once_more_and_the_fit_one_delivered(
 
 
 async def test_two_unfit_drafts_fail_the_request_with_the_reason_and_nothing_is_delivered(
-    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
+    run_feedback: RunFeedback, source: InMemorySource, llm: SimulatedLlm, receiver: CallbackReceiver
 ) -> None:
     failed = count("link", "failed")
     llm.control(answers=[LINK, LINK])

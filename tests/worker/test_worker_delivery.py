@@ -10,7 +10,7 @@ from feedback_worker.memory import InMemorySource
 from mypy_boto3_sqs import SQSClient
 
 from tests.support.factories import RunFeedback, StartWorker
-from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.fakes import CallbackReceiver, SimulatedLlm
 from tests.support.queues import backend_message, enqueue, queue_counts, receive_all
 from tests.support.records import weekly_record
 from tests.support.waiting import eventually
@@ -20,7 +20,7 @@ async def test_a_request_is_delivered_to_the_result_queue_and_the_signed_callbac
     start_worker: StartWorker,
     sqs: SQSClient,
     feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
+    llm: SimulatedLlm,
     receiver: CallbackReceiver,
 ) -> None:
     enqueue(sqs, feedback_queues.requests, member_id=42, request_id="req-42")
@@ -84,7 +84,7 @@ async def test_the_result_queue_can_be_switched_off(
 
 
 async def test_the_llm_gets_the_korean_prompt_and_the_call_parameters(
-    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm
+    run_feedback: RunFeedback, source: InMemorySource, llm: SimulatedLlm
 ) -> None:
     source.send(weekly_record(7, "req-7"), group_id="7")
 
@@ -103,7 +103,7 @@ async def test_the_llm_gets_the_korean_prompt_and_the_call_parameters(
 
 
 async def test_stop_strings_reach_the_llm_only_when_llm_stop_names_them(
-    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm
+    run_feedback: RunFeedback, source: InMemorySource, llm: SimulatedLlm
 ) -> None:
     source.send(weekly_record(8, "req-8"), group_id="8")
     await run_feedback(source)
@@ -133,7 +133,7 @@ async def test_messages_the_backend_publishes_itself_are_processed_too(
 
 
 async def test_in_flight_work_is_bounded_by_the_concurrency_and_fills_it(
-    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
+    run_feedback: RunFeedback, source: InMemorySource, llm: SimulatedLlm, receiver: CallbackReceiver
 ) -> None:
     llm.control(latency_s=0.3)
     for member in range(100, 112):
@@ -147,7 +147,7 @@ async def test_in_flight_work_is_bounded_by_the_concurrency_and_fills_it(
 
 
 async def test_a_slow_callback_does_not_hold_the_next_llm_calls_back(
-    run_feedback: RunFeedback, source: InMemorySource, llm: FakeLlm, receiver: CallbackReceiver
+    run_feedback: RunFeedback, source: InMemorySource, llm: SimulatedLlm, receiver: CallbackReceiver
 ) -> None:
     receiver.script(delay_s=1.0, times=4)
     for member in range(120, 128):

@@ -4,7 +4,7 @@ from devstack.queues import FeedbackQueues
 from mypy_boto3_sqs import SQSClient
 
 from tests.support.factories import StartWorker
-from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.fakes import CallbackReceiver, SimulatedLlm
 from tests.support.queues import enqueue, queue_counts
 from tests.support.waiting import eventually
 
@@ -13,7 +13,7 @@ async def test_a_message_slower_than_its_visibility_timeout_is_delivered_exactly
     start_worker: StartWorker,
     sqs: SQSClient,
     feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
+    llm: SimulatedLlm,
     receiver: CallbackReceiver,
 ) -> None:
     llm.control(latency_s=3.5)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 
 import pytest
-from devstack.fakes import callback_receiver, fake_llm
+from devstack.fakes import callback_receiver
 from devstack.processes import free_port
 from devstack.serving import KEEP_ALIVE_S, BackgroundServer
 from feedback_worker.delivery import CallbackChannel
@@ -23,7 +23,13 @@ from llm_common.contracts import FailureNotice, FeedbackResult
 from llm_common.telemetry.metrics import REGISTRY
 from llm_common.telemetry.names import AttemptOutcome, DeliveryOutcome
 
-from tests.support.fakes import TEST_MODEL, TEST_SECRET, CallbackReceiver, FakeLlm
+from tests.support.fakes import (
+    TEST_MODEL,
+    TEST_SECRET,
+    CallbackReceiver,
+    SimulatedLlm,
+    simulated_llm,
+)
 from tests.support.reliability import TcpProxy
 from tests.support.waiting import eventually
 
@@ -61,7 +67,7 @@ async def writers() -> AsyncIterator[list[FeedbackWriter]]:
 
 
 async def test_a_dripping_llm_answer_ends_at_the_call_timeout_as_a_timeout(
-    settings: Settings, llm: FakeLlm, writers: list[FeedbackWriter]
+    settings: Settings, llm: SimulatedLlm, writers: list[FeedbackWriter]
 ) -> None:
     writer = FeedbackWriter.from_settings(settings(LLM_TIMEOUT_SECONDS="1"))
     writers.append(writer)
@@ -83,7 +89,7 @@ def llm_attempts(outcome: AttemptOutcome) -> float:
 
 
 async def test_every_llm_attempt_that_times_out_is_counted_the_clients_own_retries_too(
-    settings: Settings, llm: FakeLlm, writers: list[FeedbackWriter]
+    settings: Settings, llm: SimulatedLlm, writers: list[FeedbackWriter]
 ) -> None:
     """Without the gate the openai client retries a timeout itself: each attempt is a call
     vLLM aborts, so the burst bench counts client timeouts here, not per message."""
@@ -170,7 +176,7 @@ async def test_a_dripping_failure_notice_answer_ends_at_the_callback_timeout(
 
 @pytest.mark.slow
 async def test_a_dripping_probe_answer_ends_at_the_probe_timeout(
-    settings: Settings, llm: FakeLlm
+    settings: Settings, llm: SimulatedLlm
 ) -> None:
     """The LLM gate's /health and /metrics client: a dripping answer is no answer."""
     llm.control(drip_s=DRIP_S)
@@ -183,10 +189,10 @@ async def test_a_dripping_probe_answer_ends_at_the_probe_timeout(
 
 @pytest.fixture
 def keep_alive_llm(request: pytest.FixtureRequest) -> Iterator[TcpProxy]:
-    """The fake LLM served with `request.param` seconds of keep-alive, behind a link that
+    """The simulated LLM served with `request.param` seconds of keep-alive, behind a link that
     delays what the worker sends by 1.5 s: a request sent on a pooled connection within 1.5 s
     of the server's idle close reaches the server after it."""
-    with BackgroundServer(fake_llm.create_app(model=TEST_MODEL), request.param) as server:
+    with simulated_llm(model=TEST_MODEL, latency_s=0.0, keep_alive_s=request.param) as server:
         proxy = TcpProxy(server.port, delay_s=1.5)
         proxy.up()
         yield proxy

@@ -1,7 +1,7 @@
 """The LLM gate: no receives while the LLM is down, work resumes when it answers, the in-flight
 limit falls when vLLM saturates, and a restart mid-burst loses nothing.
 
-Against the vLLM simulator over real HTTP (devstack.fakes.vllm_sim), moto's SQS and the real
+Against the vLLM simulator over real HTTP (devstack.fakes.llm), moto's SQS and the real
 worker in this event loop; every figure asserted is a count (queue, engine, metric), never a
 duration. The saturation and the restart run on both engines (`engine_case`: `sim`, and `vllm`,
 vLLM 0.32 on CPU with `--max-num-seqs 4`, marked `vllm` and `slow`), read through what vLLM
@@ -21,12 +21,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import httpx
 import httpx2
 import pytest
-from devstack.fakes.vllm_sim import Calibration, SimulatorThread
+from devstack.fakes.llm import Calibration
 from devstack.local_llm import START_TIMEOUT_S
 from devstack.queues import FeedbackQueues, create_feedback_queues
 from feedback_worker.errors import LlmUnavailable
@@ -45,7 +44,7 @@ from mypy_boto3_sqs import SQSClient
 
 from tests.support.engines import Engine, SimulatedEngine, VllmEngine
 from tests.support.factories import StartWorker
-from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.fakes import CallbackReceiver, SimulatedLlm, simulated_llm
 from tests.support.queues import (
     body_request_id,
     dead_letter_reason,
@@ -89,15 +88,7 @@ async def until(
     return readings[-1]
 
 
-def sim_stats(sim: SimulatorThread) -> dict[str, Any]:
-    return httpx.get(f"{sim.control_url}/sim/stats").json()
-
-
-def sim_control(sim: SimulatorThread, **change: Any) -> None:
-    httpx.post(f"{sim.control_url}/sim/control", json=change, timeout=30).raise_for_status()
-
-
-def on_sim(sim: SimulatorThread, **overrides: str) -> dict[str, str]:
+def on_sim(sim: SimulatedLlm, **overrides: str) -> dict[str, str]:
     return {
         "LLM_BASE_URL": f"{sim.url}/v1",
         "LLM_MODEL": SIM_MODEL,
@@ -107,8 +98,8 @@ def on_sim(sim: SimulatorThread, **overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(Calibration.published(max_num_seqs=8), time_scale=50) as server:
+def sim() -> Iterator[SimulatedLlm]:
+    with simulated_llm(Calibration.published(max_num_seqs=8), time_scale=50) as server:
         yield server
 
 
@@ -117,11 +108,11 @@ async def test_while_the_llm_is_down_nothing_is_received_and_work_resumes_after(
     sqs: SQSClient,
     feedback_queues: FeedbackQueues,
     receiver: CallbackReceiver,
-    sim: SimulatorThread,
+    sim: SimulatedLlm,
 ) -> None:
     await start_worker(**on_sim(sim))
     await eventually(lambda: gauge("feedback_worker_llm_gate_open") == 1)
-    sim_control(sim, action="stop")
+    sim.stop()
     await eventually(lambda: gauge("feedback_worker_llm_gate_open") == 0)
 
     for member in range(1, 6):
@@ -136,22 +127,22 @@ async def test_while_the_llm_is_down_nothing_is_received_and_work_resumes_after(
 
     # Back after a model load: the port refuses connections meanwhile (as vLLM's), so the gate
     # stays closed.
-    sim_control(sim, action="start", load_s=50)
+    sim.start(load_s=50)
     await eventually(lambda: len(receiver.deliveries()) == 5)
     assert sorted(d["webhook_id"] for d in receiver.deliveries()) == [
         f"down-{member}" for member in range(1, 6)
     ]
-    assert sim_stats(sim)["rejected"] == 0  # not one call reached the loading engine
+    assert sim.stats()["failures"] == 0  # not one call reached the loading engine
     assert queue_counts(sqs, feedback_queues.dead_letters) == (0, 0)
 
 
 async def test_a_probe_that_answers_while_calls_fail_lets_one_trial_call_at_a_time(
     start_worker: StartWorker,
     sqs: SQSClient,
-    llm: FakeLlm,
+    llm: SimulatedLlm,
     receiver: CallbackReceiver,
 ) -> None:
-    # The fake LLM lists its model (the probe answers) while every call gets a 503, as a proxy
+    # The LLM lists its model (the probe answers) while every call gets a 503, as a proxy
     # in front of a loading vLLM would: reopening on the probe alone would let a whole batch of
     # messages fail every time.
     queues = create_feedback_queues(
@@ -221,7 +212,7 @@ def _vllm_for_gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 def sim_case() -> Iterator[EngineCase]:
     # A call ~1.3 s of real time; a restart's model load 4 s.
     calibration = Calibration.published(max_num_seqs=MAX_NUM_SEQS)
-    with SimulatorThread(calibration, time_scale=2, model=SIM_MODEL) as sim:
+    with simulated_llm(calibration, time_scale=2, model=SIM_MODEL) as sim:
         yield EngineCase(
             SimulatedEngine(sim, SIM_MODEL, load_s=8),
             on_sim(sim),
@@ -449,7 +440,7 @@ async def test_a_restart_mid_burst_delivers_every_request_once(
 
 async def test_after_an_outage_the_limit_doubles_again_from_the_start_limit() -> None:
     # One sequence at a time, a call ~2 s of real time: four calls leave three waiting.
-    with SimulatorThread(Calibration.published(max_num_seqs=1), time_scale=1) as one_seq:
+    with simulated_llm(Calibration.published(max_num_seqs=1), time_scale=1) as one_seq:
         bounds = Bounds(concurrency=64, prefetch=0)
         async with httpx2.AsyncClient(timeout=30) as http:
             gate = LlmGate(bounds, http, one_seq.url, 60, 1, 8)
@@ -462,7 +453,7 @@ async def test_after_an_outage_the_limit_doubles_again_from_the_start_limit() ->
                 )
                 for _ in range(4)
             ]
-            await eventually(lambda: sim_stats(one_seq)["waiting"] == 3)
+            await eventually(lambda: one_seq.stats()["waiting"] == 3)
             await take_work_slots(bounds, 4)
             await gate.poll()  # 3 waiting, target 1: slow start ends, 4 x (1 + 1) / (1 + 3)
             assert bounds.limit == 2
@@ -473,7 +464,7 @@ async def test_after_an_outage_the_limit_doubles_again_from_the_start_limit() ->
             gate.call_failed(LlmUnavailable("refused", gate_reason=GateReason.UNREACHABLE))
             await eventually(lambda: gate.state is GateState.TRIAL)  # the probe answered
             gate.call_answered()
-            await eventually(lambda: sim_stats(one_seq)["waiting"] == 0)
+            await eventually(lambda: one_seq.stats()["waiting"] == 0)
 
             # Back at the start limit and doubling, not 2 growing by a tenth (2, 3, 4, ...).
             assert bounds.limit == 8
@@ -485,9 +476,10 @@ async def test_after_an_outage_the_limit_doubles_again_from_the_start_limit() ->
 
 
 async def test_without_vllm_metrics_the_gate_reopens_at_the_halved_limit_and_grows_slowly(
-    llm: FakeLlm,
+    llm: SimulatedLlm,
 ) -> None:
-    # The fake LLM serves no /metrics: overloads and timeouts alone move the limit.
+    # The LLM in exact-latency mode serves no /metrics: overloads and timeouts alone move the
+    # limit.
     bounds = Bounds(concurrency=64, prefetch=0)
     async with httpx2.AsyncClient(timeout=30) as http:
         gate = LlmGate(bounds, http, llm.base_url.removesuffix("/v1"), 60, 1, 8)

@@ -11,7 +11,7 @@ from llm_common.telemetry.metrics import REGISTRY
 from mypy_boto3_sqs import SQSClient
 
 from tests.support.factories import StartWorker
-from tests.support.fakes import TEST_MODEL, CallbackReceiver, FakeLlm
+from tests.support.fakes import TEST_MODEL, CallbackReceiver, SimulatedLlm
 from tests.support.queues import enqueue, enqueue_raw, queue_counts
 from tests.support.waiting import eventually
 
@@ -122,7 +122,7 @@ async def test_an_llm_answering_200_with_an_error_body_counts_failed_calls_not_a
     start_worker: StartWorker,
     sqs: SQSClient,
     feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
+    llm: SimulatedLlm,
     receiver: CallbackReceiver,
 ) -> None:
     # The LLM error-ratio alert reads these: an error object under HTTP 200 is no answer.

@@ -14,7 +14,7 @@ from llm_common.telemetry.metrics import REGISTRY
 
 from tests.support.clock import SimulatedClock
 from tests.support.factories import RunFeedback
-from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.fakes import CallbackReceiver, SimulatedLlm
 from tests.support.records import weekly_record
 from tests.support.reliability import TcpProxy
 from tests.support.waiting import eventually
@@ -30,7 +30,7 @@ class Tracked:
 
     source: InMemorySource
     store: RequestStore
-    llm: FakeLlm
+    llm: SimulatedLlm
     receiver: CallbackReceiver
     run_feedback: RunFeedback
     table: str
@@ -56,7 +56,7 @@ def tracked(
     run_feedback: RunFeedback,
     source: InMemorySource,
     request_table: str,
-    llm: FakeLlm,
+    llm: SimulatedLlm,
     receiver: CallbackReceiver,
 ) -> Tracked:
     store = RequestStore(request_table, "us-east-1")

@@ -12,7 +12,7 @@ from mypy_boto3_sqs import SQSClient
 from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 from tests.support.factories import StartWorker
-from tests.support.fakes import CallbackReceiver, FakeLlm
+from tests.support.fakes import CallbackReceiver, SimulatedLlm
 from tests.support.queues import enqueue, queue_counts, receive_all
 from tests.support.waiting import eventually
 
@@ -47,7 +47,7 @@ async def test_sigterm_lets_in_flight_work_finish_then_exits_0(
     start_worker_process: StartProcess,
     sqs: SQSClient,
     feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
+    llm: SimulatedLlm,
     receiver: CallbackReceiver,
 ) -> None:
     llm.control(latency_s=1.0)
@@ -67,7 +67,7 @@ async def test_work_that_outlasts_the_grace_is_visible_again_at_once(
     start_worker_process: StartProcess,
     sqs: SQSClient,
     feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
+    llm: SimulatedLlm,
     receiver: CallbackReceiver,
 ) -> None:
     llm.control(latency_s=10.0)
@@ -100,7 +100,7 @@ async def test_messages_a_pending_poll_returns_after_shutdown_began_are_released
     start_worker: StartWorker,
     sqs: SQSClient,
     feedback_queues: FeedbackQueues,
-    llm: FakeLlm,
+    llm: SimulatedLlm,
 ) -> None:
     llm.control(latency_s=3.0)
     enqueue(sqs, feedback_queues.requests, member_id=43, request_id="req-43")

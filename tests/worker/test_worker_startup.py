@@ -15,7 +15,7 @@ from feedback_worker.worker import Worker
 from mypy_boto3_sqs import SQSClient
 
 from tests.support.factories import StartWorker
-from tests.support.fakes import FakeLlm
+from tests.support.fakes import SimulatedLlm
 from tests.support.queues import enqueue_raw, queue_counts
 from tests.support.waiting import eventually
 
@@ -113,7 +113,7 @@ async def test_a_model_the_llm_does_not_serve_is_refused(worker_env: dict[str, s
 
 
 async def test_an_llm_base_url_without_v1_is_refused(
-    worker_env: dict[str, str], llm: FakeLlm
+    worker_env: dict[str, str], llm: SimulatedLlm
 ) -> None:
     with pytest.raises(ConfigurationError, match="ends in /v1"):
         await create_worker(worker_env, LLM_BASE_URL=llm.url)

@@ -1,12 +1,14 @@
-"""Serve an ASGI app: from the command line (HOST/PORT), or on a thread inside tests."""
+"""Serve an ASGI app: from the command line (HOST/PORT), or on a thread inside tests; the same
+thread serves a server of several sockets (devstack.fakes.llm's simulator)."""
 
 import argparse
+import asyncio
 import os
 import socket
 import threading
 import time
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import uvicorn
 from fastapi import FastAPI
@@ -22,6 +24,18 @@ def listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
 
 
+def uvicorn_server(app: FastAPI, keep_alive_s: int = KEEP_ALIVE_S) -> uvicorn.Server:
+    """Quiet, with a short graceful shutdown: for tests and the simulator's ports."""
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=keep_alive_s,
+    )
+    return uvicorn.Server(config)
+
+
 def serve(app: FastAPI, host: str, port: int) -> None:
     """Serve in the foreground until SIGINT/SIGTERM."""
     uvicorn.run(
@@ -34,32 +48,45 @@ def serve(app: FastAPI, host: str, port: int) -> None:
     )
 
 
-class BackgroundServer:
-    """`app` on a uvicorn thread, on a free loopback port: a real HTTP server for tests.
+def loopback_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A bound TCP socket (port 0: a free one), reusable at once after a close."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
 
-    The socket is bound before the thread starts, so the port is known and cannot be taken by
-    another process in between. `keep_alive_s`: how long an idle connection stays open.
+
+class Served(Protocol):
+    """What serves on sockets it is given, as `uvicorn.Server` does."""
+
+    started: bool
+    should_exit: bool
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None: ...
+
+
+class BackgroundServer:
+    """`app` on a thread of its own, on free loopback ports: a real HTTP server for tests.
+
+    `app` is an ASGI app (served by uvicorn, `keep_alive_s`: how long an idle connection stays
+    open) or a `Served` given `sockets` sockets (the simulator: API and control port). The
+    sockets are bound before the thread starts, so the ports are known and cannot be taken by
+    another process in between.
     """
 
-    def __init__(self, app: FastAPI, keep_alive_s: int = KEEP_ALIVE_S) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port: int = self._socket.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-            timeout_keep_alive=keep_alive_s,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
+    def __init__(
+        self, app: FastAPI | Served, keep_alive_s: int = KEEP_ALIVE_S, sockets: int = 1
+    ) -> None:
+        self._sockets = [loopback_socket() for _ in range(sockets)]
+        self.urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in self._sockets]
+        """One per socket, in order."""
+        self.port: int = self._sockets[0].getsockname()[1]
+        self.url = self.urls[0]
+        self._server = uvicorn_server(app, keep_alive_s) if isinstance(app, FastAPI) else app
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _run(self) -> None:
+        asyncio.run(self._server.serve(sockets=self._sockets))
 
     def start(self) -> Self:
         self._thread.start()
@@ -73,7 +100,8 @@ class BackgroundServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
-        self._socket.close()
+        for sock in self._sockets:
+            sock.close()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -44,8 +44,8 @@ class StackConfig:
     run_dir: Path
     ports: Ports = Ports()
     llm: str = "vllm"
-    """"vllm" (vLLM on CPU with the local model), "fake" (devstack.fakes.fake_llm) or a server's
-    base URL."""
+    """"vllm" (vLLM on CPU with the local model), "fake" (devstack.fakes.llm in exact-latency mode,
+    no latency until a test sets one) or a server's base URL."""
     llm_model: str = MODEL_ALIAS
     llm_max_tokens: int = 160
     qa_bucket: str = "qa-data"
@@ -191,8 +191,10 @@ class Stack:
             process.start(timeout=START_TIMEOUT_S)
         elif self.config.llm == "fake":
             # The worker checks at start-up that the LLM serves LLM_MODEL.
-            env = {**_http(port), "FAKE_LLM_MODEL": self.config.llm_model}
-            self._launch("llm", python_module("devstack.fakes.fake_llm"), env, "/v1/models", port)
+            argv = python_module(
+                "devstack.fakes.llm", "--latency", "0", "--model", self.config.llm_model
+            )
+            self._launch("llm", argv, _http(port), "/v1/models", port)
 
     def _start_callback_receiver(self) -> None:
         port = self.config.ports.callback

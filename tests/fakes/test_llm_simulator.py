@@ -1,4 +1,6 @@
-"""The vLLM simulator schedules like vLLM: proven on its own counters and virtual clock.
+"""The LLM fake (devstack.fakes.llm) schedules like vLLM, proven on its own counters and virtual
+clock; in exact-latency mode it answers in the time it is told, and it fails, scripts, drips and
+records as a test asks.
 
 Engine tests drive the scheduler step by step (no real time at all); HTTP tests talk to the
 server over loopback, with a large time scale so that virtual minutes pass in real seconds.
@@ -11,7 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from devstack.fakes.vllm_sim import Calibration, Engine, Outcome, SimulatorThread
+from devstack.fakes.llm import Calibration, Engine, Outcome
+
+from tests.support.fakes import SimulatedLlm, simulated_llm
 
 PUBLISHED = Calibration.published()
 PROMPT = "가" * 450
@@ -99,17 +103,9 @@ def test_ideal_is_the_full_batch_rate() -> None:
 
 
 @pytest.fixture
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(Calibration.published(max_num_seqs=4), time_scale=100) as server:
+def sim() -> Iterator[SimulatedLlm]:
+    with simulated_llm(Calibration.published(max_num_seqs=4), time_scale=100) as server:
         yield server
-
-
-def stats(sim: SimulatorThread) -> dict[str, Any]:
-    return httpx.get(f"{sim.control_url}/sim/stats").json()
-
-
-def control(sim: SimulatorThread, **change: Any) -> None:
-    httpx.post(f"{sim.control_url}/sim/control", json=change).raise_for_status()
 
 
 def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -119,25 +115,23 @@ def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None
         time.sleep(0.02)
 
 
-def health_up(sim: SimulatorThread) -> bool:
+def health_up(sim: SimulatedLlm) -> bool:
     try:
         return httpx.get(f"{sim.url}/health").status_code == 200
     except httpx.ConnectError:
         return False
 
 
-def complete(
-    sim: SimulatorThread, body: dict[str, Any] = CHAT, timeout: float = 30
-) -> httpx.Response:
+def complete(sim: SimulatedLlm, body: dict[str, Any] = CHAT, timeout: float = 30) -> httpx.Response:
     return httpx.post(f"{sim.url}/v1/chat/completions", json=body, timeout=timeout)
 
 
-def test_concurrent_calls_share_steps_and_the_rest_wait(sim: SimulatorThread) -> None:
+def test_concurrent_calls_share_steps_and_the_rest_wait(sim: SimulatedLlm) -> None:
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: complete(sim), range(8)))
 
     assert [a.status_code for a in answers] == [200] * 8
-    counted = stats(sim)
+    counted = sim.stats()
     tokens = sum(a.json()["usage"]["completion_tokens"] for a in answers)
     assert counted["generation_tokens"] == tokens
     # Two waves of four in one batch each: about a quarter of the steps one at a time would take.
@@ -145,7 +139,7 @@ def test_concurrent_calls_share_steps_and_the_rest_wait(sim: SimulatorThread) ->
     assert counted["success"]["stop"] == 8
 
 
-def test_answer_is_openai_shaped_and_cut_at_max_tokens(sim: SimulatorThread) -> None:
+def test_answer_is_openai_shaped_and_cut_at_max_tokens(sim: SimulatedLlm) -> None:
     answer = complete(sim, {**CHAT, "max_tokens": 30}).json()
     assert answer["choices"][0]["finish_reason"] == "length"
     assert answer["usage"]["completion_tokens"] == 30
@@ -156,10 +150,9 @@ def test_answer_is_openai_shaped_and_cut_at_max_tokens(sim: SimulatorThread) -> 
 def test_a_fitted_simulator_writes_as_many_characters_a_token_as_its_engine() -> None:
     # The worker's content checks count characters: a CPU engine's 36-token drafts pass a
     # 40-character minimum that one character a token would fail.
-    fitted = SimulatorThread(
+    with simulated_llm(
         Calibration.published(max_num_seqs=4), time_scale=100, characters_per_token=2.5
-    )
-    with fitted:
+    ) as fitted:
         answer = complete(fitted, {**CHAT, "max_tokens": 36}).json()
 
     assert answer["usage"]["completion_tokens"] == 36
@@ -167,11 +160,11 @@ def test_a_fitted_simulator_writes_as_many_characters_a_token_as_its_engine() ->
 
 
 def test_disconnect_aborts_and_counts_its_tokens_as_wasted() -> None:
-    with SimulatorThread(PUBLISHED, time_scale=1) as slow:  # 100 tokens/s real: ~4 s to finish
+    with simulated_llm(PUBLISHED, time_scale=1) as slow:  # 100 tokens/s real: ~4 s to finish
         with pytest.raises(httpx.ReadTimeout):
             complete(slow, timeout=0.5)
-        until(lambda: stats(slow)["aborted"] == 1, "the abort")
-        counted = stats(slow)
+        until(lambda: slow.stats()["aborted"] == 1, "the abort")
+        counted = slow.stats()
     assert counted["running"] == 0
     assert counted["disconnected"] == 1
     assert counted["wasted_tokens"] > 0
@@ -179,16 +172,16 @@ def test_disconnect_aborts_and_counts_its_tokens_as_wasted() -> None:
     assert counted["success"] == {"stop": 0, "length": 0}
 
 
-def test_fail_answers_the_status_until_healed(sim: SimulatorThread) -> None:
-    control(sim, action="fail", status=503)
+def test_refuse_answers_the_status_until_turned_off(sim: SimulatedLlm) -> None:
+    sim.control(refuse=True, fail_status=503)
     assert complete(sim).status_code == 503
-    control(sim, action="heal")
+    sim.control(refuse=False)
     assert complete(sim).status_code == 200
-    assert stats(sim)["rejected"] == 1
+    assert (sim.stats()["failures"], sim.stats()["completions"]) == (1, 1)
 
 
-def test_stop_refuses_connections_and_start_loads_the_model_first(sim: SimulatorThread) -> None:
-    control(sim, action="stop")
+def test_stop_refuses_connections_and_start_loads_the_model_first(sim: SimulatedLlm) -> None:
+    sim.stop()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{sim.url}/health")
 
@@ -203,23 +196,23 @@ def test_stop_refuses_connections_and_start_loads_the_model_first(sim: Simulator
         complete(sim)
 
     until(lambda: health_up(sim), "the model load")
-    assert stats(sim)["virtual_s"] >= started["loading_until_s"]
+    assert sim.stats()["virtual_s"] >= started["loading_until_s"]
     assert complete(sim).status_code == 200
 
 
 def test_stop_aborts_what_was_running_as_waste() -> None:
-    with SimulatorThread(PUBLISHED, time_scale=1) as slow:
+    with simulated_llm(PUBLISHED, time_scale=1) as slow:
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(complete, slow)
-            until(lambda: stats(slow)["generation_tokens"] > 0, "the first token")
-            control(slow, action="stop")
+            until(lambda: slow.stats()["generation_tokens"] > 0, "the first token")
+            slow.stop()
             assert pending.result().status_code == 503
-        counted = stats(slow)
+        counted = slow.stats()
     assert (counted["aborted"], counted["disconnected"]) == (1, 0)
     assert counted["wasted_tokens"] == counted["generation_tokens"] > 0
 
 
-def test_metrics_carry_vllm_names_and_counts(sim: SimulatorThread) -> None:
+def test_metrics_carry_vllm_names_and_counts(sim: SimulatedLlm) -> None:
     answer = complete(sim).json()
     text = httpx.get(f"{sim.url}/metrics").text
     for name in (
@@ -240,9 +233,119 @@ def test_metrics_carry_vllm_names_and_counts(sim: SimulatorThread) -> None:
 
 
 def test_api_key_guards_the_openai_routes_only() -> None:
-    with SimulatorThread(PUBLISHED, time_scale=100, api_key="k-123") as guarded:
+    with simulated_llm(PUBLISHED, time_scale=100, api_key="k-123") as guarded:
         assert complete(guarded).status_code == 401
         assert httpx.get(f"{guarded.url}/v1/models").status_code == 401
         assert httpx.get(f"{guarded.url}/health").status_code == 200
         models = httpx.get(f"{guarded.url}/v1/models", headers={"authorization": "Bearer k-123"})
         assert models.json()["data"][0]["id"] == "sim-7b"
+
+
+# Exact-latency mode and faults: what the worker's tests set.
+
+FEEDBACK = {
+    "model": "test-model",
+    "messages": [
+        {"role": "system", "content": "너는 피드백 어시스턴트야."},
+        {"role": "user", "content": "- 아침 산책 (성공)\n- 물 2리터 (실패)"},
+    ],
+}
+
+
+@pytest.fixture
+def exact() -> Iterator[SimulatedLlm]:
+    with simulated_llm(model="test-model", latency_s=0.0) as server:
+        yield server
+
+
+def content_of(answer: httpx.Response) -> str | None:
+    content: str | None = answer.json()["choices"][0]["message"]["content"]
+    return content
+
+
+def test_exact_latency_answers_every_call_in_that_time_however_many_at_once(
+    exact: SimulatedLlm,
+) -> None:
+    exact.control(latency_s=0.5)
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: complete(exact, FEEDBACK), range(8)))
+    elapsed = time.monotonic() - started
+
+    assert [a.status_code for a in answers] == [200] * 8
+    assert 0.5 <= elapsed < 1.5  # no batching law: eight at once take what one takes
+    assert exact.stats()["max_in_flight"] == 8
+    assert "아침 산책 (성공), 물 2리터 (실패)" in str(content_of(answers[0]))
+    # An OpenAI-compatible server that is not vLLM: the LLM gate finds no metrics to read.
+    assert httpx.get(f"{exact.url}/metrics").status_code == 404
+
+
+def test_latency_none_hands_the_answers_back_to_the_batching_engine(exact: SimulatedLlm) -> None:
+    exact.control(latency_s=None)
+
+    assert httpx.get(f"{exact.url}/health").status_code == 200
+    assert complete(exact, {**FEEDBACK, "max_tokens": 5}).json()["usage"]["completion_tokens"] == 5
+    assert exact.stats()["success"]["length"] == 1
+
+
+def test_failures_carry_their_status_retry_after_and_an_openai_error(exact: SimulatedLlm) -> None:
+    exact.control(fail_next=2, fail_status=429, retry_after="1")
+    first, second, third = (complete(exact, FEEDBACK) for _ in range(3))
+
+    assert (first.status_code, first.headers["retry-after"]) == (429, "1")
+    assert first.json()["error"]["type"] == "server_error"
+    assert (second.status_code, third.status_code) == (429, 200)
+
+    exact.control(fail_next=1, fail_status=200)  # a proxy that reports errors under 200
+    failed = complete(exact, FEEDBACK)
+    assert (failed.status_code, "error" in failed.json()) == (200, True)
+    assert exact.stats()["failures"] == 3
+
+
+def test_fail_every_fails_every_nth_request(exact: SimulatedLlm) -> None:
+    exact.control(fail_every=2)
+
+    assert [complete(exact, FEEDBACK).status_code for _ in range(4)] == [200, 503, 200, 503]
+
+
+def test_scripted_answers_come_in_order_then_the_echo_again(exact: SimulatedLlm) -> None:
+    exact.control(answers=[{"content": "짧아", "finish_reason": "length"}, {"content": None}])
+    answers = [complete(exact, FEEDBACK) for _ in range(3)]
+
+    finished = [a.json()["choices"][0]["finish_reason"] for a in answers]
+    assert [content_of(a) for a in answers[:2]] == ["짧아", None]
+    assert finished == ["length", "stop", "stop"]
+    assert "아침 산책" in str(content_of(answers[2]))
+
+
+def test_a_dripped_answer_is_recorded_with_how_long_it_stayed_open(exact: SimulatedLlm) -> None:
+    exact.control(drip_s=0.2)
+    url = f"{exact.url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=FEEDBACK) as answer:
+        assert answer.status_code == 200
+        next(answer.iter_raw())  # one byte, then hang up
+
+    until(lambda: "open_s" in exact.requests()[-1], "the hang-up")
+    [recorded] = exact.requests()
+    assert recorded["messages"] == FEEDBACK["messages"]
+    assert recorded["open_s"] < 5  # not the minutes the whole answer would drip
+
+
+def test_reset_brings_back_the_start_faults_and_forgets_the_requests(exact: SimulatedLlm) -> None:
+    exact.control(latency_s=2.0, refuse=True)
+    complete(exact, FEEDBACK)
+
+    exact.reset()
+
+    counted = exact.stats()
+    assert (counted["requests"], counted["failures"]) == (0, 0)
+    assert (counted["faults"]["latency_s"], counted["faults"]["refuse"]) == (0.0, False)
+    assert exact.requests() == []
+
+
+def test_stop_and_start_go_to_the_control_port_only(exact: SimulatedLlm) -> None:
+    # The answer to a stop sent on the API port would have to leave through the port it closes.
+    refused = httpx.post(f"{exact.url}/sim/control", json={"action": "stop"})
+
+    assert refused.status_code == 409
+    assert complete(exact, FEEDBACK).status_code == 200
