@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack.fakes.vllm_sim import Calibration, Fitted, OutputLengths
+from devstack.fakes.llm.engine import Calibration, Fitted, OutputLengths
 
 from bench.fleet import report
 from bench.fleet.model import Balancing, Delays

@@ -1,9 +1,9 @@
 """The fleet on a SimPy clock: the queue, worker pods, vLLM replicas, their nodes and the Service.
 
 Each part reuses the project's own code where it exists:
-- a vLLM replica is devstack.fakes.vllm_sim's `Engine` (continuous batching, `--max-num-seqs`,
-  the KV budget, the step law `a + b x running + prefill`), stepped by a SimPy process instead
-  of the simulator's asyncio loop;
+- a vLLM replica is the simulator's `Engine` (tools/devstack/src/devstack/fakes/llm/engine.py:
+  continuous batching, `--max-num-seqs`, the KV budget, the step law `a + b x running +
+  prefill`), stepped by a SimPy process instead of the simulator's asyncio loop;
 - a worker pod's in-flight limit is feedback_worker.llm_gate's `next_limit`, fed every
   LLM_CAPACITY_POLL_SECONDS with the running and waiting counts of the replica its poll reaches,
   and its gate closes on a failed call and probes with the gate's own backoff
@@ -35,7 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 import simpy
-from devstack.fakes.vllm_sim import Calibration, Engine, OutputLengths, Sequence
+from devstack.fakes.llm.engine import Calibration, Engine, OutputLengths, Sequence
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.http_clients import IDLE_EXPIRY_SECONDS
 from feedback_worker.llm_gate import PROBE_BASE_SECONDS, PROBE_MAX_SECONDS, Capacity, next_limit
@@ -43,7 +43,7 @@ from feedback_worker.llm_gate import PROBE_BASE_SECONDS, PROBE_MAX_SECONDS, Capa
 from bench.fleet.chart import ChartFigures
 
 PROMPT_TOKENS = 450
-"""The feedback prompt is 300-600 tokens (tools/devstack/src/devstack/fakes/vllm_sim.py,
+"""The feedback prompt is 300-600 tokens (tools/devstack/src/devstack/fakes/llm/engine.py,
 `prompt_tokens`): the middle, as `Calibration.published`'s `mean_prompt_tokens` takes it."""
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import simpy
-from devstack.fakes.vllm_sim import Calibration, OutputLengths
+from devstack.fakes.llm.engine import Calibration, OutputLengths
 
 from bench.fleet.autoscaling import Keda
 from bench.fleet.chart import figures, render

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import simpy
 import yaml
-from devstack.fakes.vllm_sim import Calibration, OutputLengths
+from devstack.fakes.llm.engine import Calibration, OutputLengths
 
 from bench.__main__ import NAMED_ONLY, parser
 from bench.fleet.autoscaling import Hpa, Keda
