@@ -222,6 +222,14 @@ class Engines:
             engine_reading(httpx.get(f"{api}/metrics", timeout=10).text) for api in self.apis
         )
 
+    def reading_if_up(self) -> EngineReading | None:
+        """`reading`, or None while a replica is down (the restart's outage: the API port
+        closed)."""
+        try:
+            return self.reading()
+        except httpx.TransportError:
+            return None
+
     def control(self, **change: Any) -> None:
         for c in self.controls:
             httpx.post(f"{c}/sim/control", json=change, timeout=30).raise_for_status()
@@ -328,7 +336,7 @@ def measure(
         # is up at the start too (the restart scenario has its start).
         wait_until(lambda: any(map(worker_ready, metrics_ports)), 120, f"the {name} workers")
         started = time.time()
-        samples = Sampler(engines, total_requests, replicas * setup.max_num_seqs)
+        samples = Sampler(engines.reading_if_up, total_requests, replicas * setup.max_num_seqs)
         output, prompt = setup.expected_tokens
         deadline_s = (
             3 * setup.ideal(total_requests * output, total_requests * prompt, replicas) / scale
@@ -383,22 +391,32 @@ def worker_ready(metrics_port: int) -> bool:
 
 
 class Sampler:
-    """vLLM's running batch and waiting queue, every SAMPLE_EVERY_S, while a backlog lasts."""
+    """vLLM's running batch and waiting queue, every SAMPLE_EVERY_S, while a backlog lasts.
 
-    def __init__(self, engines: Engines, total_requests: int, slots: int) -> None:
-        self._engines, self._total, self._slots = engines, total_requests, slots
+    `read` gives the replicas' summed reading, or None while one is down; the fleet
+    simulation's validation (bench/fleet/validation.py) samples its model with this class too,
+    so both compute batch fill the same way."""
+
+    def __init__(
+        self, read: Callable[[], EngineReading | None], total_requests: int, slots: int
+    ) -> None:
+        self._read, self._total, self._slots = read, total_requests, slots
         self.fill: list[float] = []
         self.waiting: list[int] = []
 
     def take(self, delivered: int) -> None:
         if self._total - delivered <= self._slots:
             return  # the tail: fewer left than one full batch per replica
-        try:
-            reading = self._engines.reading()
-        except httpx.TransportError:
-            return  # the restart's outage (the API port closed) is not a batch to fill
+        reading = self._read()
+        if reading is None:
+            return  # the restart's outage is not a batch to fill
         self.fill.append(reading.running / self._slots)
         self.waiting.append(reading.waiting)
+
+    @property
+    def batch_fill(self) -> float:
+        """The mean running batch ÷ the replicas' slots over the samples (0 without any)."""
+        return round(sum(self.fill) / len(self.fill), 3) if self.fill else 0.0
 
 
 class Outage:
@@ -409,8 +427,13 @@ class Outage:
         self._stopped_at: float | None = None
         self._restarted = False
 
+    @staticmethod
+    def due(delivered: int, total_requests: int) -> bool:
+        """Half-way: when the replicas stop (the fleet simulation's validation reads it too)."""
+        return delivered >= total_requests // 2
+
     def maybe(self, delivered: int, total_requests: int) -> None:
-        if self._stopped_at is None and delivered >= total_requests // 2:
+        if self._stopped_at is None and self.due(delivered, total_requests):
             self._engines.control(action="stop")
             self._stopped_at = time.monotonic()
         elif (
@@ -454,10 +477,7 @@ def figures(
     scale = setup.time_scale
     accepted = [d for d in deliveries if d["status"] == 200]
     latencies = sorted((d["received_at"] - started) * scale for d in accepted)
-    ideal = (
-        setup.ideal(engine.completed_output_tokens, engine.completed_prompt_tokens, replicas)
-        + (OUTAGE_S + LOAD_S) * restart
-    )
+    ideal = ideal_seconds(setup.ideal, engine, replicas, restart)
     drain = latencies[-1] if latencies else math.nan
     generated = engine.generation_tokens
     return BurstRun(
@@ -472,7 +492,7 @@ def figures(
         drain_s=round(drain, 1),
         ideal_s=round(ideal, 1),
         drain_ratio=round(drain / ideal, 3) if ideal else math.nan,
-        batch_fill=round(sum(samples.fill) / len(samples.fill), 3) if samples.fill else 0.0,
+        batch_fill=samples.batch_fill,
         waiting_p50=percentile([float(w) for w in samples.waiting], 50) if samples.waiting else 0,
         waiting_max=max(samples.waiting, default=0),
         client_timeouts=sum(a.timed_out for a in attempts),
@@ -482,6 +502,18 @@ def figures(
         latency_p50_s=round(percentile(latencies, 50), 1) if latencies else math.nan,
         latency_p99_s=round(percentile(latencies, 99), 1) if latencies else math.nan,
     )
+
+
+def ideal_seconds(
+    ideal: Callable[[float, float, int], float],
+    engine: EngineReading,
+    replicas: int,
+    restart: bool,
+) -> float:
+    """The replicas' capacity-bound least time for the requests they completed (`ideal`: every
+    step a full batch); the restart adds its outage and load time, in which nothing can run."""
+    completed = ideal(engine.completed_output_tokens, engine.completed_prompt_tokens, replicas)
+    return completed + (OUTAGE_S + LOAD_S) * restart
 
 
 SIZE = ("requests", "time_scale", "sqs", "max_num_seqs", "worker_concurrency")

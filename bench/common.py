@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import boto3
 from devstack.processes import ManagedProcess, free_port, python_module
@@ -84,6 +84,16 @@ def running(proc: ManagedProcess, timeout: float = 60.0) -> Iterator[ManagedProc
         proc.stop()
 
 
+class ClientArgs(TypedDict):
+    """boto3.client's keywords for the emulator: typed per key, so that mypy --strict matches
+    them to boto3-stubs' overloads (a dict[str, str] matches none)."""
+
+    endpoint_url: str
+    region_name: str
+    aws_access_key_id: str
+    aws_secret_access_key: str
+
+
 class Emulator:
     """An AWS emulator in its own process, as the services see it locally: moto's server (SQS,
     S3, DynamoDB; `emulator`) or fauxqs (SQS; `fauxqs`)."""
@@ -98,7 +108,7 @@ class Emulator:
     def dynamodb(self) -> "DynamoDBClient":
         return boto3.client("dynamodb", **self._client_args())
 
-    def _client_args(self) -> dict[str, str]:
+    def _client_args(self) -> "ClientArgs":
         return {
             "endpoint_url": self.endpoint,
             "region_name": AWS_REGION,

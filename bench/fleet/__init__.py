@@ -17,10 +17,9 @@ The parts, each a module to read top to bottom:
 - bench/fleet/model.py: the queue, worker pods (the LLM gate's own `next_limit`), vLLM replicas
   (the simulator's own `Engine`), GPU nodes and their delays, the Service's balancing;
 - bench/fleet/scenarios.py: a scenario, its run and its figures;
-- bench/fleet/report.py: the table, the CSV and the plot.
-
-Not yet validated against the burst bench's real processes (issue 23, item 2): until then the
-figures say what the model predicts from the chart, the calibration and the delays.
+- bench/fleet/report.py: the table, the CSV and the plot;
+- bench/fleet/validation.py: the model configured as each gate-on run of the burst bench
+  (section 5) beside its measured drain and batch fill (`python -m bench.fleet.validation`).
 """
 
 import json

@@ -143,6 +143,7 @@ class Replica:
         self.engine = Engine(fleet.calibration, seed=seed, lengths=fleet.lengths)
         self.calls: dict[int, Call] = {}
         self._wake = fleet.env.event()
+        self._serving: simpy.Process | None = None
         fleet.env.process(self._start(fresh_node))
 
     @property
@@ -166,9 +167,26 @@ class Replica:
         LLM gate's docstring) and every call on it fails."""
         self.state = ReplicaState.GONE
         self.engine.abort_all()
+        if not self._wake.triggered:
+            self._wake.succeed()  # an idle serving loop sees the state and ends
         calls, self.calls = self.calls, {}
         for call in calls.values():
             call.pod.failed(call)
+
+    def restart(self, down_s: float) -> None:
+        """A Ready replica stopped and started again on its node (the burst bench's restart,
+        bench/burst.py `Outage`): its calls fail now, and it is Ready again `down_s` later with
+        the same engine, as the simulator's stop and start keep it."""
+        self.stop()
+        self.state = ReplicaState.STARTING
+        self.fleet.env.process(self._ready_after(down_s))
+
+    def _ready_after(self, down_s: float) -> Generator[simpy.Event, Any, None]:
+        yield self.fleet.env.timeout(down_s)
+        if self._serving is not None and self._serving.is_alive:
+            yield self._serving  # the step it was in when stopped ends first
+        if self.state is ReplicaState.STARTING:
+            self._ready()
 
     def _start(self, fresh_node: bool) -> Generator[simpy.Event, Any, None]:
         delays = self.fleet.delays
@@ -182,9 +200,12 @@ class Replica:
         yield env.timeout(started + probes * period - env.now)
         if self.state is ReplicaState.GONE:
             return
+        self._ready()
+
+    def _ready(self) -> None:
         self.state = ReplicaState.READY
+        self._serving = self.fleet.env.process(self._serve())
         self.fleet.workers.fill()
-        yield from self._serve()
 
     def _serve(self) -> Generator[simpy.Event, Any, None]:
         env = self.fleet.env

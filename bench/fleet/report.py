@@ -24,8 +24,8 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 def table(f: dict[str, Any]) -> str:
     delays = ", ".join(f"{name} {value:g}" for name, value in f["delays"].items())
     lines = [
-        "### 7. Fleet simulation (SimPy; the chart's ScaledObjects as rendered; not yet "
-        "validated against the burst bench)\n",
+        "### 7. Fleet simulation (SimPy; the chart's ScaledObjects as rendered; validated "
+        "against the burst bench: bench/fleet/validation.py)\n",
         f"Delays (s): {delays}. GPU price {f['gpu_price']:.2f} USD per GPU-hour. "
         "Ideal: the delivered work at one replica's plateau.\n",
         "| scenario | vLLM max | GPU-h paid | ÷ ideal | cost USD | first delivery | "

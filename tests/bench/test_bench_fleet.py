@@ -17,6 +17,7 @@ from bench.fleet.autoscaling import Hpa, Keda
 from bench.fleet.chart import ChartFigures, figures, render
 from bench.fleet.model import Balancing, Delays, Fleet
 from bench.fleet.scenarios import Scenario, run
+from bench.fleet.validation import BurstConfig, real_runs, simulate
 
 VALUES = Path(__file__).resolve().parents[2] / "charts" / "feedback-platform" / "values.yaml"
 INSTANT = Delays(
@@ -201,6 +202,24 @@ def test_one_replica_at_its_plateau_drains_n_requests_in_the_ideal_time(
     last = max(m.delivered_s for m in fleet.messages)
     assert fleet.delivered == requests
     assert ideal <= last <= 1.03 * ideal
+
+
+@pytest.mark.parametrize(("replicas", "requests", "restart"), [(2, 5_000, False), (1, 3_000, True)])
+def test_configured_as_the_burst_bench_one_pod_keeps_the_replicas_at_their_ideal(
+    chart: ChartFigures, replicas: int, requests: int, restart: bool
+) -> None:
+    """bench/fleet/validation.py's mechanics, small: one pod with two batches' concurrency
+    fills both replicas (per-connection balancing), and a restart costs its outage and load,
+    not more; the ideal counts both (bench/burst.py `ideal_seconds`)."""
+    simulated = simulate(BurstConfig(replicas, 1, restart, requests, 256, 512), chart)
+    assert simulated.ideal_s <= simulated.drain_s <= 1.05 * simulated.ideal_s
+    assert simulated.batch_fill >= 0.9
+
+
+def test_the_validation_compares_every_gate_on_burst_of_the_latest_results() -> None:
+    configs = [config for config, _ in real_runs()]
+    assert any(config.restart for config in configs)
+    assert {(c.replicas, c.workers) for c in configs if not c.restart} >= {(2, 1), (2, 8)}
 
 
 def test_the_fleet_runs_only_when_named_with_your_own_figures() -> None:

@@ -1,0 +1,228 @@
+"""The fleet model beside the burst bench's real processes (issue 23, item 2).
+
+`python -m bench.fleet.validation` configures the model (bench/fleet/model.py) like each
+gate-on run of section 5 in bench/results/latest.json and compares drain and batch fill:
+
+- as bench/burst.py runs it: its replicas Ready from the first second, no autoscaler and no node
+  to provision, its workers started at once (its clock starts when the first worker is ready);
+  `WORKER_CONCURRENCY`, `max_num_seqs` and the request count read from latest.json, every other
+  worker setting the worker's own default (bench/burst.py passes none of the gate's), the
+  calibration the bench's simulators run (`bench.burst.CALIBRATION`, the published 7B/H100);
+- the Service is bench/round_robin_proxy.py, a replica per new connection: the model's
+  per-connection balancing, whose kept-alive connections and gate polls stay on their replica;
+- the restart: once half the requests are delivered every replica stops, and is Ready again
+  `OUTAGE_S + LOAD_S` later (bench/burst.py `Outage`);
+- measured as bench/burst.py measures: drain is the last delivery, the ideal is
+  `bench.burst.ideal_seconds` on the completed tokens, batch fill is `bench.burst.Sampler` every
+  `SAMPLE_EVERY_S` on the replicas' readings (bench/engine_metrics.py's fields).
+"""
+
+import json
+from collections.abc import Generator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import simpy
+from devstack.fakes.llm.engine import Engine
+from feedback_worker.settings import WorkerSettings
+
+from bench.burst import (
+    CALIBRATION,
+    LOAD_S,
+    OUTAGE_S,
+    SAMPLE_EVERY_S,
+    Outage,
+    Sampler,
+    ideal_seconds,
+)
+from bench.engine_metrics import EngineReading, total
+from bench.fleet.chart import ChartFigures, Worker, figures, render
+from bench.fleet.model import Balancing, Delays, Fleet, ReplicaState
+from bench.fleet.report import RESULTS
+
+LATEST = RESULTS / "latest.json"
+TOLERANCE = 0.05
+"""Issue 23's bar: the model within 5 % of the real processes on drain and batch fill."""
+AT_ONCE = Delays(
+    node_provision_s=0,
+    image_pull_s=0,
+    vllm_start_s=0,
+    weight_load_s=0,
+    worker_start_s=0,
+    node_release_s=0,
+)
+"""The burst bench's replicas and workers are up when its clock starts."""
+
+
+@dataclass(frozen=True)
+class BurstConfig:
+    """One run of the burst bench, as the model needs it."""
+
+    replicas: int
+    workers: int
+    restart: bool
+    requests: int
+    max_num_seqs: int
+    worker_concurrency: int
+
+    @property
+    def name(self) -> str:
+        workers = f"{self.workers} worker{'s' if self.workers > 1 else ''}"
+        return f"{self.replicas} vLLM x {workers}{', restart' if self.restart else ''}"
+
+
+@dataclass(frozen=True)
+class Simulated:
+    drain_s: float
+    ideal_s: float
+    batch_fill: float
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    real: Simulated
+    """The burst bench's own figures, from latest.json."""
+    model: Simulated
+
+    @property
+    def drain_error(self) -> float:
+        return self.model.drain_s / self.real.drain_s - 1
+
+    @property
+    def fill_error(self) -> float:
+        return self.model.batch_fill / self.real.batch_fill - 1
+
+    @property
+    def within(self) -> bool:
+        return max(abs(self.drain_error), abs(self.fill_error)) <= TOLERANCE
+
+
+def worker(concurrency: int) -> Worker:
+    """The bench's worker: its WORKER_CONCURRENCY, the worker's defaults for the rest (the
+    capacity poll, one GPU second, is the default's 1 s at the bench's time scale 1)."""
+    defaults = WorkerSettings.model_fields
+    return Worker(
+        concurrency=concurrency,
+        gate_poll_s=float(defaults["llm_capacity_poll_seconds"].default),
+        target_waiting=int(defaults["llm_target_waiting"].default),
+        start_limit=int(defaults["llm_start_limit"].default),
+        max_tokens=int(defaults["llm_max_tokens"].default),
+        visibility_timeout_s=float(defaults["visibility_timeout_seconds"].default),
+    )
+
+
+def engine_reading(engine: Engine) -> EngineReading:
+    """What the simulator's /metrics says of this engine (`_EngineCollector` in
+    tools/devstack/src/devstack/fakes/llm/app.py), in the fields bench/engine_metrics.py reads."""
+    counters = engine.counters
+    return EngineReading(
+        running=len(engine.running),
+        waiting=len(engine.waiting),
+        generation_tokens=counters.generation_tokens,
+        completed=sum(counters.success.values()),
+        completed_prompt_tokens=counters.useful_prompt_tokens,
+        completed_output_tokens=counters.useful_output_tokens,
+    )
+
+
+def fleet_for(config: BurstConfig, chart: ChartFigures) -> Fleet:
+    """The model as the bench runs: fixed replicas and workers, no autoscaler (no `Keda`), the
+    simulator's default output lengths."""
+    bench_chart = replace(
+        chart, worker=worker(config.worker_concurrency), max_num_seqs=config.max_num_seqs
+    )
+    calibration = replace(CALIBRATION, max_num_seqs=config.max_num_seqs)
+    fleet = Fleet(bench_chart, calibration, AT_ONCE, Balancing.CONNECTION)
+    fleet.vllm.scale_to(config.replicas)
+    fleet.workers.scale_to(config.workers)
+    return fleet
+
+
+def simulate(config: BurstConfig, chart: ChartFigures) -> Simulated:
+    """One burst on the model, measured as bench/burst.py measures it."""
+    fleet = fleet_for(config, chart)
+    sampler = Sampler(
+        lambda: _reading_if_up(fleet), config.requests, config.replicas * config.max_num_seqs
+    )
+    fleet.accept(config.requests)
+    fleet.env.run(until=fleet.env.process(_watch(fleet, config, sampler)))
+    reading = total(engine_reading(e) for e in fleet.vllm.engines())
+    return Simulated(
+        drain_s=max(m.delivered_s for m in fleet.messages),
+        ideal_s=ideal_seconds(
+            fleet.calibration.ideal_seconds, reading, config.replicas, config.restart
+        ),
+        batch_fill=sampler.batch_fill,
+    )
+
+
+def _reading_if_up(fleet: Fleet) -> EngineReading | None:
+    """The replicas' summed reading, or None while one is down (bench/burst.py
+    `Engines.reading_if_up`)."""
+    live = fleet.vllm.live
+    if any(r.state is not ReplicaState.READY for r in live):
+        return None
+    return total(engine_reading(r.engine) for r in live)
+
+
+def _watch(
+    fleet: Fleet, config: BurstConfig, sampler: Sampler
+) -> Generator[simpy.Event, Any, None]:
+    """bench/burst.py's loop every SAMPLE_EVERY_S: sample, stop the replicas half-way (the
+    restart), until every request is delivered."""
+    restarted = False
+    while fleet.delivered < config.requests:
+        sampler.take(fleet.delivered)
+        if config.restart and not restarted and Outage.due(fleet.delivered, config.requests):
+            for replica in fleet.vllm.live:
+                replica.restart(OUTAGE_S + LOAD_S)
+            restarted = True
+        yield fleet.env.timeout(SAMPLE_EVERY_S)
+
+
+def real_runs(latest: Path = LATEST) -> list[tuple[BurstConfig, Simulated]]:
+    """Section 5's gate-on runs: the worker the chart ships (the baselines are today's
+    fixed-concurrency worker, which the model does not simulate)."""
+    burst = json.loads(latest.read_text())["burst"]
+    return [
+        (
+            BurstConfig(
+                replicas=run["replicas"],
+                workers=run["workers"],
+                restart=run["restart"],
+                requests=run["requests"],
+                max_num_seqs=burst["max_num_seqs"],
+                worker_concurrency=burst["worker_concurrency"],
+            ),
+            Simulated(run["drain_s"], run["ideal_s"], run["batch_fill"]),
+        )
+        for run in burst["runs"]
+        if run["gate"]
+    ]
+
+
+def validate(latest: Path = LATEST) -> list[Row]:
+    chart = figures(render({}))
+    return [Row(config.name, real, simulate(config, chart)) for config, real in real_runs(latest)]
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| scenario | real drain s | sim drain s | error | real ideal s | sim ideal s "
+        f"| real fill | sim fill | error | within {TOLERANCE:.0%}? |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.scenario} | {r.real.drain_s:.1f} | {r.model.drain_s:.1f} "
+            f"| {r.drain_error:+.1%} | {r.real.ideal_s:.1f} | {r.model.ideal_s:.1f} "
+            f"| {r.real.batch_fill:.3f} | {r.model.batch_fill:.3f} | {r.fill_error:+.1%} "
+            f"| {'yes' if r.within else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(table(validate()), end="")
