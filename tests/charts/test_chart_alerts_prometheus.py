@@ -102,7 +102,8 @@ def _selectors() -> set[str]:
 
 
 def _send_traffic(stack: Stack) -> None:
-    httpx.post(f"{stack.llm_base_url.removesuffix('/v1')}/control", json={"fail_next": 1})
+    llm = stack.llm_base_url.removesuffix("/v1")
+    httpx.post(f"{llm}/sim/control", json={"fail_next": 1}).raise_for_status()
     for n in range(REQUESTS):
         body = example_weekly_record(f"prometheus-{n}", member_id=100 + n)
         answer = httpx.post(
