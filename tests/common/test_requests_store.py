@@ -1,8 +1,5 @@
 """The request store against moto's DynamoDB over HTTP: conditional writes decide every race."""
 
-import functools
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -10,7 +7,6 @@ import pytest
 from llm_common.contracts.status import RequestStatus
 from llm_common.requests_store import (
     RequestIdTaken,
-    RequestRecord,
     RequestState,
     RequestStore,
     StateConflict,
@@ -157,38 +153,6 @@ def test_a_cancel_once_the_llm_is_asked_or_a_result_is_stored_is_refused_with_th
         store.cancel("c3")
     assert conflict.value.current is not None
     assert conflict.value.current.content == "잘했어요."
-
-
-def test_a_cancel_racing_the_worker_has_exactly_one_winner(store: RequestStore) -> None:
-    """Both writes sent at once, for many requests: DynamoDB's condition lets one through and
-    tells the other which state beat it."""
-
-    def outcome(write: Callable[[], RequestRecord]) -> str:
-        """ "won", or the state that refused the write."""
-        try:
-            write()
-        except StateConflict as conflict:
-            return conflict.current.state.value if conflict.current else "missing"
-        return "won"
-
-    ids = [f"race-{i}" for i in range(20)]
-    for request_id in ids:
-        store.accept(request_id, 7, DEADLINE)
-    with ThreadPoolExecutor(8) as pool:
-        races = [
-            (
-                pool.submit(outcome, functools.partial(store.cancel, request_id)),
-                pool.submit(outcome, functools.partial(store.start_generating, request_id, 1)),
-            )
-            for request_id in ids
-        ]
-        results = [(cancel.result(), generate.result()) for cancel, generate in races]
-
-    assert set(results) <= {("won", "cancelled"), ("generating", "won")}
-    for request_id, (cancel, _) in zip(ids, results, strict=True):
-        record = store.get(request_id)
-        assert record is not None
-        assert record.state == ("cancelled" if cancel == "won" else "generating")
 
 
 def test_a_cancel_of_an_unknown_id_is_refused_without_a_record(store: RequestStore) -> None:
