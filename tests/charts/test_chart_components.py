@@ -12,6 +12,7 @@ from tests.support.charts import (
     SCENARIOS,
     SELECTOR_KEYS,
     Helm,
+    HelmError,
     Manifest,
     component_of,
     config_of,
@@ -47,6 +48,8 @@ def test_every_component_can_be_switched_off(helm: Helm, component: str) -> None
         sets |= {
             "worker.llm.externalBaseUrl": "https://llm.example.com/v1",
             "worker.llm.model": "m",
+            # No in-release vLLM to derive the worker cap from.
+            "worker.autoscaling.maxReplicas": "20",
         }
     manifests = helm.template(MINIMAL_VALUES, sets=sets)
     assert not [m for m in manifests if component_of(m) == component]
@@ -269,6 +272,18 @@ def test_workers_per_vllm_replica_follow_its_batch_and_their_concurrency(helm: H
     )
     modifiers = one(manifests, "ScaledObject", "worker")["spec"]["advanced"]["scalingModifiers"]
     assert modifiers["formula"] == f"min(queue, llm_ready * {3 * 48})"  # ceil(128 / 48) = 3
+
+
+def test_the_worker_cap_keeps_every_vllm_replica_busy_unless_set_higher(helm: Helm) -> None:
+    # 0 (the default) derives the cap: vLLM's most replicas x pods per replica (256 / 32 = 8).
+    sets = {"vllm.modelCache.type": "ephemeral", "vllm.autoscaling.maxReplicas": "3"}
+    manifests = helm.template(MINIMAL_VALUES, sets=sets)
+    assert one(manifests, "ScaledObject", "worker")["spec"]["maxReplicaCount"] == 3 * 8
+    higher = helm.template(MINIMAL_VALUES, sets={**sets, "worker.autoscaling.maxReplicas": "40"})
+    assert one(higher, "ScaledObject", "worker")["spec"]["maxReplicaCount"] == 40
+    # A cap below 3 x 8 would leave batches short at the burst's peak: refused, saying why.
+    with pytest.raises(HelmError, match=r"maxReplicas 20 starves vLLM: its 3 replica\(s\) need 24"):
+        helm.template(MINIMAL_VALUES, sets={**sets, "worker.autoscaling.maxReplicas": "20"})
 
 
 def test_an_external_llm_leaves_workers_on_the_queue_alone(render_scenario: Render) -> None:
