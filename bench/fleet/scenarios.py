@@ -23,14 +23,6 @@ SAMPLE_EVERY_S = 15.0
 """The plot's and the CSV's resolution: KEDA's pollingInterval, so every scaling shows."""
 HORIZON_S = 14 * 24 * 3600.0
 """A scenario that has not finished in two weeks of simulated time is reported as it stands."""
-MAX_REPLICAS_SETS = (
-    ("vllm.autoscaling.maxReplicas", "4"),
-    # More than one replica needs a model cache per pod (values.yaml, vllm.modelCache).
-    ("vllm.modelCache.type", "ephemeral"),
-)
-"""The chart's defaults allow one vLLM replica; these let the pool grow to four."""
-WORKERS_FOR_4_SETS = (("worker.autoscaling.maxReplicas", "32"),)
-"""Four replicas' batches need 4 x podsPerLlmReplica (8) worker pods; the chart allows 20."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from tests.support.charts import (
     SCENARIOS,
     SELECTOR_KEYS,
     Helm,
+    HelmError,
     Manifest,
     component_of,
     config_of,
@@ -47,6 +48,8 @@ def test_every_component_can_be_switched_off(helm: Helm, component: str) -> None
         sets |= {
             "worker.llm.externalBaseUrl": "https://llm.example.com/v1",
             "worker.llm.model": "m",
+            # No in-release vLLM to derive the worker cap from.
+            "worker.autoscaling.maxReplicas": "20",
         }
     manifests = helm.template(MINIMAL_VALUES, sets=sets)
     assert not [m for m in manifests if component_of(m) == component]
@@ -271,6 +274,18 @@ def test_workers_per_vllm_replica_follow_its_batch_and_their_concurrency(helm: H
     assert modifiers["formula"] == f"min(queue, llm_ready * {3 * 48})"  # ceil(128 / 48) = 3
 
 
+def test_the_worker_cap_keeps_every_vllm_replica_busy_unless_set_higher(helm: Helm) -> None:
+    # 0 (the default) derives the cap: vLLM's most replicas x pods per replica (256 / 32 = 8).
+    sets = {"vllm.modelCache.type": "ephemeral", "vllm.autoscaling.maxReplicas": "3"}
+    manifests = helm.template(MINIMAL_VALUES, sets=sets)
+    assert one(manifests, "ScaledObject", "worker")["spec"]["maxReplicaCount"] == 3 * 8
+    higher = helm.template(MINIMAL_VALUES, sets={**sets, "worker.autoscaling.maxReplicas": "40"})
+    assert one(higher, "ScaledObject", "worker")["spec"]["maxReplicaCount"] == 40
+    # A cap below 3 x 8 would leave batches short at the burst's peak: refused, saying why.
+    with pytest.raises(HelmError, match=r"maxReplicas 20 starves vLLM: its 3 replica\(s\) need 24"):
+        helm.template(MINIMAL_VALUES, sets={**sets, "worker.autoscaling.maxReplicas": "20"})
+
+
 def test_an_external_llm_leaves_workers_on_the_queue_alone(render_scenario: Render) -> None:
     scaled = one(render_scenario("external-llm"), "ScaledObject", "worker")
     assert [t["type"] for t in scaled["spec"]["triggers"]] == ["aws-sqs-queue"]
@@ -442,16 +457,16 @@ def test_vllm_has_shared_memory_a_model_cache_and_a_long_startup(render_scenario
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in _container(deployment)["volumeMounts"]}
     assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
-    claim = volumes[mounts["/models"]]["persistentVolumeClaim"]["claimName"]
-    pvc = one(manifests, "PersistentVolumeClaim", "vllm")
-    assert pvc["metadata"]["name"] == claim
+    # One volume per pod (the pool grows past one replica), not one shared claim.
+    assert "ephemeral" in volumes[mounts["/models"]]
+    assert not objects(manifests, "PersistentVolumeClaim")
     container = _container(deployment)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/health"
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 15 * 60
     assert env_of(container)["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 def test_vllm_pool_empties_between_bursts_and_wakes_on_the_queue(render_scenario: Render) -> None:
@@ -469,11 +484,9 @@ def test_vllm_pool_empties_between_bursts_and_wakes_on_the_queue(render_scenario
     waiting = _trigger(scaled, "prometheus")["metadata"]
     assert waiting["query"].startswith("sum(vllm:num_requests_waiting{")
     assert 'model_name="feedback-llm"' in waiting["query"]
-    # A lull inside a burst (the workers' longest retry delay, 600 s) never gives a GPU back.
-    scale_down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
-    retry_max = int(config_of(manifests, "worker").get("RETRY_MAX_DELAY_SECONDS", "600"))
-    assert scale_down["stabilizationWindowSeconds"] > retry_max
-    assert spec["cooldownPeriod"] > retry_max
+    # A lull inside a burst (a message parked for its retry) never gives a GPU back: the parked
+    # message is in flight, and in-flight messages keep the queue trigger active.
+    assert queue["metadata"]["scaleOnInFlight"] == "true"
 
 
 def test_vllm_keeps_replicas_through_voluntary_disruptions(render_scenario: Render) -> None:

@@ -55,10 +55,20 @@ def test_schema_rejects_invalid_values(helm: Helm, key: str, value: str) -> None
     ("sets", "why"),
     [
         ({"queues.resultsUrl": ""}, r"queues\.resultsUrl and/or worker\.callback\.url"),
-        ({"vllm.enabled": "false"}, r"worker\.llm\.externalBaseUrl is required"),
+        (
+            {"vllm.enabled": "false", "worker.autoscaling.maxReplicas": "20"},
+            r"worker\.llm\.externalBaseUrl is required",
+        ),
         # Several vLLM replicas cannot share one read-write-once model cache.
-        ({"vllm.autoscaling.maxReplicas": "2"}, "ReadWriteMany"),
-        ({"vllm.autoscaling.enabled": "false", "vllm.replicaCount": "2"}, "ReadWriteMany"),
+        ({"vllm.modelCache.type": "pvc", "vllm.autoscaling.maxReplicas": "2"}, "ReadWriteMany"),
+        (
+            {
+                "vllm.modelCache.type": "pvc",
+                "vllm.autoscaling.enabled": "false",
+                "vllm.replicaCount": "2",
+            },
+            "ReadWriteMany",
+        ),
         ({"vllm.autoscaling.idleReplicas": "1"}, "idleReplicas must be below minReplicas"),
         (
             {"worker.callback.failurePath": "/failures"},

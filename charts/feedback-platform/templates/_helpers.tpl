@@ -230,6 +230,28 @@ is set. More would only queue inside vLLM.
 {{- if $set }}{{ $set }}{{ else }}{{ div (add (int .Values.vllm.maxNumSeqs) (sub (int .Values.worker.concurrency) 1)) (int .Values.worker.concurrency) }}{{ end }}
 {{- end }}
 
+{{/*
+The worker's KEDA maxReplicaCount: worker.autoscaling.maxReplicas, or with 0 the pods the most
+vLLM replicas keep busy (their count × podsPerLlmReplica). A set cap below that would leave
+vLLM's batches short at the burst's peak, so it fails instead.
+*/}}
+{{- define "feedback-platform.worker.maxReplicas" -}}
+{{- $set := int .Values.worker.autoscaling.maxReplicas }}
+{{- if .Values.vllm.enabled }}
+{{- $vllm := .Values.vllm }}
+{{- $llmReplicas := ternary (int $vllm.autoscaling.maxReplicas) (int $vllm.replicaCount) $vllm.autoscaling.enabled }}
+{{- $perReplica := include "feedback-platform.worker.podsPerLlmReplica" . | int }}
+{{- $needed := mul $llmReplicas $perReplica }}
+{{- if not $set }}{{ $needed }}
+{{- else if lt $set $needed }}
+{{- fail (printf "worker.autoscaling.maxReplicas %d starves vLLM: its %d replica(s) need %d worker pods (%d each, worker.autoscaling.llmCap.podsPerLlmReplica); set at least %d, or 0 to derive it" $set $llmReplicas $needed $perReplica $needed) }}
+{{- else }}{{ $set }}{{ end }}
+{{- else }}
+{{- if not $set }}{{ fail "worker.autoscaling.maxReplicas is required without the in-release vLLM (vllm.enabled false): 0 derives it from vLLM's replicas" }}{{ end }}
+{{- $set }}
+{{- end }}
+{{- end }}
+
 {{/* NetworkPolicy "from" peers of the ingress controller (a YAML list, or nothing). */}}
 {{- define "feedback-platform.ingressControllerPeers" -}}
 {{- $controller := .Values.networkPolicy.ingressController }}
