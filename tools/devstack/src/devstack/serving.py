@@ -49,8 +49,12 @@ def serve(app: FastAPI, host: str, port: int) -> None:
 
 
 def loopback_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A bound TCP socket (port 0: a free one), reusable at once after a close."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A bound TCP socket (port 0: a free one), reusable at once after a close.
+
+    IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on connections whose socket
+    says TCP, and without it uvicorn's response body waits for the client's delayed ACK of its
+    headers: 44 ms a call, measured on the fake LLM (2 ms with it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     return sock
