@@ -17,18 +17,9 @@ from bench.fleet.autoscaling import Hpa, Keda
 from bench.fleet.chart import ChartFigures, figures, render
 from bench.fleet.model import Balancing, Delays, Fleet
 from bench.fleet.scenarios import Scenario, run
-from bench.fleet.validation import BurstConfig, real_runs, simulate
+from bench.fleet.validation import AT_ONCE, BurstConfig, real_runs, simulate
 
 VALUES = Path(__file__).resolve().parents[2] / "charts" / "feedback-platform" / "values.yaml"
-INSTANT = Delays(
-    node_provision_s=0,
-    image_pull_s=0,
-    vllm_start_s=0,
-    weight_load_s=0,
-    worker_start_s=0,
-    node_release_s=0,
-)
-"""Capacity at once: what a test of the steady state needs."""
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +34,7 @@ def fleet_with(
     one batch full), no autoscaler."""
     assert chart.pods_per_llm_replica is not None
     calibration = replace(Calibration.published(), max_num_seqs=chart.max_num_seqs)
-    fleet = Fleet(chart, calibration, INSTANT, balancing)
+    fleet = Fleet(chart, calibration, AT_ONCE, balancing)
     fleet.vllm.scale_to(replicas)
     fleet.workers.scale_to(chart.pods_per_llm_replica)
     return fleet
