@@ -56,8 +56,10 @@ ENGINE_ARGS = (
     "--max-num-queued-reqs", str(MAX_NUM_QUEUED_REQS),
     "--scheduling-policy", "priority",
 )  # fmt: skip
-HELD_TOKENS = 400
-"""A held request's length: minutes on CPU vLLM, far beyond any check; released by disconnect."""
+HELD_TOKENS = 4000
+"""A held request's length, released by disconnect: over 5 minutes on CPU vLLM (about 12 tokens/s
+a sequence with two running) and 200 s on the simulator, far beyond any check. At 400, CI once saw
+two held requests end (33 s) before the fourth's admission was read; it fits MAX_MODEL_LEN 4096."""
 SIM_TIME_SCALE = 0.2
 """The simulator's published single stream (100 tokens/s) slowed to about CPU vLLM's (20)."""
 SIM_LOAD_S = 2.0
