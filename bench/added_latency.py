@@ -24,6 +24,7 @@ from devstack.stack import Ports, Stack, StackConfig
 from llm_common.webhooks import signature_headers
 
 from bench.common import LOG_DIR, percentile, request_body
+from tests.support.fakes import SimulatedLlm
 from tests.support.waiting import wait_until
 
 LLM_LATENCY_S = 0.2
@@ -77,10 +78,10 @@ def run() -> AddedLatency:
     )
     stack.start()
     try:
-        llm_url = f"http://127.0.0.1:{ports.llm}"
-        warm_up(stack, llm_url)
-        httpx.post(f"{llm_url}/sim/control", json={"latency_s": LLM_LATENCY_S}).raise_for_status()
-        accepted, llm_started = post_requests(stack, llm_url)
+        llm = SimulatedLlm(f"http://127.0.0.1:{ports.llm}")
+        warm_up(stack, llm)
+        llm.control(latency_s=LLM_LATENCY_S)
+        accepted, llm_started = post_requests(stack, llm)
         delivered = {
             d["webhook_id"]: d["received_at"]
             for d in httpx.get(f"{stack.callback_url}/deliveries").json()
@@ -101,7 +102,7 @@ def run() -> AddedLatency:
     )
 
 
-def post_requests(stack: Stack, llm_url: str) -> tuple[dict[str, float], dict[str, float]]:
+def post_requests(stack: Stack, llm: SimulatedLlm) -> tuple[dict[str, float], dict[str, float]]:
     """Post REQUESTS requests; when each was accepted (202) and when its LLM call started."""
     accepted: dict[str, float] = {}
     llm_started: dict[str, float] = {}
@@ -120,12 +121,12 @@ def post_requests(stack: Stack, llm_url: str) -> tuple[dict[str, float], dict[st
                 raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
             if len(accepted) % LLM_LOG_SIZE == 0 or len(accepted) == REQUESTS:
                 wait_until(lambda: delivered_count(stack) == len(accepted), 60, "the callbacks")
-                llm_started.update(llm_arrivals(llm_url))
+                llm_started.update(llm_arrivals(llm))
             time.sleep(PACE_S)
     return accepted, llm_started
 
 
-def warm_up(stack: Stack, llm_url: str) -> None:
+def warm_up(stack: Stack, llm: SimulatedLlm) -> None:
     """A few requests through the fresh stack (the worker may still be starting), then forget
     them: the figures are the steady state's."""
     with httpx.Client(
@@ -135,16 +136,16 @@ def warm_up(stack: Stack, llm_url: str) -> None:
             client.post("/ai/feedback", json=request_body(100_000 + number)).raise_for_status()
     wait_until(lambda: delivered_count(stack) == WARM_UP, 60, "the warm-up callbacks")
     httpx.post(f"{stack.callback_url}/reset").raise_for_status()
-    httpx.post(f"{llm_url}/sim/reset").raise_for_status()
+    llm.reset()
 
 
 def delivered_count(stack: Stack) -> int:
     return int(httpx.get(f"{stack.callback_url}/stats").json()["accepted"])
 
 
-def llm_arrivals(llm_url: str) -> dict[str, float]:
+def llm_arrivals(llm: SimulatedLlm) -> dict[str, float]:
     arrivals: dict[str, float] = {}
-    for request in httpx.get(f"{llm_url}/sim/requests").json():
+    for request in llm.requests():
         match = TITLE.search(request["messages"][-1]["content"])
         if match:
             arrivals[match.group(1)] = request["received_at"]

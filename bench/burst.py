@@ -79,6 +79,7 @@ from bench.engine_metrics import (
     worker_reading,
 )
 from bench.worker_throughput import fill, fresh_queues
+from tests.support.fakes import SimulatedLlm
 from tests.support.waiting import wait_until
 
 REQUESTS = 1_000
@@ -231,8 +232,8 @@ class Engines:
             return None
 
     def control(self, **change: Any) -> None:
-        for c in self.controls:
-            httpx.post(f"{c}/sim/control", json=change, timeout=30).raise_for_status()
+        for control_url in self.controls:
+            SimulatedLlm(control_url).control(**change)
 
 
 @contextmanager

@@ -18,9 +18,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import httpx
 from devstack.processes import free_port
 from devstack.queues import FeedbackQueues, create_feedback_queues
 from feedback_worker.jobs import read_job
@@ -40,6 +39,7 @@ from bench.common import (
     running,
     worker_env,
 )
+from tests.support.fakes import SimulatedLlm
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -98,10 +98,10 @@ def run() -> WorkerThroughput:
         ready_path="/v1/models",
         port=port,
     )
-    llm_url = f"http://127.0.0.1:{port}"
+    fake = SimulatedLlm(f"http://127.0.0.1:{port}")
     with emulator("moto-worker") as aws, running(llm), callback_receiver() as callback:
-        baseline = measure_sequential(aws, llm_url)
-        rows = [measure_worker(aws, llm_url, callback, in_flight) for in_flight in IN_FLIGHT]
+        baseline = measure_sequential(aws, fake)
+        rows = [measure_worker(aws, fake, callback, in_flight) for in_flight in IN_FLIGHT]
     at_target = next(row for row in rows if row.in_flight == TARGET_IN_FLIGHT)
     return WorkerThroughput(
         latency_s=LATENCY_S,
@@ -113,7 +113,9 @@ def run() -> WorkerThroughput:
     )
 
 
-def measure_worker(aws: Emulator, llm_url: str, callback: Receiver, in_flight: int) -> Throughput:
+def measure_worker(
+    aws: Emulator, llm: SimulatedLlm, callback: Receiver, in_flight: int
+) -> Throughput:
     sqs = aws.sqs()
     queues = fresh_queues(sqs, f"w{in_flight}")
     messages = in_flight * ROUNDS
@@ -121,17 +123,17 @@ def measure_worker(aws: Emulator, llm_url: str, callback: Receiver, in_flight: i
         sqs, queues.requests, messages, ahead=math.ceil(BACKLOG_AHEAD * in_flight) + 10
     )
     backlog.top_up(done=0)
-    httpx.post(f"{llm_url}/sim/reset").raise_for_status()
+    llm.reset()
     worker = process(
         f"worker-{in_flight}",
         "feedback_worker",
         env=worker_env(
-            aws, queues, callback, f"{llm_url}/v1", MODEL, WORKER_CONCURRENCY=str(in_flight)
+            aws, queues, callback, llm.base_url, MODEL, WORKER_CONCURRENCY=str(in_flight)
         ),
     )
     with running(worker):
         wait_until(
-            lambda: llm_stats(llm_url)["requests"] > 0,
+            lambda: llm.stats()["requests"] > 0,
             60,
             "the worker's first LLM call",
             every=0.005,
@@ -139,7 +141,7 @@ def measure_worker(aws: Emulator, llm_url: str, callback: Receiver, in_flight: i
         started = time.monotonic()
         worker_cpu, aws_cpu = cpu_seconds(worker.pid), cpu_seconds(aws.proc.pid)
         wait_until(
-            lambda: backlog.top_up(llm_stats(llm_url)["completions"]) >= messages,
+            lambda: backlog.top_up(llm.stats()["completions"]) >= messages,
             60 + 4 * ROUNDS * LATENCY_S,
             f"{messages} answers at {in_flight} in flight",
         )
@@ -148,7 +150,7 @@ def measure_worker(aws: Emulator, llm_url: str, callback: Receiver, in_flight: i
         worker_cpu = cpu_seconds(worker.pid) - worker_cpu
         aws_cpu = cpu_seconds(aws.proc.pid) - aws_cpu
     return throughput(
-        in_flight, messages, seconds, worker_cpu, aws_cpu, llm_stats(llm_url)["max_in_flight"]
+        in_flight, messages, seconds, worker_cpu, aws_cpu, llm.stats()["max_in_flight"]
     )
 
 
@@ -173,16 +175,16 @@ class Backlog:
         return done
 
 
-def measure_sequential(aws: Emulator, llm_url: str) -> Throughput:
+def measure_sequential(aws: Emulator, llm: SimulatedLlm) -> Throughput:
     """The baseline, on a thread of this process: its CPU is that thread's own."""
     sqs = aws.sqs()
     queues = fresh_queues(sqs, "seq")
     messages = ROUNDS
     fill(sqs, queues.requests, range(1, messages + 1))
-    httpx.post(f"{llm_url}/sim/reset").raise_for_status()
+    llm.reset()
     outcome: dict[str, float] = {}
     consumer = threading.Thread(
-        target=consume_one_at_a_time, args=(sqs, queues, f"{llm_url}/v1", messages, outcome)
+        target=consume_one_at_a_time, args=(sqs, queues, llm.base_url, messages, outcome)
     )
     aws_cpu = cpu_seconds(aws.proc.pid)
     consumer.start()
@@ -194,7 +196,7 @@ def measure_sequential(aws: Emulator, llm_url: str) -> Throughput:
         outcome["seconds"],
         outcome["cpu"],
         aws_cpu,
-        llm_stats(llm_url)["max_in_flight"],
+        llm.stats()["max_in_flight"],
     )
 
 
@@ -304,11 +306,6 @@ def queue_empty(sqs: "SQSClient", queue_url: str) -> bool:
         attributes["ApproximateNumberOfMessages"] == "0"
         and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
     )
-
-
-def llm_stats(llm_url: str) -> dict[str, Any]:
-    stats: dict[str, Any] = httpx.get(f"{llm_url}/sim/stats").json()
-    return stats
 
 
 if __name__ == "__main__":

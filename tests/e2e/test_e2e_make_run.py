@@ -62,13 +62,13 @@ def _interrupt(run: subprocess.Popen[str]) -> None:
 
 
 @pytest.fixture
-def fake_llm_url() -> Iterator[str]:
+def external_llm_url() -> Iterator[str]:
     with simulated_llm(model="external-model", latency_s=0.0) as server:
         yield server.base_url
 
 
 def test_run_demo_interrupt_and_run_again(
-    tmp_path: Path, fake_llm_url: str, vllm: RunningVllm
+    tmp_path: Path, external_llm_url: str, vllm: RunningVllm
 ) -> None:
     # First run: real vLLM with the local model. The session's, through LLM_BASE_URL: the one
     # `make run` starts by default is the same server (devstack.local_llm), and a second vLLM
@@ -88,11 +88,11 @@ def test_run_demo_interrupt_and_run_again(
         _interrupt(first)
 
     # Second run on the same ports, this time against an external OpenAI-compatible server.
-    second = _launch(tmp_path, {"LLM_BASE_URL": fake_llm_url, "LLM_MODEL": "external-model"})
+    second = _launch(tmp_path, {"LLM_BASE_URL": external_llm_url, "LLM_MODEL": "external-model"})
     try:
         assert second.stdout is not None
         _read_until(second.stdout, UP_LINE, timeout=120)
-        assert fake_llm_url in _read_until(second.stdout, "LLM", timeout=5)
+        assert external_llm_url in _read_until(second.stdout, "LLM", timeout=5)
         printed = _demo(tmp_path)
         assert "signature verified" in printed
         assert "아침 6시 기상" in printed  # the fake echoes the prompt: it was the one asked

@@ -20,7 +20,7 @@ SCENARIO = "3. Callback trouble"
 
 
 def _attempts(platform: Platform, request_id: str) -> list[dict[str, Any]]:
-    return [d for d in platform.deliveries() if d["webhook_id"] == request_id]
+    return [d for d in platform.receiver.deliveries() if d["webhook_id"] == request_id]
 
 
 def _delivered(platform: Platform, request_id: str) -> bool:
@@ -70,7 +70,7 @@ def test_a_receiver_down_longer_than_the_receives_last_is_retried_within_the_del
     figures["requests"] = len(ids)
     figures["receiver down (s)"] = 40
     figures["delivered after it came back"] = sum(_delivered(platform, i) for i in ids)
-    figures["LLM calls"] = platform.llm_stats()["completions"]
+    figures["LLM calls"] = platform.llm.stats()["completions"]
     figures["DLQ"] = len(platform.dead_letters())
     figures["records delivered with the stored text"] = platform.records_agreeing(ids)
     figures["seconds from its return to the last delivery"] = round(took, 1)
@@ -92,7 +92,7 @@ def test_transient_answers_are_retried_with_backoff_until_delivered(
     trouble: str, script: dict[str, Any], platform: Platform, figures: Figures
 ) -> None:
     """Slow, 500 and 429 answers are retried (Retry-After honoured) until delivered."""
-    platform.script_receiver(**script)
+    platform.receiver.script(**script)
     request_id = platform.accept(weekly_record(41_000, f"transient-{script.get('status', 'slow')}"))
     # A slow answer is recorded by the receiver after its delay, while the worker has given up
     # on it already: wait for every attempt, not the first that was stored.
@@ -126,7 +126,7 @@ def test_404_and_400_are_not_retried_and_are_recorded_in_the_dlq(
     """404 (unknown member) and 400 (bad body) are final: one attempt, then the DLQ with why."""
     # The callback alone: a refusal fails the request only when no other channel took it.
     platform = start_platform(worker_env={"CALLBACK_TIMEOUT_SECONDS": "1", "RESULT_QUEUE_URL": ""})
-    platform.script_receiver(status=status, times=1)
+    platform.receiver.script(status=status, times=1)
     request_id = platform.accept(weekly_record(42_000, f"permanent-{status}"))
     dead: list[MessageTypeDef] = []
     wait_until(lambda: bool(dead.extend(platform.dead_letters()) or dead), 30, "the DLQ")

@@ -25,7 +25,7 @@ def _on(platform: Platform, path: str, request_id: str) -> list[dict[str, Any]]:
     """The receiver's record of every call about `request_id` to `path`."""
     return [
         d
-        for d in platform.deliveries()
+        for d in platform.receiver.deliveries()
         if d["path"] == path and d["body"].get("requestId") == request_id
     ]
 
@@ -52,7 +52,7 @@ def test_a_result_redelivered_after_its_failure_notice_reaches_the_member(
             "CALLBACK_MAX_ATTEMPTS": "1",
         }
     )
-    platform.script_receiver(status=503, times=10_000, path=RESULTS_PATH)
+    platform.receiver.script(status=503, times=10_000, path=RESULTS_PATH)
     request_id = platform.accept(weekly_record(90_000, "notice-then-result"))
     wait_until(
         lambda: any(d["status"] == 200 for d in _on(platform, NOTICES_PATH, request_id)),
@@ -61,7 +61,7 @@ def test_a_result_redelivered_after_its_failure_notice_reaches_the_member(
     )
     failed = platform.record(request_id)
 
-    platform.script_receiver(times=0)  # the backend is back
+    platform.receiver.script(times=0)  # the backend is back
     redeliver = platform.admin("redeliver", request_id)
 
     [notice] = _on(platform, NOTICES_PATH, request_id)
@@ -96,9 +96,9 @@ def test_a_store_blip_while_requests_are_at_the_llm_leaves_every_record_truthful
 ) -> None:
     """DynamoDB answers 500 for 12 s to the worker's writes while 5 requests are at the LLM."""
     platform, proxy = blip
-    platform.llm_control(latency_s=2.0)
+    platform.llm.control(latency_s=2.0)
     ids = [platform.accept(weekly_record(91_000 + n, f"blip-{n}")) for n in range(5)]
-    wait_until(lambda: platform.llm_stats()["requests"] >= len(ids), 30, "the LLM calls")
+    wait_until(lambda: platform.llm.stats()["requests"] >= len(ids), 30, "the LLM calls")
     proxy.blip(BLIP_S, "UpdateItem", containing)
     wait_until(
         lambda: all(_in_state(platform, i, "delivered") for i in ids), 90, "records delivered"
@@ -109,7 +109,7 @@ def test_a_store_blip_while_requests_are_at_the_llm_leaves_every_record_truthful
     figures[f"{write}: calls answered 500"] = proxy.failed
     figures[f"{write}: lost"] = len(ids) - stored
     figures[f"{write}: records truthful"] = f"{platform.records_agreeing(ids)}/{len(ids)}"
-    figures[f"{write}: LLM calls"] = platform.llm_stats()["completions"]
+    figures[f"{write}: LLM calls"] = platform.llm.stats()["completions"]
     figures[f"{write}: DLQ"] = len(platform.dead_letters())
     assert proxy.failed > 0
     assert stored == len(ids)

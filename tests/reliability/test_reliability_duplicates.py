@@ -49,15 +49,15 @@ def test_every_retry_of_the_same_request_becomes_one_job(
 
     distinct = {ids[0] for ids in answers.values()} | set(direct_ids)
     wait_until(lambda: len(platform.accepted_ids()) >= len(distinct), 60, "deliveries")
-    wait_until(lambda: platform.llm_stats()["in_flight"] == 0, 10, "the LLM idle")
+    wait_until(lambda: platform.llm.stats()["in_flight"] == 0, 10, "the LLM idle")
 
-    deliveries = platform.deliveries()
+    deliveries = platform.receiver.deliveries()
     figures["requests sent (POST + direct)"] = SENDS * len(answers) + 2 * len(direct_ids)
     figures["distinct requests"] = len(distinct)
     figures["retries answered with the first requestId"] = sum(
         len(set(ids)) == 1 for ids in answers.values()
     )
-    figures["LLM calls"] = platform.llm_stats()["completions"]
+    figures["LLM calls"] = platform.llm.stats()["completions"]
     figures["callbacks"] = len(deliveries)
     figures["duplicate callbacks"] = duplicates_by_id(deliveries)
 
@@ -95,19 +95,19 @@ def test_a_retry_after_the_message_was_consumed(
     for body in bodies:
         platform.accept(body)
     wait_until(lambda: len(platform.accepted_ids()) == len(bodies), 60, "the first deliveries")
-    first_calls = platform.llm_stats()["completions"]
+    first_calls = platform.llm.stats()["completions"]
 
     retried = [platform.accept(body) for body in bodies]
     # Room for a second job to show itself: more than a message's whole way through.
-    wait_until(lambda: platform.llm_stats()["in_flight"] == 0, 10, "the LLM idle")
+    wait_until(lambda: platform.llm.stats()["in_flight"] == 0, 10, "the LLM idle")
     time.sleep(5)
 
-    deliveries = platform.deliveries()
+    deliveries = platform.receiver.deliveries()
     figures["request store"] = store
     figures["retries answered 202 with the same requestId"] = sum(
         retry == body["requestId"] for retry, body in zip(retried, bodies, strict=True)
     )
-    figures["LLM calls for the retries"] = platform.llm_stats()["completions"] - first_calls
+    figures["LLM calls for the retries"] = platform.llm.stats()["completions"] - first_calls
     figures["callbacks for the retries"] = len(deliveries) - len(bodies)
     assert figures["retries answered 202 with the same requestId"] == len(bodies)
     if store == "on":

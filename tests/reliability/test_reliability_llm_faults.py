@@ -36,7 +36,7 @@ def _record_figures(figures: Figures, platform: Platform, ids: Iterable[str]) ->
     figures["DLQ"] = len(platform.dead_letters())
     figures["records delivered with the stored text"] = platform.records_agreeing(ids)
     figures["most receives of one request"] = max(attempts)
-    figures["LLM calls failed"] = platform.llm_stats()["failures"]
+    figures["LLM calls failed"] = platform.llm.stats()["failures"]
 
 
 def _assert_nothing_lost(figures: Figures) -> None:
@@ -51,7 +51,7 @@ def test_one_sick_replica_of_two_loses_nothing(
     """Every other chat completion answered 503 (one replica of two sick, /health fine): 40
     requests, 4 calls and 8 prefetched at most."""
     platform = start_platform(worker_env={"WORKER_CONCURRENCY": "4", "WORKER_PREFETCH": "8"})
-    platform.llm_control(fail_every=2, fail_status=503)
+    platform.llm.control(fail_every=2, fail_status=503)
     ids = _accept(platform, 50_000, 40, "flapping")
     took = _all_delivered(platform, ids, 120)
 
@@ -66,10 +66,10 @@ def _through_a_fault(
 ) -> None:
     """`requests` accepted while every call is answered `fail_status` for `seconds`, then the
     LLM heals: every one delivered, none in the DLQ, every record truthful."""
-    platform.llm_control(refuse=True, fail_status=fail_status)
+    platform.llm.control(refuse=True, fail_status=fail_status)
     ids = _accept(platform, 51_000, requests, f"fault-{fail_status}")
     time.sleep(seconds)
-    platform.llm_control(refuse=False)
+    platform.llm.control(refuse=False)
     took = _all_delivered(platform, ids, 60)
 
     _record_figures(figures, platform, ids)
@@ -114,9 +114,9 @@ def test_a_stop_during_a_last_receive_sends_the_message_again(
     receive's call is slow and the worker gets SIGTERM: the message must not reach the DLQ."""
     worker_env = {"LLM_GATE_ENABLED": "false", "LLM_MAX_RETRIES": "0", "DRAIN_GRACE_SECONDS": "1"}
     platform = start_platform(worker_env=worker_env)
-    platform.llm_control(fail_next=4, latency_s=30)
+    platform.llm.control(fail_next=4, latency_s=30)
     [request_id] = _accept(platform, 54_000, 1, "last-receive")
-    wait_until(lambda: platform.llm_stats()["in_flight"] == 1, 60, "the 5th call")
+    wait_until(lambda: platform.llm.stats()["in_flight"] == 1, 60, "the 5th call")
     worker = platform.stack.processes["worker"]
     worker.stop()
 
@@ -125,7 +125,7 @@ def test_a_stop_during_a_last_receive_sends_the_message_again(
     figures["messages in the queue after the stop"] = sum(
         queue_counts(platform.sqs(), platform.stack.queues.requests)
     )
-    platform.llm_control(latency_s=0)
+    platform.llm.control(latency_s=0)
     worker.start()
     took = _all_delivered(platform, [request_id], 60)
 
@@ -144,17 +144,17 @@ def test_a_stored_result_is_delivered_while_the_llm_is_away(
     """A message whose result is stored only has to be delivered: the LLM going away (its gate
     closing) must not send it back to the queue, where a closed gate would leave it."""
     platform = start_platform(worker_env={"DRAIN_GRACE_SECONDS": "1"})
-    platform.script_receiver(status=503, times=1_000_000)
+    platform.receiver.script(status=503, times=1_000_000)
     [request_id] = _accept(platform, 55_000, 1, "stored")
-    wait_until(lambda: bool(platform.deliveries()), 30, "a first delivery attempt")
+    wait_until(lambda: bool(platform.receiver.deliveries()), 30, "a first delivery attempt")
     # A new worker finds the stored result on the message's second receive.
     platform.restart("worker")
-    tried = len(platform.deliveries())
-    wait_until(lambda: len(platform.deliveries()) > tried, 30, "the new worker's attempt")
+    tried = len(platform.receiver.deliveries())
+    wait_until(lambda: len(platform.receiver.deliveries()) > tried, 30, "the new worker's attempt")
     llm = platform.stack.processes["llm"]
     llm.stop()
     wait_until(lambda: "LLM gate closed" in platform.worker_log(), 30, "the gate closing")
-    platform.script_receiver(status=None, times=0)
+    platform.receiver.script(status=None, times=0)
     took = _all_delivered(platform, [request_id], 30)
 
     figures["delivered while the LLM was down"] = request_id in platform.accepted_ids()

@@ -30,10 +30,10 @@ def test_an_llm_outage_delays_but_loses_nothing(
     before = [platform.accept(weekly_record(30_000 + n, f"before-{n}")) for n in range(10)]
     wait_until(lambda: platform.accepted_ids() >= set(before), 30, "deliveries before")
 
-    platform.llm_control(refuse=True, fail_status=503)
+    platform.llm.control(refuse=True, fail_status=503)
     during = [platform.accept(weekly_record(31_000 + n, f"during-503-{n}")) for n in range(10)]
     time.sleep(ANSWERS_503_S)
-    answered_503 = platform.llm_stats()["failures"]
+    answered_503 = platform.llm.stats()["failures"]
     llm = platform.stack.processes["llm"]
     llm.stop()
     outage_started = time.monotonic()
@@ -46,7 +46,7 @@ def test_an_llm_outage_delays_but_loses_nothing(
         lambda: platform.accepted_ids() >= set(during), 90, "deliveries after the outage"
     )
 
-    deliveries = platform.deliveries()
+    deliveries = platform.receiver.deliveries()
     figures["outage (s)"] = round(ANSWERS_503_S + recovered - outage_started, 1)
     figures["LLM 503 answers"] = answered_503
     figures["requests accepted during the outage"] = len(during)
@@ -66,7 +66,7 @@ def test_a_message_failing_past_the_redrive_limit_is_in_the_dlq_with_its_reason(
 ) -> None:
     """The LLM answers 503 for good: after 5 receives the message is dead-lettered, with why."""
     platform = start_platform(worker_env={"RETRY_MAX_DELAY_SECONDS": "1"})
-    platform.llm_control(refuse=True, fail_status=503)
+    platform.llm.control(refuse=True, fail_status=503)
     request_id = platform.accept(weekly_record(33_000, "doomed"))
 
     dead_letters: list[MessageTypeDef] = []
@@ -80,9 +80,9 @@ def test_a_message_failing_past_the_redrive_limit_is_in_the_dlq_with_its_reason(
     reason = dead_letter_reason(dead)
     receives = re.search(r"after (\d+) receives", reason)
     figures["receives before the DLQ"] = int(receives.group(1)) if receives else None
-    figures["LLM calls"] = platform.llm_stats()["requests"]
+    figures["LLM calls"] = platform.llm.stats()["requests"]
     figures["seconds to the DLQ"] = round(took, 1)
     figures["DLQ reason"] = reason
     assert body_request_id(dead) == request_id
     assert reason.startswith("gave up after 5 receives: LLM call failed: HTTP 503")
-    assert platform.deliveries() == []
+    assert platform.receiver.deliveries() == []

@@ -135,15 +135,15 @@ def test_callbacks_are_signed_and_a_wrong_secret_is_refused_by_the_receiver(
     """The receiver verifies every callback; one signed with another secret is refused (401)."""
     good = platform.accept(weekly_record(71_000, "signed-1"))
     wait_until(lambda: good in platform.accepted_ids(), 30, "the signed callback")
-    [delivery] = [d for d in platform.deliveries() if d["webhook_id"] == good]
+    [delivery] = [d for d in platform.receiver.deliveries() if d["webhook_id"] == good]
     raw = json.dumps(delivery["body"], ensure_ascii=False, separators=(",", ":"))
     # Verified here too, as the backend would, with the secret the worker was given.
     verify_signature(platform.stack.callback_secret, raw, delivery["headers"])
 
     platform.restart("worker", CALLBACK_SECRET=_whsec())
     forged = platform.accept(weekly_record(71_001, "signed-2"))
-    wait_until(lambda: platform.receiver_stats()["bad_signatures"] >= 2, 30, "refused callbacks")
-    refused = platform.receiver_stats()["bad_signatures"]
+    wait_until(lambda: platform.receiver.stats()["bad_signatures"] >= 2, 30, "refused callbacks")
+    refused = platform.receiver.stats()["bad_signatures"]
     assert forged not in platform.accepted_ids()
     platform.restart("worker", CALLBACK_SECRET=platform.stack.callback_secret)
     wait_until(lambda: forged in platform.accepted_ids(), 30, "delivery with the right secret")
@@ -179,10 +179,10 @@ def test_callback_host_not_allowed_refuses_to_start_and_redirects_are_not_follow
 
     figures["exit code with a disallowed host"] = exit_code
     figures["redirect answers received"] = len(redirected)
-    figures["callbacks that followed the redirect"] = len(platform.deliveries())
+    figures["callbacks that followed the redirect"] = len(platform.receiver.deliveries())
     assert exit_code == 2
     assert "CALLBACK_ALLOWED_HOSTS" in refused_line
-    assert platform.deliveries() == []
+    assert platform.receiver.deliveries() == []
     assert request_id not in platform.accepted_ids()
 
 

@@ -50,16 +50,16 @@ def test_a_dripping_llm_is_cut_at_each_call_timeout_and_nothing_is_lost(
     platform = start_platform(worker_env={"LLM_TIMEOUT_SECONDS": str(TIMEOUT_S)})
     # Its start-up check lists the models: a drip then would only delay the start.
     wait_until(lambda: WORKER_UP in platform.worker_log(), 60, "the worker's start")
-    platform.llm_control(drip_s=DRIP_S)
+    platform.llm.control(drip_s=DRIP_S)
     ids = [platform.accept(weekly_record(50_000 + n, f"drip-llm-{n}")) for n in range(3)]
     # The first cut closes the gate; it stays closed while the probe's answers drip too.
-    wait_until(lambda: bool(_open_seconds(platform.llm_requests())), 60, "a dripped call cut")
+    wait_until(lambda: bool(_open_seconds(platform.llm.requests())), 60, "a dripped call cut")
     time.sleep(2 * TIMEOUT_S)
-    platform.llm_control(drip_s=0)
+    platform.llm.control(drip_s=0)
     healed = time.monotonic()
     wait_until(lambda: platform.accepted_ids() >= set(ids), 60, "deliveries")
 
-    cut = _open_seconds(platform.llm_requests())
+    cut = _open_seconds(platform.llm.requests())
     figures["LLM timeout (s)"] = TIMEOUT_S
     figures["dripped calls cut"] = len(cut)
     figures["longest a dripped call stayed open (s)"] = max(cut)
@@ -75,11 +75,11 @@ def test_a_dripping_callback_is_cut_at_each_attempt_timeout_and_delivered_after(
 ) -> None:
     """CALLBACK_TIMEOUT_SECONDS=2, three 503 answers whose body drips one byte every 0.5 s."""
     platform = start_platform(worker_env={"CALLBACK_TIMEOUT_SECONDS": str(TIMEOUT_S)})
-    platform.script_receiver(status=503, times=3, drip_s=DRIP_S)
+    platform.receiver.script(status=503, times=3, drip_s=DRIP_S)
     request_id = platform.accept(weekly_record(51_000, "drip-callback"))
 
     def attempts() -> list[dict[str, Any]]:
-        return [d for d in platform.deliveries() if d["webhook_id"] == request_id]
+        return [d for d in platform.receiver.deliveries() if d["webhook_id"] == request_id]
 
     wait_until(
         lambda: len(_open_seconds(attempts())) == 3 and attempts()[-1]["status"] == 200,
@@ -91,7 +91,7 @@ def test_a_dripping_callback_is_cut_at_each_attempt_timeout_and_delivered_after(
     figures["callback timeout (s)"] = TIMEOUT_S
     figures["answers"] = " ".join(str(attempt["status"]) for attempt in attempts())
     figures["longest a dripped attempt stayed open (s)"] = max(cut)
-    figures["LLM calls"] = platform.llm_stats()["completions"]
+    figures["LLM calls"] = platform.llm.stats()["completions"]
     assert max(cut) < BOUND * TIMEOUT_S
     assert figures["LLM calls"] == 1  # the retries re-sent the stored text
     _nothing_lost(platform, figures, [request_id])
@@ -122,7 +122,7 @@ def test_a_connection_the_llm_is_closing_is_never_reused(
     figures["requests, each ~4 s after the last call"] = len(ids)
     figures["LLM gate closures"] = log.count(GATE_CLOSED)
     figures["requests the transport sent again"] = log.count(SENT_AGAIN)
-    figures["LLM calls"] = platform.llm_stats()["completions"]
+    figures["LLM calls"] = platform.llm.stats()["completions"]
     assert figures["LLM gate closures"] == 0
     assert figures["LLM calls"] == len(ids)
     _nothing_lost(platform, figures, ids)

@@ -71,7 +71,7 @@ def test_sigkilled_workers_lose_nothing_and_duplicates_share_the_webhook_id(
     )
     platform.stack.add_worker("worker-2")
     # One second at the LLM: each kill catches about six calls there (WORKER_CONCURRENCY).
-    platform.llm_control(latency_s=1.0)
+    platform.llm.control(latency_s=1.0)
     workers = ["worker", "worker-2"]
     accepted: list[str] = []
     sender = threading.Thread(target=_send, args=(platform, REQUESTS, accepted, 25.0))
@@ -109,14 +109,14 @@ def test_sigkilled_workers_lose_nothing_and_duplicates_share_the_webhook_id(
         every=0.5,
     )
 
-    deliveries = platform.deliveries()
+    deliveries = platform.receiver.deliveries()
     delivered = platform.accepted_ids()
     figures["requests sent"] = REQUESTS
     figures["accepted (202)"] = len(accepted)
     figures["SIGKILLs (with restart)"] = kills
     figures["delivered"] = len(delivered & set(accepted))
     figures["lost"] = len(set(accepted) - delivered)
-    figures["LLM calls cut by a kill"] = platform.llm_stats()["requests"] - REQUESTS
+    figures["LLM calls cut by a kill"] = platform.llm.stats()["requests"] - REQUESTS
     figures["callbacks"] = len(deliveries)
     figures["duplicate callbacks (same webhook-id)"] = duplicates_by_id(deliveries)
     figures["callbacks for unknown ids"] = len(
@@ -150,14 +150,14 @@ def test_sigterm_during_work_drains_loses_nothing_and_processes_nothing_twice(
 ) -> None:
     """SIGTERM while requests are at the LLM: they finish, the rest wait for the next worker."""
     platform = start_platform(worker_env={"WORKER_CONCURRENCY": "4"})
-    platform.llm_control(latency_s=1.5)
+    platform.llm.control(latency_s=1.5)
     count = 24
     accepted = [
         platform.accept(weekly_record(member_id=20_000 + n, request_id=f"term-{n}"))
         for n in range(count)
     ]
-    wait_until(lambda: platform.llm_stats()["in_flight"] > 0, 30, "work at the LLM")
-    in_flight_at_sigterm = platform.llm_stats()["in_flight"]
+    wait_until(lambda: platform.llm.stats()["in_flight"] > 0, 30, "work at the LLM")
+    in_flight_at_sigterm = platform.llm.stats()["in_flight"]
 
     worker = platform.stack.processes["worker"]
     worker.send_signal(signal.SIGTERM)
@@ -167,13 +167,13 @@ def test_sigterm_during_work_drains_loses_nothing_and_processes_nothing_twice(
     worker.start()
     wait_until(lambda: platform.accepted_ids() >= set(accepted), 90, "every delivery")
 
-    deliveries = platform.deliveries()
+    deliveries = platform.receiver.deliveries()
     figures["requests accepted"] = count
     figures["at the LLM when SIGTERM came"] = in_flight_at_sigterm
     figures["exit code"] = exit_code
     figures["delivered by the draining worker"] = delivered_before_restart
     figures["delivered"] = len(platform.accepted_ids())
-    figures["LLM completions"] = platform.llm_stats()["completions"]
+    figures["LLM completions"] = platform.llm.stats()["completions"]
     figures["duplicate callbacks"] = duplicates_by_id(deliveries)
 
     assert exit_code == 0

@@ -101,9 +101,13 @@ class CallbackReceiver:
         deliveries: list[dict[str, Any]] = httpx.get(f"{self.url}/deliveries").json()
         return deliveries
 
-    def bad_signatures(self) -> int:
+    def stats(self) -> dict[str, int]:
+        """`deliveries`, `accepted` (webhook-ids stored once), `bad_signatures`."""
         stats: dict[str, int] = httpx.get(f"{self.url}/stats").json()
-        return stats["bad_signatures"]
+        return stats
+
+    def bad_signatures(self) -> int:
+        return self.stats()["bad_signatures"]
 
     def statuses(self) -> list[int]:
         return [delivery["status"] for delivery in self.deliveries()]

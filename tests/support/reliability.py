@@ -24,6 +24,7 @@ import httpx
 from devstack.processes import python_module
 from devstack.stack import AWS_REGION, EMULATOR_CREDENTIALS, Stack
 
+from tests.support.fakes import CallbackReceiver, SimulatedLlm
 from tests.support.queues import receive_all
 
 if TYPE_CHECKING:
@@ -75,8 +76,14 @@ class Platform:
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
 
     @property
-    def llm_url(self) -> str:
-        return f"http://127.0.0.1:{self.stack.config.ports.llm}"
+    def llm(self) -> SimulatedLlm:
+        """The stack's fake LLM: its faults, stats and recent requests."""
+        return SimulatedLlm(f"http://127.0.0.1:{self.stack.config.ports.llm}")
+
+    @property
+    def receiver(self) -> CallbackReceiver:
+        """The backend's stand-in: its script, deliveries and stats."""
+        return CallbackReceiver(self.stack.callback_url)
 
     def post(self, body: dict[str, Any], **headers: str) -> httpx.Response:
         return self.http.post(
@@ -105,7 +112,7 @@ class Platform:
         stored (answered 200) for them (failure notices, which carry none, aside)."""
         stored = {
             d["webhook_id"]: d["body"]["content"]
-            for d in self.deliveries()
+            for d in self.receiver.deliveries()
             if d["status"] == 200 and "content" in d["body"]
         }
         return sum(
@@ -114,34 +121,9 @@ class Platform:
             for request_id in request_ids
         )
 
-    def llm_control(self, **faults: Any) -> None:
-        self.http.post(f"{self.llm_url}/sim/control", json=faults).raise_for_status()
-
-    def llm_stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = self.http.get(f"{self.llm_url}/sim/stats").json()
-        return stats
-
-    def llm_requests(self) -> list[dict[str, Any]]:
-        """The fake LLM's last 100 requests, each with `received_at` (and `open_s` if dripped)."""
-        requests: list[dict[str, Any]] = self.http.get(f"{self.llm_url}/sim/requests").json()
-        return requests
-
-    def script_receiver(self, **script: Any) -> None:
-        self.http.post(f"{self.stack.callback_url}/control", json=script).raise_for_status()
-
-    def deliveries(self) -> list[dict[str, Any]]:
-        deliveries: list[dict[str, Any]] = self.http.get(
-            f"{self.stack.callback_url}/deliveries"
-        ).json()
-        return deliveries
-
-    def receiver_stats(self) -> dict[str, int]:
-        stats: dict[str, int] = self.http.get(f"{self.stack.callback_url}/stats").json()
-        return stats
-
     def accepted_ids(self) -> set[str]:
         """Request ids the receiver answered 200 (stored) for."""
-        return {d["webhook_id"] for d in self.deliveries() if d["status"] == 200}
+        return {d["webhook_id"] for d in self.receiver.deliveries() if d["status"] == 200}
 
     def sqs(self) -> "SQSClient":
         return boto3.client(
