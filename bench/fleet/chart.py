@@ -16,11 +16,14 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
+from croniter import croniter
 from devstack.helm_binary import LAYER_DISTRIBUTION, helm_binary, layer_version
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,6 +80,38 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class CronWindow:
+    """A KEDA cron trigger: `replicas` from each `start` to the next `end` (5-field cron, in
+    `timezone`). Its trigger (named `name`, AverageValue target 1) reads `replicas` inside the
+    window, where it is also active. Outside, KEDA's cron scaler reads 1 and is inactive; here
+    0, which the HPA takes the same way (its floor is one replica) and which keeps the model's
+    activity rule (a value above the activation) KEDA's."""
+
+    name: str
+    timezone: str
+    start: str
+    end: str
+    replicas: int
+
+    def replicas_at(self, when: datetime) -> int:
+        """KEDA's cron scaler's rule (its GetMetricsAndActivity): open when the next end comes
+        before the next start."""
+        next_start = self._schedule(self.start, when).get_next(datetime)
+        next_end = self._schedule(self.end, when).get_next(datetime)
+        return self.replicas if next_end < next_start else 0
+
+    def opened_before(self, when: datetime) -> datetime | None:
+        """When the window open at `when` opened (None: closed then)."""
+        if not self.replicas_at(when):
+            return None
+        opened: datetime = self._schedule(self.start, when).get_prev(datetime)
+        return opened
+
+    def _schedule(self, cron: str, when: datetime) -> croniter:
+        return croniter(cron, when.astimezone(ZoneInfo(self.timezone)))
+
+
+@dataclass(frozen=True)
 class ScaledObject:
     """A KEDA ScaledObject's scaling figures."""
 
@@ -88,6 +123,8 @@ class ScaledObject:
     scale_up: ScalingRules
     scale_down: ScalingRules
     triggers: tuple[Trigger, ...]
+    windows: tuple[CronWindow, ...] = ()
+    """The cron triggers among `triggers`, by name."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +196,7 @@ def scaled_object(manifest: Manifest) -> ScaledObject:
         )
     else:
         triggers = tuple(_trigger(item) for item in spec["triggers"])
+    crons = [item["metadata"] for item in spec["triggers"] if item["type"] == "cron"]
     return ScaledObject(
         min_replicas=int(spec.get("minReplicaCount", 0)),
         max_replicas=int(spec.get("maxReplicaCount", 100)),
@@ -168,13 +206,17 @@ def scaled_object(manifest: Manifest) -> ScaledObject:
         scale_up=_rules(behavior.get("scaleUp"), DEFAULT_SCALE_UP),
         scale_down=_rules(behavior.get("scaleDown"), DEFAULT_SCALE_DOWN),
         triggers=triggers,
+        windows=tuple(_window(meta) for meta in crons),
     )
 
 
 def _trigger(item: Manifest) -> Trigger:
     """aws-sqs-queue: queueLength / activationQueueLength; prometheus: threshold /
-    activationThreshold (KEDA's defaults for an absent activation: 0)."""
+    activationThreshold (KEDA's defaults for an absent activation: 0); cron: target 1 (KEDA's
+    cron scaler), named after its window."""
     meta = item["metadata"]
+    if item["type"] == "cron":
+        return Trigger(_window(meta).name, 1, 0)
     if item["type"] == "aws-sqs-queue":
         return Trigger(
             "queue", float(meta["queueLength"]), float(meta.get("activationQueueLength", 0))
@@ -186,6 +228,13 @@ def _trigger(item: Manifest) -> Trigger:
             float(meta.get("activationThreshold", 0)),
         )
     raise ValueError(f"no model of a {item['type']} trigger")
+
+
+def _window(meta: Manifest) -> CronWindow:
+    name = f"cron {meta['start']} to {meta['end']} {meta['timezone']}"
+    return CronWindow(
+        name, meta["timezone"], meta["start"], meta["end"], int(meta["desiredReplicas"])
+    )
 
 
 def _rules(rules: Manifest | None, default: ScalingRules) -> ScalingRules:

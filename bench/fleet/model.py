@@ -31,8 +31,10 @@ import random
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import simpy
 from devstack.fakes.llm.engine import Calibration, Engine, OutputLengths, Sequence
@@ -42,6 +44,10 @@ from feedback_worker.llm_gate import PROBE_BASE_SECONDS, PROBE_MAX_SECONDS, Capa
 
 from bench.fleet.chart import ChartFigures
 
+WEEK_BOUNDARY = datetime(2026, 12, 7, tzinfo=ZoneInfo("Asia/Seoul"))
+"""The clock's 0: the week's boundary, a Monday 00:00 in the backend's time zone (docs/
+configuration.md, `TZ`), when the backend asks for every member's feedback. Only a pre-warm
+window (`vllm.autoscaling.prewarm`, cron in its own time zone) reads the date."""
 PROMPT_TOKENS = 450
 """The feedback prompt is 300-600 tokens (tools/devstack/src/devstack/fakes/llm/engine.py,
 `prompt_tokens`): the middle, as `Calibration.published`'s `mean_prompt_tokens` takes it."""
@@ -522,6 +528,7 @@ class Fleet:
     seed: int = 0
     lengths: OutputLengths = field(default_factory=OutputLengths)
     env: simpy.Environment = field(default_factory=simpy.Environment)
+    """Its time 0 is WEEK_BOUNDARY; a run with a pre-warm window starts before it."""
     queue: Queue = field(default_factory=Queue)
     delivered: int = 0
     messages: list[Message] = field(default_factory=list)
@@ -568,9 +575,12 @@ class Fleet:
         )
 
     def vllm_metrics(self) -> dict[str, float]:
-        """The vLLM ScaledObject's triggers: the queue, and Σ vllm:num_requests_waiting."""
+        """The vLLM ScaledObject's triggers: the queue, Σ vllm:num_requests_waiting, and each
+        pre-warm window's replicas at this moment of the week."""
         waiting = sum(len(r.engine.waiting) for r in self.vllm.ready())
-        return {"queue": self.queue.depth, "waiting": waiting}
+        now = WEEK_BOUNDARY + timedelta(seconds=self.env.now)
+        windows = {w.name: w.replicas_at(now) for w in self.chart.vllm_scaling.windows}
+        return {"queue": self.queue.depth, "waiting": waiting, **windows}
 
     def worker_metrics(self) -> dict[str, float]:
         """The worker ScaledObject's formula: min(queue, llm_ready x pods per replica x target),

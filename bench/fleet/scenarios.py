@@ -16,8 +16,8 @@ import simpy
 from devstack.fakes.llm.engine import Calibration, OutputLengths
 
 from bench.fleet.autoscaling import Keda
-from bench.fleet.chart import figures, render
-from bench.fleet.model import Balancing, Delays, Fleet, Sample
+from bench.fleet.chart import ChartFigures, figures, render
+from bench.fleet.model import WEEK_BOUNDARY, Balancing, Delays, Fleet, Sample
 
 SAMPLE_EVERY_S = 15.0
 """The plot's and the CSV's resolution: KEDA's pollingInterval, so every scaling shows."""
@@ -30,13 +30,15 @@ class Scenario:
     name: str
     requests: int
     arrival_s: float = 0.0
-    """0: every request accepted at the week's boundary; else evenly over this many seconds."""
+    """0: every request accepted at the week's boundary (the clock's 0, WEEK_BOUNDARY); else
+    evenly over this many seconds from it."""
     sets: tuple[tuple[str, str], ...] = ()
     """helm --set pairs beside charts/feedback-platform/ci/minimal-values.yaml."""
     lose_replica_at_s: float | None = None
-    """When the first vLLM replica's node is lost (None: never)."""
+    """Seconds after the week's boundary that the first vLLM replica's node is lost (None:
+    never)."""
     lose_worker_at_s: float | None = None
-    """When the first worker pod is lost with its node (None: never)."""
+    """Seconds after the week's boundary that the first worker pod is lost with its node."""
     balancing: Balancing = Balancing.CONNECTION
     deadline_s: float = 7200.0
     """Delivered by this long after the week's boundary counts as on time."""
@@ -90,6 +92,7 @@ def run(
         scenario.balancing,
         seed,
         lengths,
+        env=simpy.Environment(initial_time=-_warm_up_s(chart)),
     )
     env = fleet.env
     Keda(env, chart.vllm_scaling, fleet.vllm, fleet.vllm_metrics)
@@ -104,8 +107,19 @@ def run(
     return _figures(fleet, scenario, gpu_price, time.monotonic() - started), fleet.samples
 
 
+def _warm_up_s(chart: ChartFigures) -> float:
+    """How long before the week's boundary the clock starts: from one poll before the earliest
+    pre-warm window open at the boundary opened (0 without one)."""
+    opened = [window.opened_before(WEEK_BOUNDARY) for window in chart.vllm_scaling.windows]
+    earliest = min((at for at in opened if at is not None), default=None)
+    if earliest is None:
+        return 0.0
+    return (WEEK_BOUNDARY - earliest).total_seconds() + chart.vllm_scaling.polling_s
+
+
 def _arrivals(fleet: Fleet, scenario: Scenario) -> Generator[simpy.Event, Any, None]:
-    """At once, or a share every second over `arrival_s`."""
+    """At once, or a share every second over `arrival_s`, from the week's boundary."""
+    yield fleet.env.timeout(-fleet.env.now)
     seconds = max(1, math.ceil(scenario.arrival_s))
     for second in range(seconds):
         fleet.accept(
@@ -115,13 +129,13 @@ def _arrivals(fleet: Fleet, scenario: Scenario) -> Generator[simpy.Event, Any, N
 
 
 def _lose_replica(fleet: Fleet, at_s: float) -> Generator[simpy.Event, Any, None]:
-    yield fleet.env.timeout(at_s)
+    yield fleet.env.timeout(at_s - fleet.env.now)
     if fleet.vllm.live:
         fleet.vllm.lose(fleet.vllm.live[0])
 
 
 def _lose_worker(fleet: Fleet, at_s: float) -> Generator[simpy.Event, Any, None]:
-    yield fleet.env.timeout(at_s)
+    yield fleet.env.timeout(at_s - fleet.env.now)
     if fleet.workers.pods:
         fleet.workers.lose(fleet.workers.pods[0])
 

@@ -5,6 +5,7 @@ machine: every figure is simulated time.
 """
 
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ import yaml
 from devstack.fakes.llm.engine import Calibration, OutputLengths
 
 from bench.__main__ import NAMED_ONLY, parser
+from bench.fleet import prewarm_sets
 from bench.fleet.autoscaling import Hpa, Keda
 from bench.fleet.chart import ChartFigures, figures, render
-from bench.fleet.model import Balancing, Delays, Fleet
+from bench.fleet.model import WEEK_BOUNDARY, Balancing, Delays, Fleet
 from bench.fleet.scenarios import Scenario, run
 from bench.fleet.validation import AT_ONCE, BurstConfig, real_runs, simulate
 
@@ -67,6 +69,36 @@ def test_from_an_empty_pool_the_first_delivery_waits_for_the_cold_start() -> Non
     assert figures_.first_delivery_s > cold_start + delays.worker_start_s
     # ... and not much more: KEDA's polls, the probe's period and one generation.
     assert figures_.first_delivery_s < cold_start + delays.worker_start_s + 90
+
+
+def test_a_prewarm_window_is_open_from_its_start_to_its_end_across_midnight() -> None:
+    # KEDA's rule, as the chart renders the window: Sunday 23:54 to Monday 00:10 in Seoul.
+    (window,) = figures(render(dict(prewarm_sets(replicas=1)))).vllm_scaling.windows
+    assert window.replicas == 1
+    for minutes, replicas in ((-7, 0), (-5, 1), (0, 1), (9, 1), (11, 0), (7 * 24 * 60 - 5, 1)):
+        assert window.replicas_at(WEEK_BOUNDARY + timedelta(minutes=minutes)) == replicas
+    assert window.opened_before(WEEK_BOUNDARY) == WEEK_BOUNDARY - timedelta(minutes=6)
+    assert window.opened_before(WEEK_BOUNDARY + timedelta(minutes=11)) is None
+
+
+def test_pre_warmed_the_pool_is_ready_when_the_burst_comes_and_paid_from_the_window() -> None:
+    delays = Delays()
+    cold, _ = run(
+        Scenario("cold", 300), delays, Calibration.published(), OutputLengths(), gpu_price=1.0
+    )
+    warm, samples = run(
+        Scenario("warm", 300, sets=prewarm_sets(replicas=1)),
+        delays,
+        Calibration.published(),
+        OutputLengths(),
+        gpu_price=1.0,
+    )
+    assert warm.delivered == 300
+    # Ready at the boundary: one worker poll, its start and one generation, no cold start.
+    assert next(s for s in samples if s.time_s >= 0).vllm_ready == 1
+    assert warm.first_delivery_s < 60 < delays.node_provision_s < cold.first_delivery_s
+    # The lead is paid: the replica's node from 6 minutes (and a poll) before the boundary.
+    assert warm.gpu_hours_paid > cold.gpu_hours_paid
 
 
 def test_the_scale_down_stabilization_holds_replicas_for_the_window(

@@ -489,6 +489,26 @@ def test_vllm_pool_empties_between_bursts_and_wakes_on_the_queue(render_scenario
     assert queue["metadata"]["scaleOnInFlight"] == "true"
 
 
+def test_vllm_is_warmed_up_ahead_of_a_known_burst(render_scenario: Render, helm: Helm) -> None:
+    # A cron trigger per window: KEDA holds `replicas` from start to end, so the pool is Ready
+    # when the week's burst comes instead of a cold start after it.
+    cron = _trigger(one(render_scenario("all-on"), "ScaledObject", "vllm"), "cron")
+    assert cron["metadata"] == {
+        "timezone": "Asia/Seoul",
+        "start": "54 23 * * 0",
+        "end": "10 0 * * 1",
+        "desiredReplicas": "1",
+    }
+    defaults = one(render_scenario("defaults"), "ScaledObject", "vllm")
+    assert "cron" not in [t["type"] for t in defaults["spec"]["triggers"]]
+    # More than the pool may hold would be capped by KEDA without a word: refused, saying why.
+    window = "vllm.autoscaling.prewarm[0]"
+    sets = {f"{window}.timezone": "UTC", f"{window}.start": "0 6 * * 1"}
+    sets |= {f"{window}.end": "30 6 * * 1", f"{window}.replicas": "5"}
+    with pytest.raises(HelmError, match=r"prewarm: 5 replicas from \"0 6 \* \* 1\" is above"):
+        helm.template(MINIMAL_VALUES, sets=sets)
+
+
 def test_vllm_keeps_replicas_through_voluntary_disruptions(render_scenario: Render) -> None:
     manifests = render_scenario("defaults")
     pdb = one(manifests, "PodDisruptionBudget", "vllm")
