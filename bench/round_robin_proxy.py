@@ -14,11 +14,14 @@ import itertools
 
 
 async def serve(port: int, backends: list[int]) -> None:
-    turns = itertools.cycle(backends)
+    """Until cancelled; `backends` is read at each connection, so a replica appended to it (the
+    HPA adding one) takes its turn from the next connection on, as kube-proxy's would."""
+    turns = itertools.count()
 
     async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backend = backends[next(turns) % len(backends)]
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", next(turns))
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
         except OSError:
             writer.close()  # the replica is down: the client sees its connection dropped
             return

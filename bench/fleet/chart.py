@@ -138,6 +138,8 @@ class Worker:
     max_tokens: int
     visibility_timeout_s: float
     """A received message is invisible this long; the heartbeat renews it every third of it."""
+    connection_max_age_s: float
+    """No connection to vLLM takes a request once this old (a new pool takes them)."""
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,7 @@ def _worker(data: Mapping[str, str]) -> Worker:
         start_limit=int(data["LLM_START_LIMIT"]),
         max_tokens=int(data["LLM_MAX_TOKENS"]),
         visibility_timeout_s=float(data["VISIBILITY_TIMEOUT_SECONDS"]),
+        connection_max_age_s=float(data["LLM_CONNECTION_MAX_AGE_SECONDS"]),
     )
 
 

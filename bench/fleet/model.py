@@ -296,6 +296,8 @@ class VllmPool:
 @dataclass
 class Connection:
     replica: Replica
+    generation: int
+    """The pod's pool it belongs to: requests take only the current one's."""
     idle_since: float = 0.0
 
 
@@ -407,21 +409,30 @@ class Pod:
             self.fill()
 
     def _connection(self) -> Connection | None:
-        """A kept-alive connection if one is idle and fresh, else a new one (Balancing)."""
+        """A kept-alive connection if one is idle, fresh and of the current pool, else a new
+        one (Balancing)."""
         fleet = self.fleet
         if fleet.balancing is Balancing.REQUEST:
-            replica = fleet.next_replica()
-            return Connection(replica) if replica is not None else None
-        now = fleet.env.now
+            return self._connect(fleet.next_replica())
+        now, generation = fleet.env.now, self._generation()
         self.idle = [
             c
             for c in self.idle
-            if c.replica.state is ReplicaState.READY and now - c.idle_since < IDLE_EXPIRY_SECONDS
+            if c.replica.state is ReplicaState.READY
+            and now - c.idle_since < IDLE_EXPIRY_SECONDS
+            and c.generation == generation
         ]
         if self.idle:
             return self.idle.pop(0)  # httpcore takes the first available connection
-        replica = fleet.random_replica()
-        return Connection(replica) if replica is not None else None
+        return self._connect(fleet.random_replica())
+
+    def _connect(self, replica: Replica | None) -> Connection | None:
+        return Connection(replica, self._generation()) if replica is not None else None
+
+    def _generation(self) -> int:
+        """The worker's transport starts a new pool every LLM_CONNECTION_MAX_AGE_SECONDS
+        (feedback_worker/http_clients.py, AttemptTransport)."""
+        return math.floor(self.fleet.env.now / self.fleet.chart.worker.connection_max_age_s)
 
     def _close_gate(self) -> None:
         if self.gate_open:
@@ -467,11 +478,15 @@ class Pod:
 
     def _polled_replica(self) -> Replica | None:
         """The gate's poll every second keeps its own connection alive, so it reads one
-        replica until that one goes away (per-connection balancing)."""
+        replica until that one goes away or the connection ages out (per-connection
+        balancing)."""
         polled = self._poll_connection
-        if polled is None or polled.replica.state is not ReplicaState.READY:
-            replica = self.fleet.random_replica()
-            self._poll_connection = Connection(replica) if replica is not None else None
+        if (
+            polled is None
+            or polled.replica.state is not ReplicaState.READY
+            or polled.generation != self._generation()
+        ):
+            self._poll_connection = self._connect(self.fleet.random_replica())
         return self._poll_connection.replica if self._poll_connection is not None else None
 
 

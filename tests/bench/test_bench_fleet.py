@@ -4,6 +4,7 @@ The chart is rendered once with its defaults (bench/fleet/chart.py); nothing her
 machine: every figure is simulated time.
 """
 
+import math
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -192,22 +193,31 @@ def test_a_worker_pod_lost_mid_burst_loses_no_request_its_messages_come_back_onc
     assert 0 < figures_.received_again <= chart.worker.concurrency
 
 
-def test_pinned_connections_leave_a_new_replica_idle_while_per_request_balancing_fills_it(
+def test_a_replica_added_mid_burst_gets_work_once_connections_age_never_while_pinned(
     chart: ChartFigures,
 ) -> None:
+    # kube-proxy places connections; busy ones never idle out, so without an age (the worker
+    # before LLM_CONNECTION_MAX_AGE_SECONDS) the second replica got none of the calls.
+    pinned = replace(chart, worker=replace(chart.worker, connection_max_age_s=math.inf))
+    cases = {
+        "pinned": (pinned, Balancing.CONNECTION),
+        "aged": (chart, Balancing.CONNECTION),
+        "per request": (chart, Balancing.REQUEST),
+    }
     generated = {}
-    for balancing in Balancing:
-        fleet = fleet_with(chart, replicas=1, balancing=balancing)
+    for name, (rendered, balancing) in cases.items():
+        fleet = fleet_with(rendered, replicas=1, balancing=balancing)
         fleet.accept(30_000)
         fleet.env.run(until=300)
         fleet.vllm.scale_to(2)
         fleet.env.run(until=900)
         old, new = fleet.vllm.live
-        generated[balancing] = new.engine.counters.generation_tokens / (
+        generated[name] = new.engine.counters.generation_tokens / (
             old.engine.counters.generation_tokens or 1
         )
-    assert generated[Balancing.CONNECTION] < 0.05
-    assert generated[Balancing.REQUEST] > 0.5
+    assert generated["pinned"] < 0.05
+    assert generated["aged"] > 0.5
+    assert generated["per request"] > 0.5
 
 
 def test_one_replica_at_its_plateau_drains_n_requests_in_the_ideal_time(

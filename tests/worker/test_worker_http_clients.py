@@ -3,6 +3,7 @@ drips its answer is cut at the attempt's timeout, not kept open read by read; a 
 connection the server closes as it is reused costs no call."""
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 
@@ -23,6 +24,7 @@ from llm_common.contracts import FailureNotice, FeedbackResult
 from llm_common.telemetry.metrics import REGISTRY
 from llm_common.telemetry.names import AttemptOutcome, DeliveryOutcome
 
+from bench import round_robin_proxy
 from tests.support.fakes import (
     TEST_MODEL,
     TEST_SECRET,
@@ -263,3 +265,45 @@ async def test_a_new_connection_closed_unanswered_is_not_sent_again() -> None:
                 await http.get(closing.url)
     finally:
         closing.down()
+
+
+CALLS_AFTER_ADDING = 20
+
+
+@pytest.mark.parametrize(("max_age_s", "added_gets_calls"), [(3600.0, False), (0.5, True)])
+async def test_a_replica_added_behind_per_connection_balancing_gets_calls_once_connections_age(
+    settings: Settings, max_age_s: float, added_gets_calls: bool
+) -> None:
+    # kube-proxy's part: each new connection goes to the next replica. Calls never 2 s apart
+    # keep their connection alive, so only its age sends one to the replica added mid-burst.
+    with (
+        simulated_llm(model=TEST_MODEL, latency_s=0.0) as first,
+        simulated_llm(model=TEST_MODEL, latency_s=0.0) as added,
+    ):
+        replicas = [first.port]
+        service = free_port()
+        balancer = asyncio.create_task(round_robin_proxy.serve(service, replicas))
+        writer = FeedbackWriter.from_settings(
+            settings(
+                LLM_BASE_URL=f"http://127.0.0.1:{service}/v1",
+                LLM_CONNECTION_MAX_AGE_SECONDS=str(max_age_s),
+            )
+        )
+        try:
+            await eventually(lambda: _listening(service), what="the balancer")
+            await writer.write(PROMPT)
+            replicas.append(added.port)
+            for _ in range(CALLS_AFTER_ADDING):  # 2 s: four ages of 0.5 s
+                await writer.write(PROMPT)
+                await asyncio.sleep(0.1)
+        finally:
+            await writer.close()  # its connections first, so the balancer's pipes end
+            balancer.cancel()
+        calls = first.stats()["completions"], added.stats()["completions"]
+        assert sum(calls) == 1 + CALLS_AFTER_ADDING
+        assert (calls[1] > 0) is added_gets_calls
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0

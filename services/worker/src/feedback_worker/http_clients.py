@@ -25,10 +25,20 @@ restarted pod, a proxy) gets the request again on another connection within the 
 as Go's net/http does for a request that a reused connection lost: uvicorn closes only
 connections that have not started a request, and a replayed callback carries the same
 webhook-id (the receiver's idempotency key).
+
+Connections to the LLM also age out (LLM_CONNECTION_MAX_AGE_SECONDS). vLLM's Service is
+balanced by kube-proxy per connection, and during a burst a connection is never idle long
+enough to expire: a pod's calls and its gate's polls stay on the replicas they reached first,
+so a replica added or replaced mid-burst got 0-7 of its 256 sequences in the fleet simulation
+(docs/benchmarks.md, "Per-connection balancing strands the replacement"). Past the age every
+request takes a new connection, which kube-proxy places afresh among the ready replicas.
 """
 
 import asyncio
 import logging
+import math
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -66,23 +76,43 @@ class ConnectionWatch:
             self.opened = True
 
 
+@dataclass(eq=False)
+class _Pool:
+    """One generation of connections: requests take it until `until`, then a new one's."""
+
+    transport: httpx2.AsyncHTTPTransport
+    until: float
+    in_flight: int = 0
+
+
 class AttemptTransport(httpx2.AsyncBaseTransport):
     """httpx2's pool, each attempt bounded by one deadline (module docstring). The transport
     owns each request's `trace` extension. `attempts`, when given, counts how each attempt
-    ended: the only place that sees the openai client's own retries one by one."""
+    ended: the only place that sees the openai client's own retries one by one.
+
+    With `max_age_seconds`, no connection takes a request once it is that old: every period a
+    new pool takes the requests, and the old one closes when its last request ends."""
 
     def __init__(
-        self, attempt_seconds: float, limits: httpx2.Limits, attempts: Counter | None = None
+        self,
+        attempt_seconds: float,
+        limits: httpx2.Limits,
+        attempts: Counter | None = None,
+        max_age_seconds: float = math.inf,
     ) -> None:
         self._attempt_seconds = attempt_seconds
-        self._pool = httpx2.AsyncHTTPTransport(limits=limits)
+        self._limits = limits
         self._attempts = attempts
+        self._max_age_seconds = max_age_seconds
+        self._pool = self._new_pool()
+        self._retired: set[_Pool] = set()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         outcome = AttemptOutcome.FAILED
+        pool = await self._take_pool()
         try:
             async with asyncio.timeout(self._attempt_seconds):
-                response = await _read_whole(await self._send(request))
+                response = await _read_whole(await self._send(request, pool.transport))
             outcome = AttemptOutcome.ANSWERED
             return response
         except TimeoutError:
@@ -94,14 +124,37 @@ class AttemptTransport(httpx2.AsyncBaseTransport):
             # Calls only: the start-up's GET of the model list is not one.
             if self._attempts is not None and request.method == "POST":
                 self._attempts.labels(outcome).inc()
+            await self._give_back(pool)
 
-    async def _send(self, request: httpx2.Request) -> httpx2.Response:
+    def _new_pool(self) -> _Pool:
+        transport = httpx2.AsyncHTTPTransport(limits=self._limits)
+        return _Pool(transport, until=time.monotonic() + self._max_age_seconds)
+
+    async def _take_pool(self) -> _Pool:
+        if time.monotonic() >= self._pool.until:
+            retired, self._pool = self._pool, self._new_pool()
+            if retired.in_flight:
+                self._retired.add(retired)
+            else:
+                await retired.transport.aclose()
+        self._pool.in_flight += 1
+        return self._pool
+
+    async def _give_back(self, pool: _Pool) -> None:
+        pool.in_flight -= 1
+        if pool in self._retired and not pool.in_flight:
+            self._retired.discard(pool)
+            await pool.transport.aclose()
+
+    async def _send(
+        self, request: httpx2.Request, pool: httpx2.AsyncHTTPTransport
+    ) -> httpx2.Response:
         """The answer's head; sent again while a reused connection fails before answering (each
         such connection leaves the pool, so a new one ends the loop)."""
         while True:
             watch = ConnectionWatch(request)
             try:
-                return await self._pool.handle_async_request(request)
+                return await pool.handle_async_request(request)
             except SERVER_CLOSED as error:
                 if watch.opened:
                     raise
@@ -112,7 +165,9 @@ class AttemptTransport(httpx2.AsyncBaseTransport):
                 )
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        for pool in (*self._retired, self._pool):
+            await pool.transport.aclose()
+        self._retired.clear()
 
 
 async def _read_whole(response: httpx2.Response) -> httpx2.Response:
@@ -136,17 +191,19 @@ def bounded_client(
     headers: dict[str, str] | None = None,
     follow_redirects: bool = False,
     attempts: Counter | None = None,
+    max_age_seconds: float = math.inf,
 ) -> httpx2.AsyncClient:
     """A client whose every attempt ends within `attempt_seconds`, with at most
-    `max_connections` open (all kept while busy) and none reused after IDLE_EXPIRY_SECONDS;
-    each attempt's outcome counted in `attempts` (labelled `outcome`) when given."""
+    `max_connections` open (all kept while busy), none reused after IDLE_EXPIRY_SECONDS idle
+    nor once `max_age_seconds` old; each attempt's outcome counted in `attempts` (labelled
+    `outcome`) when given."""
     limits = httpx2.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
         keepalive_expiry=IDLE_EXPIRY_SECONDS,
     )
     return httpx2.AsyncClient(
-        transport=AttemptTransport(attempt_seconds, limits, attempts),
+        transport=AttemptTransport(attempt_seconds, limits, attempts, max_age_seconds),
         timeout=attempt_seconds,
         headers=headers,
         follow_redirects=follow_redirects,

@@ -74,6 +74,7 @@ class FeedbackWriter:
                 settings.worker_concurrency,
                 follow_redirects=True,
                 attempts=metrics.WORKER_LLM_ATTEMPTS,
+                max_age_seconds=settings.llm_connection_max_age_seconds,
             ),
         )
         rules = content_rules(settings)

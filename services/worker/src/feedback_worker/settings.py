@@ -63,6 +63,11 @@ class WorkerSettings(ServiceSettings):
     llm_timeout_seconds: float = Field(60.0, gt=0)
     """One attempt's whole budget, connect to the last byte (http_clients.AttemptTransport): past
     it the call is abandoned and vLLM aborts the request."""
+    llm_connection_max_age_seconds: float = Field(10.0, gt=0)
+    """No connection to the LLM (calls and the gate's polls) takes a request once this old, so
+    kube-proxy's per-connection balancing reaches a replica added mid-burst
+    (http_clients.AttemptTransport). Below a call at a full batch (~17 s): nearly every call
+    there is placed afresh, for one TCP connect (no TLS inside the cluster) per call."""
     llm_max_retries: int = Field(3, ge=0)
     """The openai client's own retries, only with LLM_GATE_ENABLED=false: with the gate a
     failed call closes it and the message's SQS retry is the one retry, never stacked."""

@@ -66,7 +66,10 @@ def probe_http(settings: WorkerSettings) -> httpx2.AsyncClient:
     probe that drips ends like a call that does."""
     key = settings.llm_api_key.get_secret_value() or NO_API_KEY
     return bounded_client(
-        PROBE_TIMEOUT_SECONDS, PROBE_CONNECTIONS, headers={"authorization": f"Bearer {key}"}
+        PROBE_TIMEOUT_SECONDS,
+        PROBE_CONNECTIONS,
+        headers={"authorization": f"Bearer {key}"},
+        max_age_seconds=settings.llm_connection_max_age_seconds,
     )
 
 
