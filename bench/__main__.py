@@ -3,7 +3,8 @@
 `python -m bench burst` (or any list of sections) runs only those; the figures of the others
 are kept from the last run's bench/results/latest.json. `engine_burst` runs only when named: it
 needs vLLM (`make vllm`) and a quiet machine (bench/engine_burst.py). `fleet` (bench/fleet/)
-runs only when named too: it simulates a cluster rather than measuring this machine.
+runs only when named too: it simulates a cluster rather than measuring this machine; and
+`added_replica` (bench/added_replica.py), ten minutes of one scenario.
 """
 
 import argparse
@@ -19,6 +20,7 @@ from typing import Any
 
 from bench import (
     added_latency,
+    added_replica,
     burst,
     engine_burst,
     fleet,
@@ -53,6 +55,7 @@ def sections(args: argparse.Namespace, measured: str) -> dict[str, Callable[[], 
         "qa_sync": qa_sync_memory.run,
         "burst": lambda: burst.run(options, measured),
         "engine_burst": lambda: engine_burst.run(engine_options, measured),
+        "added_replica": added_replica.run,
         "fleet": lambda: fleet.run_section(
             fleet.FleetOptions(
                 requests=args.fleet_requests,
@@ -65,7 +68,7 @@ def sections(args: argparse.Namespace, measured: str) -> dict[str, Callable[[], 
     }
 
 
-NAMED_ONLY = {"engine_burst", "fleet"}
+NAMED_ONLY = {"engine_burst", "fleet", "added_replica"}
 """Sections a plain `python -m bench` leaves out."""
 
 
@@ -114,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="SECTION",
         help="worker_throughput, added_latency, ingest, qa_sync, burst (default: these), "
-        "engine_burst, fleet (only when named)",
+        "engine_burst, fleet, added_replica (only when named)",
     )
     for engine_flag, count, meaning in (
         ("--engine-requests", engine_burst.REQUESTS, "requests in the real-engine burst"),

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: the plot goes to a file
 import matplotlib.pyplot as plt
 
-from bench import burst, engine_burst, fleet
+from bench import added_replica, burst, engine_burst, fleet
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -50,6 +50,7 @@ def tables(r: dict[str, Any]) -> str:
         ("burst", burst.table),
         ("engine_burst", engine_burst.table),
         ("fleet", fleet.table),
+        ("added_replica", added_replica.table),
     ):
         if key in r:
             parts.append(render(r[key]))

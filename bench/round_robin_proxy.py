@@ -1,5 +1,6 @@
 """kube-proxy's part for the burst bench: each new connection to the Service goes to the next
-vLLM replica, in its own process.
+vLLM replica that accepts it (a stopped or loading one is passed over, as kube-proxy routes only
+to Ready endpoints), in its own process.
 
 In the bench's own process it competed for the GIL with the bench's SQS calls: filling the queue
 with 1,000 requests took 41 s instead of under 2 s, and that time counted as drain.
@@ -19,11 +20,16 @@ async def serve(port: int, backends: list[int]) -> None:
     turns = itertools.count()
 
     async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        backend = backends[next(turns) % len(backends)]
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
-        except OSError:
-            writer.close()  # the replica is down: the client sees its connection dropped
+        for _ in backends:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(
+                    "127.0.0.1", backends[next(turns) % len(backends)]
+                )
+                break
+            except OSError:
+                continue  # not Ready (stopped, loading): kube-proxy routes only to Ready ones
+        else:
+            writer.close()  # none is: the client sees its connection dropped
             return
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 

@@ -18,14 +18,17 @@ import boto3
 import httpx
 import pytest
 from devstack.processes import free_port
-from devstack.prometheus import prometheus_binary
+from devstack.prometheus import RELEASE, prometheus_binary
 from devstack.stack import Ports, Stack, StackConfig
 from llm_common.contracts.example import example_weekly_record
 
 from tests.support.charts import Helm
+from tests.support.fakes import SimulatedLlm, simulated_llm
 from tests.support.promql import (
     alert_rules,
+    dashboard,
     dashboard_exprs,
+    panel_exprs,
     rendered_rules,
     write_rules_file,
 )
@@ -33,6 +36,7 @@ from tests.support.promql import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REQUESTS = 3
+MODEL = "sim-7b"
 # Series that appear only with their first event, which this stack cannot cause: a damaged
 # QA object in S3 found and repaired. Their families are checked on qa-sync's /metrics instead.
 FIRST_EVENT_ONLY = frozenset({"qa_sync_verification_failures_total", "qa_sync_repairs_total"})
@@ -49,7 +53,15 @@ def _binary() -> str:
 
 
 @pytest.fixture
-def stack(helm: Helm, tmp_path: Path) -> Iterator[Stack]:
+def llm() -> Iterator[SimulatedLlm]:
+    """vLLM's stand-in with vLLM's /metrics (the replica-hours read its `up`), ten times as fast
+    as the published 7B on an H100."""
+    with simulated_llm(model=MODEL, time_scale=10.0) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def stack(helm: Helm, tmp_path: Path, llm: SimulatedLlm) -> Iterator[Stack]:
     _binary()
     # `for:` shortened so that the test sees the alert fire within seconds.
     rule = rendered_rules(helm, {"alerts.for.deadLetterQueueNotEmpty": "2s"})
@@ -63,7 +75,9 @@ def stack(helm: Helm, tmp_path: Path) -> Iterator[Stack]:
         StackConfig(
             run_dir=tmp_path / "stack",
             ports=ports,
-            llm="fake",
+            llm=llm.base_url,
+            llm_model=MODEL,
+            llm_max_tokens=400,  # the simulator's drafts run to ~225 tokens, as a 7B's would
             prometheus_rules=(rules_file,),
             scrape_interval="1s",
             ingest_env={"QUEUE_DEPTH_INTERVAL_SECONDS": "1"},
@@ -102,8 +116,7 @@ def _selectors() -> set[str]:
 
 
 def _send_traffic(stack: Stack) -> None:
-    llm = stack.llm_base_url.removesuffix("/v1")
-    httpx.post(f"{llm}/sim/control", json={"fail_next": 1}).raise_for_status()
+    SimulatedLlm(stack.llm_base_url.removesuffix("/v1")).control(fail_next=1)
     for n in range(REQUESTS):
         body = example_weekly_record(f"prometheus-{n}", member_id=100 + n)
         answer = httpx.post(
@@ -137,6 +150,9 @@ def _poison(stack: Stack) -> None:
 def test_rules_and_dashboard_see_real_series_and_the_dlq_alert_fires(
     stack: Stack, helm: Helm
 ) -> None:
+    # Scraped from 0 before the traffic, so increase() counts the first deliveries too (in a
+    # cluster, a worker pod's work before its first scrape is missing from the cost row).
+    _eventually(lambda: _not_scraped(stack), 30, "not scraped yet")
     _send_traffic(stack)
     _eventually(lambda: _delivered(stack), 60, "not delivered")
 
@@ -151,6 +167,8 @@ def test_rules_and_dashboard_see_real_series_and_the_dlq_alert_fires(
     qa_sync_metrics = httpx.get(f"{stack.qa_sync_url}/metrics").text
     for family in FIRST_EVENT_ONLY:
         assert f"# TYPE {family} counter" in qa_sync_metrics
+    # The replica-hours sample `up` each minute: a minute's boundary must pass first.
+    _eventually(lambda: _cost_missing(stack), 90, "the cost panels")
 
     assert _query(stack, 'ALERTS{alertname="FeedbackDeadLetterQueueNotEmpty"}') == []
     _poison(stack)
@@ -159,6 +177,31 @@ def test_rules_and_dashboard_see_real_series_and_the_dlq_alert_fires(
         60,
         "FeedbackDeadLetterQueueNotEmpty",
     )
+
+
+def _not_scraped(stack: Stack) -> list[str]:
+    jobs = {r["metric"]["job"] for r in _query(stack, "up == 1")}
+    return sorted({f"{RELEASE}-worker", f"{RELEASE}-vllm"} - jobs)
+
+
+def _cost_missing(stack: Stack) -> list[str]:
+    """What the cost row does not show yet: the feedbacks delivered, the replica-hours, the
+    tokens of each type per feedback and the cost per 1,000, each as the stack made them."""
+    shown = {}
+    for panel in dashboard()["panels"]:
+        if panel["type"] == "stat":
+            (expr,) = panel_exprs(panel)
+            shown[panel["title"]] = [float(r["value"][1]) for r in _query(stack, expr)]
+    missing = []
+    # increase() extrapolates a little past the first and last samples.
+    if [round(value) for value in shown["Feedbacks delivered"]] != [REQUESTS]:
+        missing.append(f"delivered {shown['Feedbacks delivered']}")
+    for title in ("vLLM replica-hours", "Cost per 1,000 feedbacks"):
+        if not (shown[title] and shown[title][0] > 0):
+            missing.append(f"{title} {shown[title]}")
+    if len(shown["Tokens per feedback"]) != 2 or min(shown["Tokens per feedback"]) <= 0:
+        missing.append(f"tokens {shown['Tokens per feedback']}")
+    return missing
 
 
 def _firing(stack: Stack, alertname: str) -> bool:

@@ -16,8 +16,15 @@ from tests.support.promql import (
     run_promtool,
 )
 
-# The request's path, in order, then qa-sync.
-ROWS = ["Accepted (ingest)", "Queue", "LLM", "Delivery and DLQ", "qa-sync"]
+# The request's path, in order, then qa-sync, then what the time range cost.
+ROWS = [
+    "Accepted (ingest)",
+    "Queue",
+    "LLM",
+    "Delivery and DLQ",
+    "qa-sync",
+    "Cost of the time range (a burst)",
+]
 
 
 def test_the_dashboard_is_a_configmap_the_grafana_sidecar_loads(helm: Helm) -> None:

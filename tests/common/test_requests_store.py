@@ -12,6 +12,7 @@ from llm_common.requests_store import (
     StateConflict,
     StoreUnavailable,
     TableUnusable,
+    Usage,
 )
 
 DEADLINE = datetime(2030, 1, 1, tzinfo=UTC)
@@ -57,6 +58,25 @@ def test_the_lifecycle_records_each_transition_and_the_result(store: RequestStor
         "missing": [],
         "outcome": "delivered",
     }
+
+
+def test_what_a_result_cost_is_kept_with_it_and_shown_once_generated(
+    store: RequestStore,
+) -> None:
+    store.accept("r2", 7, DEADLINE)
+    assert "usage" not in RequestStatus.of(store.start_processing("r2", receive=1)).shown()
+    spent = Usage(prompt_tokens=512, completion_tokens=230, llm_seconds=17.25)
+    store.store_result("r2", "잘했어요.", receive=1, usage=spent)
+    record = store.mark_delivered("r2", ["callback"], "delivered", missing=[])
+    assert record.usage == spent
+    assert RequestStatus.of(record).shown()["usage"] == {
+        "promptTokens": 512,
+        "completionTokens": 230,
+        "llmSeconds": 17.25,
+    }
+    # A worker that did not count (or a record from before) shows none, not zeros.
+    store.accept("r3", 7, DEADLINE)
+    assert store.store_result("r3", "잘했어요.", receive=1).usage is None
 
 
 def test_a_partial_delivery_is_delivered_and_says_which_channel_is_missing(

@@ -74,12 +74,20 @@ def dashboard() -> dict[str, Any]:
 
 
 def dashboard_exprs(release: str = RELEASE) -> list[str]:
-    """Every target's expr, with Grafana's variables replaced as Grafana would fill them in."""
+    """Every panel's queries (`panel_exprs`)."""
+    return [expr for panel in dashboard()["panels"] for expr in panel_exprs(panel, release)]
+
+
+def panel_exprs(panel: dict[str, Any], release: str = RELEASE) -> list[str]:
+    """A panel's queries, with Grafana's variables replaced as Grafana would fill them in (the
+    time range an hour, the GPU price its default)."""
+    filled = {"$__rate_interval": "5m", "$__range": "1h", "$gpu_price": "4", "$release": release}
     exprs = []
-    for panel in dashboard()["panels"]:
-        for target in panel.get("targets", []):
-            expr = target["expr"].replace("$__rate_interval", "5m").replace("$release", release)
-            exprs.append(expr)
+    for target in panel.get("targets", []):
+        expr = target["expr"]
+        for variable, value in filled.items():
+            expr = expr.replace(variable, value)
+        exprs.append(expr)
     return exprs
 
 

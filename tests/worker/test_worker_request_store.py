@@ -334,3 +334,25 @@ async def test_a_cancelled_request_past_its_deadline_gets_no_failure_notice(
     assert tracked.receiver.deliveries() == []
     assert tracked.llm.stats()["requests"] == 0
     assert tracked.record("req-54").state is RequestState.CANCELLED
+
+
+async def test_the_record_keeps_what_every_draft_of_its_result_cost(tracked: Tracked) -> None:
+    # The first draft carries a link (refused, written again), the second passes: the request
+    # cost both calls, and its record says so for the backend's bill.
+    fit = "이번 주 달리기를 네 번이나 해냈어요! 물 마시기는 아쉬웠지만 다음 주엔 꼭 해봐요."
+    drafts = [f"{fit} https://example.com", fit]
+    answers = [{"content": draft, "finish_reason": "stop"} for draft in drafts]
+    tracked.llm.control(answers=answers, latency_s=0.2)
+    tracked.store.accept("req-47", 47, DEADLINE)
+    send(tracked.source, 47)
+
+    await tracked.run()
+
+    record = tracked.record("req-47")
+    assert record.state is RequestState.DELIVERED
+    assert record.usage is not None
+    prompt = tracked.llm.requests()[-1]["messages"]
+    one_prompt = sum(len(message["content"]) for message in prompt)  # the fake: a token a char
+    assert record.usage.prompt_tokens == 2 * one_prompt
+    assert record.usage.completion_tokens > 0  # as the fake counted its own drafts
+    assert record.usage.llm_seconds >= 2 * 0.2

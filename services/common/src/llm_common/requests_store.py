@@ -25,6 +25,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
@@ -107,6 +108,28 @@ class StateConflict(Exception):
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What the LLM spent on a request's result, over every draft: the tokens vLLM counted and
+    the seconds its calls took (a call's wall time, shared with the batch it ran in: a
+    request's cost, not GPU time of its own)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    llm_seconds: float
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.llm_seconds + other.llm_seconds,
+        )
+
+
+NO_USAGE = Usage(0, 0, 0.0)
+"""The sum's start."""
+
+
+@dataclass(frozen=True)
 class RequestRecord:
     """The stored record; `llm_common.contracts.status.RequestStatus` is how an API shows it."""
 
@@ -133,6 +156,8 @@ class RequestRecord:
     budget ends; after that `admin redeliver --channel` sends them the stored result."""
     outcome: str | None = None
     failure_reason: str | None = None
+    usage: Usage | None = None
+    """Stored with the result (None before, or from a worker that did not count)."""
 
 
 _SERIALIZER = TypeSerializer()
@@ -173,6 +198,27 @@ def _record(item: Mapping[str, Any]) -> RequestRecord:
         missing=tuple(plain.get("missingChannels", ())),
         outcome=plain.get("outcome"),
         failure_reason=plain.get("failureReason"),
+        usage=_usage(plain),
+    )
+
+
+def _spent(usage: Usage | None) -> dict[str, Any]:
+    """The record's attributes for `usage` (none when not counted)."""
+    if usage is None:
+        return {}
+    return {
+        "promptTokens": usage.prompt_tokens,
+        "completionTokens": usage.completion_tokens,
+        # DynamoDB numbers are decimals; milliseconds are all a cost needs.
+        "llmSeconds": Decimal(f"{usage.llm_seconds:.3f}"),
+    }
+
+
+def _usage(plain: Mapping[str, Any]) -> Usage | None:
+    if "promptTokens" not in plain:
+        return None
+    return Usage(
+        int(plain["promptTokens"]), int(plain["completionTokens"]), float(plain["llmSeconds"])
     )
 
 
@@ -318,21 +364,29 @@ class RequestStore:
         )
 
     def store_result(
-        self, request_id: str, content: str, receive: int, generated_at: datetime | None = None
+        self,
+        request_id: str,
+        content: str,
+        receive: int,
+        generated_at: datetime | None = None,
+        usage: Usage | None = None,
     ) -> RequestRecord:
         """Keep the generated feedback before its first delivery attempt: `processing`, with
-        the result and when it was generated (now when None). Refused (StateConflict, with the
-        record) when a result is stored already or the request has ended: the caller then
-        delivers the stored one, or nothing."""
+        the result, when it was generated (now when None) and what it cost (when counted).
+        Refused (StateConflict, with the record) when a result is stored already or the
+        request has ended: the caller then delivers the stored one, or nothing."""
+        spent = _spent(usage)
         return self._update(
             request_id,
             "SET #state = :processing, processingAt = if_not_exists(processingAt, :now), "
-            "attempts = :receive, content = :content, generatedAt = :generated",
+            "attempts = :receive, content = :content, generatedAt = :generated"
+            + "".join(f", {name} = :{name}" for name in spent),
             {
                 ":processing": RequestState.PROCESSING.value,
                 ":receive": receive,
                 ":content": content,
                 ":generated": (generated_at or _now()).isoformat(),
+                **{f":{name}": value for name, value in spent.items()},
             },
             required=_STARTABLE,
             unless="content",

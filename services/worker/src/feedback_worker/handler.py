@@ -18,7 +18,7 @@ from opentelemetry import trace
 from feedback_worker.delivery import Delivery, DeliveryReport
 from feedback_worker.errors import InvalidMessage, LlmUnavailable
 from feedback_worker.jobs import Job, read_job, refuse_if_expired
-from feedback_worker.llm import FeedbackWriter
+from feedback_worker.llm import Feedback, FeedbackWriter
 from feedback_worker.llm_gate import LlmGate
 from feedback_worker.prompt import PromptTemplate
 from feedback_worker.records import Progress, RequestRecords
@@ -64,8 +64,10 @@ class FeedbackHandler:
             if progress.content is None:
                 refuse_if_expired(job)
                 # Stored before its delivery: a delivery retry sends this very text.
-                draft = await self._write(job, message, place)
-                progress = await self._records.generated(job, draft, message.receives)
+                feedback = await self._write(job, message, place)
+                progress = await self._records.generated(
+                    job, feedback.text, message.receives, feedback.usage
+                )
                 if progress.finished:
                     log.info("request %s ended while its result was written", job.request_id)
                     return
@@ -104,7 +106,7 @@ class FeedbackHandler:
         with log_context(request_id=job.request_id, member_id=job.request.member_id):
             await self._records.ended(job, state, reason)
 
-    async def _write(self, job: Job, message: QueueMessage, place: Place) -> str:
+    async def _write(self, job: Job, message: QueueMessage, place: Place) -> Feedback:
         """The LLM's feedback; the LLM slot is held only for the call itself, and before the
         first one for the `generating` write a cancel races (RequestCancelled if it lost).
 
@@ -130,7 +132,7 @@ class FeedbackHandler:
                 call,
             )
             try:
-                content = await self._writer.write(prompt)
+                feedback = await self._writer.write(prompt)
             except LlmUnavailable as failure:
                 if self._gate is None:
                     raise
@@ -144,8 +146,8 @@ class FeedbackHandler:
             if self._gate is not None:
                 self._gate.call_answered()
             await place.finish_work()
-            debug_text(log, "generated", content)
-            return content
+            debug_text(log, "generated", feedback.text)
+            return feedback
 
     @staticmethod
     def _result(job: Job, content: str) -> FeedbackResult:

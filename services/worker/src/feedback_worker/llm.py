@@ -3,8 +3,10 @@
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import openai
+from llm_common.requests_store import NO_USAGE, Usage
 from llm_common.telemetry import chat_span, debug_text, metrics, record_chat_completion
 from llm_common.telemetry.names import (
     ContentCheck,
@@ -33,6 +35,23 @@ DRAFTS = 2
 """A draft that fails the content checks is written once more; the second one is final."""
 
 
+@dataclass(frozen=True)
+class Drafts:
+    """Every draft written for one prompt, each judged, and what they cost together."""
+
+    reviews: list[Review]
+    """Up to DRAFTS, the last one the first that passes unless every one failed."""
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What `write` gives: the text to show, and what every draft of it cost."""
+
+    text: str
+    usage: Usage
+
+
 class FeedbackWriter:
     """Writes one feedback text per prompt, fit to show a member (content.py).
 
@@ -57,6 +76,8 @@ class FeedbackWriter:
         self._max_tokens = max_tokens
         self._rules = rules
         self._stop = list(stop)
+        for kind in TokenType:  # from 0, as the deliveries (delivery/attempt.py)
+            metrics.WORKER_LLM_TOKENS.labels(model, kind)
         # vLLM's own field, beside the OpenAI ones: the client passes it through as it is.
         self._extra_body = None if priority is None else {"priority": priority}
 
@@ -88,24 +109,27 @@ class FeedbackWriter:
             settings.llm_priority,
         )
 
-    async def write(self, prompt: Prompt) -> str:
+    async def write(self, prompt: Prompt) -> Feedback:
         """The first draft that passes the content checks, of two at most; UnfitContent, with
         each draft's reason, when the second fails too (a model that drifts once usually does
         not twice)."""
         drafts = await self.drafts(prompt)
-        if drafts[-1].failed is None:
-            return _fit(drafts[-1], self._max_tokens)
-        reasons = dict.fromkeys(self._rules.reason(d.failed) for d in drafts if d.failed)
+        final = drafts.reviews[-1]
+        if final.failed is None:
+            return Feedback(_fit(final, self._max_tokens), drafts.usage)
+        reasons = dict.fromkeys(self._rules.reason(d.failed) for d in drafts.reviews if d.failed)
         raise UnfitContent(f"feedback unfit to show after {DRAFTS} drafts: {'; '.join(reasons)}")
 
-    async def drafts(self, prompt: Prompt) -> list[Review]:
+    async def drafts(self, prompt: Prompt) -> Drafts:
         """The drafts written for `prompt`, each judged: up to DRAFTS, the last one the first
         that passes (what `write` delivers) unless every one failed."""
         debug_text(log, "prompt", prompt.user)
-        drafts: list[Review] = []
+        reviews: list[Review] = []
+        usage = NO_USAGE
         for draft in range(1, DRAFTS + 1):
-            verdict = await self._draft(prompt)
-            drafts.append(verdict)
+            verdict, spent = await self._draft(prompt)
+            reviews.append(verdict)
+            usage += spent
             if verdict.failed is None:
                 break
             last = draft == DRAFTS
@@ -113,9 +137,10 @@ class FeedbackWriter:
             reason = self._rules.reason(verdict.failed)
             log.warning("draft %d of %d unfit to show: %s", draft, DRAFTS, reason)
             debug_text(log, "unfit draft", verdict.text)
-        return drafts
+        return Drafts(reviews, usage)
 
-    async def _draft(self, prompt: Prompt) -> Review:
+    async def _draft(self, prompt: Prompt) -> tuple[Review, Usage]:
+        started = time.perf_counter()
         try:
             completion = await self._complete(prompt)
         except openai.APIError as error:
@@ -124,9 +149,15 @@ class FeedbackWriter:
             raise LlmUnavailable(
                 f"LLM call failed: {_describe(error)}", gate_reason=gate_reason(error)
             ) from error
+        counted = completion.usage
+        spent = Usage(
+            counted.prompt_tokens if counted else 0,
+            counted.completion_tokens if counted else 0,
+            time.perf_counter() - started,
+        )
         choice = completion.choices[0]
         content = choice.message.content or ""
-        return review(content, choice.finish_reason, self._rules, prompt)
+        return review(content, choice.finish_reason, self._rules, prompt), spent
 
     async def _complete(self, prompt: Prompt) -> ChatCompletion:
         """The call as a GenAI `chat {model}` span; its latency, tokens and retries counted."""

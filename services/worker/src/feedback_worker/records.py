@@ -47,6 +47,7 @@ from llm_common.requests_store import (
     RequestStore,
     StateConflict,
     StoreUnavailable,
+    Usage,
 )
 from llm_common.telemetry import metrics
 from llm_common.telemetry.names import RetryOperation
@@ -140,7 +141,7 @@ class RequestRecords:
         except StoreUnavailable as error:
             log.warning("request %s: not marked generating (%s)", job.request_id, error)
 
-    async def generated(self, job: Job, content: str, receive: int) -> Progress:
+    async def generated(self, job: Job, content: str, receive: int, usage: Usage) -> Progress:
         """The result to deliver: `content`, now stored; or the one stored before it (a copy of
         the message raced this one); finished when the request ended meanwhile. Raises
         RecordUnavailable when the store did not take it within the delivery budget."""
@@ -149,7 +150,7 @@ class RequestRecords:
         if self._store is None:
             return fresh
         store = functools.partial(
-            self._store.store_result, job.request_id, content, receive, generated_at
+            self._store.store_result, job.request_id, content, receive, generated_at, usage
         )
         try:
             record = await self._held(job, "stored", store, self._budget.deadline(generated_at))

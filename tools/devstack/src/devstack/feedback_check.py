@@ -78,7 +78,7 @@ async def check_records(settings: WorkerSettings, records: list[FeedbackRequest]
         )
     finally:
         await writer.close()
-    return [Checked(r.member_id, d) for r, d in zip(records, drafts, strict=True)]
+    return [Checked(r.member_id, d.reviews) for r, d in zip(records, drafts, strict=True)]
 
 
 def report(checked: list[Checked], settings: WorkerSettings) -> str:

@@ -8,6 +8,7 @@ import base64
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 from llm_common.requests_store import create_request_table
@@ -279,7 +280,10 @@ class Stack:
         if binary is None:
             raise ProcessFailedToStart("prometheus is not installed (apt-get install prometheus)")
         ports = self.config.ports
-        targets = {"ingest": f"127.0.0.1:{ports.ingest}"}
+        # vLLM serves its /metrics on the API's host and port (the simulator too; the fake in
+        # exact-latency mode, not vLLM, has none: its target is down).
+        llm = urlsplit(self.llm_base_url).netloc
+        targets = {"ingest": f"127.0.0.1:{ports.ingest}", "vllm": llm}
         if ports.worker_metrics:
             targets["worker"] = f"127.0.0.1:{ports.worker_metrics}"
         if self.config.with_qa_sync:

@@ -33,6 +33,15 @@ class DeliveredResult(_View):
     outcome: str | None
 
 
+class UsageView(_View):
+    """What the LLM spent on the result, over every draft (Usage in the request store)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    llm_seconds: float
+    """The calls' wall time: a share of the batch each ran in, not GPU time of its own."""
+
+
 class RequestStatus(_View):
     request_id: str
     member_id: int
@@ -46,6 +55,8 @@ class RequestStatus(_View):
     """Once delivered."""
     failure_reason: str | None = None
     """Once failed or expired."""
+    usage: UsageView | None = None
+    """Once generated (by a worker that counts it)."""
 
     @classmethod
     def of(cls, record: RequestRecord) -> Self:
@@ -78,6 +89,13 @@ class RequestStatus(_View):
             if delivered
             else None,
             failure_reason=record.failure_reason if ended else None,
+            usage=UsageView(
+                prompt_tokens=record.usage.prompt_tokens,
+                completion_tokens=record.usage.completion_tokens,
+                llm_seconds=record.usage.llm_seconds,
+            )
+            if record.usage
+            else None,
         )
 
     def shown(self) -> dict[str, Any]:
@@ -87,4 +105,6 @@ class RequestStatus(_View):
             absent.add("result")
         if self.state not in _ENDED:
             absent.add("failure_reason")
+        if self.usage is None:
+            absent.add("usage")
         return self.model_dump(mode="json", exclude=absent)
