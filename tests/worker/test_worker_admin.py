@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from devstack.queues import FeedbackQueues
-from llm_common.requests_store import RequestState, RequestStore
+from llm_common.requests_store import RequestState, RequestStore, Usage
 from mypy_boto3_sqs import SQSClient
 
 from tests.support.fakes import CallbackReceiver
@@ -44,7 +44,8 @@ def test_status_prints_the_record_and_fails_for_an_unknown_id(
     admin_env: dict[str, str], store: RequestStore
 ) -> None:
     store.accept("adm-1", 501, DEADLINE)
-    store.store_result("adm-1", "잘했어요! 다음 주도 화이팅이에요.", receive=1)
+    spent = Usage(prompt_tokens=480, completion_tokens=210, llm_seconds=16.5)
+    store.store_result("adm-1", "잘했어요! 다음 주도 화이팅이에요.", receive=1, usage=spent)
     store.end("adm-1", RequestState.FAILED, "callback rejected the result: HTTP 404: ")
 
     known = admin(admin_env, "status", "adm-1")
@@ -54,6 +55,8 @@ def test_status_prints_the_record_and_fails_for_an_unknown_id(
     record = json.loads(known.stdout)
     assert (record["state"], record["memberId"]) == ("failed", 501)
     assert record["failureReason"] == "callback rejected the result: HTTP 404: "
+    # What its result cost, though never delivered.
+    assert record["usage"] == {"promptTokens": 480, "completionTokens": 210, "llmSeconds": 16.5}
     assert unknown.returncode == 1
     assert "adm-404" in unknown.stderr
 
@@ -139,3 +142,32 @@ def test_without_a_request_table_the_record_commands_say_so(
 
     assert done.returncode == 2
     assert "REQUEST_TABLE_NAME" in done.stderr
+
+
+def test_cost_sums_what_a_bursts_results_cost_per_feedback_delivered(
+    admin_env: dict[str, str], store: RequestStore
+) -> None:
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    for n, spent in enumerate(
+        (Usage(500, 200, 10.0), Usage(300, 100, 5.0), Usage(1000, 400, 20.0))
+    ):
+        store.accept(f"adm-cost-{n}", 520 + n, DEADLINE)
+        store.store_result(f"adm-cost-{n}", "잘했어요! 다음 주도 화이팅이에요.", 1, usage=spent)
+        if n < 2:  # the third one's callback refused it: its cost counts, it is no feedback
+            store.mark_delivered(f"adm-cost-{n}", ["callback"], "delivered", missing=[])
+        else:
+            store.end(f"adm-cost-{n}", RequestState.FAILED, "callback rejected the result")
+
+    window = ("cost", "--since", since.isoformat(), "--gpu-hours", "0.5", "--gpu-price", "4")
+    done = admin(admin_env, *window)
+    later = admin(admin_env, "cost", "--since", (since + timedelta(hours=1)).isoformat())
+
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)  # the test's own table: these three records only
+    assert (figures["requests"], figures["delivered"]) == (3, 2)
+    assert (figures["promptTokens"], figures["completionTokens"]) == (1800, 700)
+    assert figures["promptTokensPerFeedback"] == 900
+    assert figures["llmSecondsPerFeedback"] == 17.5
+    assert figures["costPer1000Feedbacks"] == 1000  # 0.5 h x 4 USD for 2 feedbacks
+    assert later.returncode == 1
+    assert json.loads(later.stdout)["requests"] == 0

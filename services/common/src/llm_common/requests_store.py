@@ -22,7 +22,7 @@ weekly requests, and a retry of last week's still finds its record).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -283,6 +283,22 @@ class RequestStore:
             raise StoreUnavailable(str(error)) from error
         return _record(item) if item else None
 
+    def accepted_between(self, since: datetime, until: datetime) -> Iterator[RequestRecord]:
+        """Every record accepted from `since` up to `until` (a burst): a whole-table Scan,
+        read page by page, for an operator's question, never for a request's path."""
+        pages = self._dynamodb.get_paginator("scan").paginate(
+            TableName=self.table_name,
+            FilterExpression="acceptedAt BETWEEN :since AND :until",
+            ExpressionAttributeValues=_attributes(
+                {":since": _stored(since), ":until": _stored(until)}
+            ),
+        )
+        try:
+            for page in pages:
+                yield from (_record(item) for item in page.get("Items", []))
+        except (BotoCoreError, ClientError) as error:
+            raise StoreUnavailable(str(error)) from error
+
     def accept(self, request_id: str, member_id: int, deadline: datetime) -> RequestRecord | None:
         """Create the record; `None` when it is new, else the existing record (a retry).
 
@@ -465,6 +481,11 @@ class RequestStore:
 
 def _is_condition_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == _CONDITION_FAILED
+
+
+def _stored(at: datetime) -> str:
+    """A time as the records keep it: ISO 8601 in UTC, so that they compare as strings."""
+    return at.astimezone(UTC).isoformat()
 
 
 def _now() -> datetime:

@@ -5,6 +5,9 @@
                     where SQS offers it, else one by one (a local emulator has no such task)
     redeliver ID    the stored result again, to the callback and/or the result queue (--channel);
                     the LLM is not asked, the record ends `delivered`
+    cost --since T  what the requests accepted from T (to --until, default now) cost: feedbacks,
+                    tokens and LLM seconds per feedback, from their records; with --gpu-hours
+                    (the dashboard's vLLM replica-hours) and --gpu-price, the cost per 1,000
 
 It reads the worker's environment, so run it where a worker runs:
 `kubectl -n feedback exec deploy/feedback-platform-worker -- python -m feedback_worker admin
@@ -18,14 +21,20 @@ import json
 import sys
 import time
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 from llm_common.aws import aws_client
 from llm_common.contracts import FeedbackResult
 from llm_common.contracts.status import RequestStatus
-from llm_common.requests_store import RequestStore, StateConflict, StoreUnavailable
+from llm_common.requests_store import (
+    NO_USAGE,
+    RequestState,
+    RequestStore,
+    StateConflict,
+    StoreUnavailable,
+)
 
 from feedback_worker.aws_calls import AwsCalls
 from feedback_worker.batching import MAX_BATCH
@@ -54,6 +63,8 @@ def main(settings: WorkerSettings, argv: list[str]) -> int:
             return status(settings, args.request_id)
         if args.command == "redrive":
             return redrive(settings)
+        if args.command == "cost":
+            return cost(settings, args)
         return asyncio.run(redeliver(settings, args.request_id, args.channel))
     except CannotDo as error:
         print(f"admin {args.command}: {error}", file=sys.stderr)
@@ -77,7 +88,19 @@ def _parser() -> argparse.ArgumentParser:
         choices=["callback", "result queue"],
         help="only this channel (repeatable); default: every channel the worker delivers to",
     )
+    cost_command = commands.add_parser("cost", help="what a burst's requests cost")
+    cost_command.add_argument("--since", type=_when, required=True, help="ISO 8601, with offset")
+    cost_command.add_argument("--until", type=_when, help="ISO 8601, with offset (default now)")
+    cost_command.add_argument("--gpu-hours", type=float, help="vLLM replica-hours paid")
+    cost_command.add_argument("--gpu-price", type=float, default=4.0, help="USD per GPU-hour")
     return parser
+
+
+def _when(text: str) -> datetime:
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the offset (e.g. +09:00)")
+    return at
 
 
 def _store(settings: WorkerSettings) -> RequestStore:
@@ -93,6 +116,34 @@ def status(settings: WorkerSettings, request_id: str) -> int:
         return NOT_DONE
     print(json.dumps(RequestStatus.of(record).shown(), ensure_ascii=False, indent=2))
     return DONE
+
+
+def cost(settings: WorkerSettings, args: argparse.Namespace) -> int:
+    """The burst's figures as JSON: every record accepted in the window, those delivered, and
+    what their results cost (records without `usage` count as requests, not in the sums)."""
+    until = args.until or datetime.now(UTC)
+    records = list(_store(settings).accepted_between(args.since, until))
+    delivered = sum(1 for r in records if r.state is RequestState.DELIVERED)
+    spent = sum((r.usage for r in records if r.usage), NO_USAGE)
+
+    def each(total: float, digits: int = 1) -> float | None:
+        """Per feedback delivered (None before any)."""
+        return round(total / delivered, digits) if delivered else None
+
+    figures: dict[str, float | int | None] = {
+        "requests": len(records),
+        "delivered": delivered,
+        "promptTokens": spent.prompt_tokens,
+        "completionTokens": spent.completion_tokens,
+        "promptTokensPerFeedback": each(spent.prompt_tokens),
+        "completionTokensPerFeedback": each(spent.completion_tokens),
+        "llmSecondsPerFeedback": each(spent.llm_seconds, 3),
+        "costPer1000Feedbacks": None,
+    }
+    if args.gpu_hours is not None:
+        figures["costPer1000Feedbacks"] = each(1000 * args.gpu_hours * args.gpu_price, 2)
+    print(json.dumps(figures, indent=2))
+    return DONE if records else NOT_DONE
 
 
 def redrive(settings: WorkerSettings) -> int:
