@@ -20,10 +20,13 @@ async def serve(port: int, backends: list[int]) -> None:
     turns = itertools.count()
 
     async def connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in backends:
+        # Each replica once, from this connection's turn on (the turns of connections made
+        # meanwhile are theirs: taking the next shared turn could land on the same refusal).
+        turn = next(turns)
+        for offset in range(len(backends)):
             try:
                 up_reader, up_writer = await asyncio.open_connection(
-                    "127.0.0.1", backends[next(turns) % len(backends)]
+                    "127.0.0.1", backends[(turn + offset) % len(backends)]
                 )
                 break
             except OSError:
