@@ -28,11 +28,13 @@ import simpy
 from devstack.fakes.llm.engine import Engine
 from feedback_worker.settings import WorkerSettings
 
+from bench import added_replica as added
 from bench.burst import (
     CALIBRATION,
     LOAD_S,
     OUTAGE_S,
     SAMPLE_EVERY_S,
+    WORKER_CONCURRENCY,
     Outage,
     Sampler,
     ideal_seconds,
@@ -211,6 +213,61 @@ def validate(latest: Path = LATEST) -> list[Row]:
     return [Row(config.name, real, simulate(config, chart)) for config, real in real_runs(latest)]
 
 
+@dataclass(frozen=True)
+class AddedReplicaFigures:
+    """Section 8's figures (bench/added_replica.py), as the model gives them."""
+
+    connections: str
+    drain_s: float
+    added_fill: float
+    seconds_to_full: float | None
+    added_token_share: float
+
+
+def added_replica(connections: str, age_s: float, chart: ChartFigures) -> AddedReplicaFigures:
+    """Section 8 on the model: one replica Ready, ADDED's workers, a second replica added once
+    ADDED_AT of the requests are delivered, the connections aging every `age_s`."""
+    bench_worker = replace(worker(WORKER_CONCURRENCY), connection_max_age_s=age_s)
+    fleet = Fleet(replace(chart, worker=bench_worker), CALIBRATION, AT_ONCE, Balancing.CONNECTION)
+    fleet.vllm.scale_to(1)
+    fleet.workers.scale_to(added.WORKERS)
+    fleet.accept(added.REQUESTS)
+    fills: list[tuple[float, float]] = []
+    tokens: dict[str, float] = {}
+    fleet.env.run(until=fleet.env.process(_added_watch(fleet, fills, tokens)))
+    slots = CALIBRATION.max_num_seqs
+    full = next((at for at, fill in fills if fill >= added.FULL * slots), None)
+    return AddedReplicaFigures(
+        connections=connections,
+        drain_s=max(m.delivered_s for m in fleet.messages),
+        added_fill=round(sum(f for _, f in fills) / len(fills) / slots, 3) if fills else 0.0,
+        seconds_to_full=full,
+        added_token_share=round(tokens["added"] / (tokens["both"] or 1), 3),
+    )
+
+
+def _added_watch(
+    fleet: Fleet, fills: list[tuple[float, float]], tokens: dict[str, float]
+) -> Generator[simpy.Event, Any, None]:
+    """bench/added_replica.py's loop: add the replica, then sample its running batch from its
+    start while more requests remain than both replicas run at once; its token share after."""
+    total_requests, slots = added.REQUESTS, CALIBRATION.max_num_seqs
+    while fleet.delivered < added.ADDED_AT * total_requests:
+        yield fleet.env.timeout(SAMPLE_EVERY_S)
+    fleet.vllm.scale_to(2)
+    first, second = fleet.vllm.live
+    while second.state is not ReplicaState.READY:
+        yield fleet.env.timeout(SAMPLE_EVERY_S)
+    ready_at = fleet.env.now
+    before = first.engine.counters.generation_tokens
+    while fleet.delivered < total_requests:
+        if total_requests - fleet.delivered > 2 * slots:
+            fills.append((fleet.env.now - ready_at, float(len(second.engine.running))))
+        yield fleet.env.timeout(SAMPLE_EVERY_S)
+    tokens["added"] = second.engine.counters.generation_tokens
+    tokens["both"] = tokens["added"] + first.engine.counters.generation_tokens - before
+
+
 def table(rows: list[Row]) -> str:
     lines = [
         "| scenario | real drain s | sim drain s | error | real ideal s | sim ideal s "
@@ -227,5 +284,32 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def added_replica_table(latest: Path = LATEST) -> str:
+    """Section 8's runs beside the model's (pinned connections: an age no burst reaches)."""
+    chart = figures(render({}))
+    lines = [
+        "| connections | real drain s | sim drain s | real added fill | sim added fill "
+        "| real s to 90 % | sim s to 90 % | real token share | sim token share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for real in json.loads(latest.read_text())["added_replica"]["runs"]:
+        pinned = real["connections"] == "pinned"
+        age_s = math.inf if pinned else float(real["connections"].split()[1])
+        model = added_replica(real["connections"], age_s, chart)
+        lines.append(
+            f"| {real['connections']} | {real['drain_s']:.0f} | {model.drain_s:.0f} "
+            f"| {real['added_fill']:.2f} | {model.added_fill:.2f} "
+            f"| {_seconds(real['seconds_to_full'])} | {_seconds(model.seconds_to_full)} "
+            f"| {real['added_token_share']:.2f} | {model.added_token_share:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0f}"
+
+
 if __name__ == "__main__":
     print(table(validate()), end="")
+    if "added_replica" in json.loads(LATEST.read_text()):
+        print("\n" + added_replica_table(), end="")

@@ -20,7 +20,14 @@ from bench.fleet.autoscaling import Hpa, Keda
 from bench.fleet.chart import ChartFigures, figures, render
 from bench.fleet.model import WEEK_BOUNDARY, Balancing, Delays, Fleet
 from bench.fleet.scenarios import Scenario, run
-from bench.fleet.validation import AT_ONCE, BurstConfig, real_runs, simulate
+from bench.fleet.validation import (
+    AT_ONCE,
+    BurstConfig,
+    added_replica,
+    added_replica_table,
+    real_runs,
+    simulate,
+)
 
 VALUES = Path(__file__).resolve().parents[2] / "charts" / "feedback-platform" / "values.yaml"
 
@@ -253,6 +260,19 @@ def test_the_validation_compares_every_gate_on_burst_of_the_latest_results() -> 
     configs = [config for config, _ in real_runs()]
     assert any(config.restart for config in configs)
     assert {(c.replicas, c.workers) for c in configs if not c.restart} >= {(2, 1), (2, 8)}
+
+
+def test_the_model_of_section_8_strands_the_added_replica_only_while_connections_are_pinned(
+    chart: ChartFigures,
+) -> None:
+    # Section 8's configuration (bench/added_replica.py) on the model, as the validation runs
+    # it beside the real processes' figures in latest.json.
+    pinned = added_replica("pinned", math.inf, chart)
+    aged = added_replica("aged 10 s", 10.0, chart)
+    assert pinned.seconds_to_full is None
+    assert pinned.added_fill < 0.1 < 0.7 < aged.added_fill
+    assert aged.drain_s < pinned.drain_s
+    assert "| aged 10 s |" in added_replica_table()
 
 
 def test_the_fleet_runs_only_when_named_with_your_own_figures() -> None:
