@@ -15,7 +15,7 @@ its batch, its share of the tokens generated after its start, and the drain.
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -25,6 +25,7 @@ from feedback_worker.settings import WorkerSettings
 from bench.burst import (
     SAMPLE_EVERY_S,
     BurstOptions,
+    BurstSetup,
     Engines,
     burst_worker_env,
     delivered_count,
@@ -76,14 +77,16 @@ def run() -> AddedReplica:
     with fauxqs("fauxqs-added-replica") as aws, callback_receiver() as callback:
         for name, age_s in (("pinned", PINNED_AGE_S), (f"aged {default_age:g} s", default_age)):
             with simulators(2, setup.time_scale) as engines:
-                runs.append(measure(aws, callback, engines, name, age_s / setup.time_scale))
+                aged = (("LLM_CONNECTION_MAX_AGE_SECONDS", str(age_s / setup.time_scale)),)
+                runs.append(
+                    measure(aws, callback, engines, name, replace(setup, worker_settings=aged))
+                )
     return AddedReplica(REQUESTS, WORKERS, setup.time_scale, runs)
 
 
 def measure(
-    aws: Emulator, callback: Receiver, engines: Engines, name: str, age_s: float
+    aws: Emulator, callback: Receiver, engines: Engines, name: str, setup: BurstSetup
 ) -> AddedReplicaRun:
-    setup = simulated(BurstOptions(requests=REQUESTS))
     scale, slots = setup.time_scale, setup.max_num_seqs
     sqs = aws.sqs()
     queues = fresh_queues(sqs, f"added-{name.split()[0]}")
@@ -92,7 +95,6 @@ def measure(
     added = engines.apis[1]
     SimulatedLlm(engines.controls[1]).stop()  # not there yet: its port refuses connections
     env = burst_worker_env(aws, callback, queues, engines.url, True, setup)
-    env["LLM_CONNECTION_MAX_AGE_SECONDS"] = str(age_s)
     with ExitStack() as stack:
         metrics_ports = []
         for number in range(WORKERS):

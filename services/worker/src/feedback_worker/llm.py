@@ -140,27 +140,21 @@ class FeedbackWriter:
         return Drafts(reviews, usage)
 
     async def _draft(self, prompt: Prompt) -> tuple[Review, Usage]:
-        started = time.perf_counter()
         try:
-            completion = await self._complete(prompt)
+            completion, spent = await self._complete(prompt)
         except openai.APIError as error:
             # Every API error is transient for the message: a 4xx here means the server or its
             # configuration is wrong (model name, key), which a fix repairs for every message.
             raise LlmUnavailable(
                 f"LLM call failed: {_describe(error)}", gate_reason=gate_reason(error)
             ) from error
-        counted = completion.usage
-        spent = Usage(
-            counted.prompt_tokens if counted else 0,
-            counted.completion_tokens if counted else 0,
-            time.perf_counter() - started,
-        )
         choice = completion.choices[0]
         content = choice.message.content or ""
         return review(content, choice.finish_reason, self._rules, prompt), spent
 
-    async def _complete(self, prompt: Prompt) -> ChatCompletion:
-        """The call as a GenAI `chat {model}` span; its latency, tokens and retries counted."""
+    async def _complete(self, prompt: Prompt) -> tuple[ChatCompletion, Usage]:
+        """The call as a GenAI `chat {model}` span; its latency, tokens and retries counted, and
+        what it cost the request."""
         with chat_span(
             self._model,
             max_tokens=self._max_tokens,
@@ -196,14 +190,19 @@ class FeedbackWriter:
                     None,
                     message=f"HTTP 200 without a completion: {response.http_response.text[:200]}",
                 )
-            self._observe(Outcome.OK, started)
+            seconds = self._observe(Outcome.OK, started)
             record_chat_completion(span, completion)
         self._count(completion, response.retries_taken)
-        return completion
+        counted = completion.usage
+        if counted is None:
+            return completion, Usage(0, 0, seconds)
+        return completion, Usage(counted.prompt_tokens, counted.completion_tokens, seconds)
 
-    def _observe(self, outcome: Outcome, started: float) -> None:
+    def _observe(self, outcome: Outcome, started: float) -> float:
+        """The call's seconds, into feedback_worker_llm_duration_seconds."""
         duration = time.perf_counter() - started
         metrics.WORKER_LLM_DURATION.labels(self._model, outcome).observe(duration)
+        return duration
 
     def _count(self, completion: ChatCompletion, retries: int) -> None:
         if retries:

@@ -6,6 +6,7 @@ happened left out, and the content only once delivered (before that a retry may 
 it).
 """
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Self
 
@@ -89,13 +90,7 @@ class RequestStatus(_View):
             if delivered
             else None,
             failure_reason=record.failure_reason if ended else None,
-            usage=UsageView(
-                prompt_tokens=record.usage.prompt_tokens,
-                completion_tokens=record.usage.completion_tokens,
-                llm_seconds=record.usage.llm_seconds,
-            )
-            if record.usage
-            else None,
+            usage=UsageView(**asdict(record.usage)) if record.usage else None,
         )
 
     def shown(self) -> dict[str, Any]:
