@@ -3,6 +3,7 @@ one that cannot reach SQS yet waits."""
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -11,6 +12,7 @@ import pytest
 from devstack.processes import free_port
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.settings import WorkerSettings
+from feedback_worker.startup import LLM_WAIT_MAX_SECONDS
 from feedback_worker.worker import Worker
 from mypy_boto3_sqs import SQSClient
 
@@ -131,6 +133,27 @@ async def test_while_sqs_does_not_answer_start_up_waits_and_says_so(
         r.getMessage() for r in caplog.records if "start-up: SQS not answering" in r.getMessage()
     ]
     assert len(waits) >= 2  # tried again after a backoff, not a traceback and an exit
+
+
+async def test_while_the_llm_loads_start_up_asks_again_every_few_seconds(
+    worker_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first pod of a burst waits here through vLLM's cold start (minutes): each try's delay
+    # doubles from 1 s, then stays at the gate probe's 5 s (not start-up's 30 s), so it finds
+    # vLLM at most 5 s after it serves. Four tries take 5.25-7 s; the fourth delay would be 6-8 s.
+    loading = f"http://127.0.0.1:{free_port()}/v1"
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(create_worker(worker_env, LLM_BASE_URL=loading), timeout=8.5)
+
+    delays = [
+        float(re.search(r"next try in ([\d.]+)s", r.getMessage()).group(1))  # type: ignore[union-attr]
+        for r in caplog.records
+        if "start-up: the LLM not answering" in r.getMessage()
+    ]
+    assert len(delays) >= 4
+    assert max(delays) <= LLM_WAIT_MAX_SECONDS
+    assert delays[3] > LLM_WAIT_MAX_SECONDS / 2  # it doubled up to the cap, not stayed at 1 s
 
 
 async def create_worker(env: dict[str, str], **overrides: str) -> Worker:

@@ -8,6 +8,10 @@ store table (REQUEST_TABLE_NAME) that is missing, refused or keyed otherwise.
 
 Waited for, with backoff and a JSON log line per try: SQS, the LLM or DynamoDB not answering. A
 vLLM pod takes minutes to load its model, and the worker must not take messages it cannot work.
+At the start of a burst from an empty GPU pool the first worker pod starts beside the first vLLM
+replica (the chart's worker ScaledObject) and waits here through vLLM's cold start: it asks
+every LLM_WAIT_MAX_SECONDS at most, as the LLM gate's probe does, so vLLM's first minutes of
+work are not spent waiting for the worker's next try.
 """
 
 import asyncio
@@ -24,6 +28,7 @@ from feedback_worker.aws_calls import AwsCalls
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.errors import ConfigurationError
 from feedback_worker.llm import FeedbackWriter
+from feedback_worker.llm_gate import PROBE_MAX_SECONDS
 from feedback_worker.settings import WorkerSettings
 from feedback_worker.sqs import QueueFacts, Sqs, SqsSource, read_queue_facts
 
@@ -33,6 +38,9 @@ T = TypeVar("T")
 
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0
+LLM_WAIT_MAX_SECONDS = PROBE_MAX_SECONDS
+"""vLLM found at most this long after it serves (at 30 s, 15 s on average: issue 23's fleet,
+first delivery cold start + 33 s where it asks for + 30 s)."""
 
 
 class NotUpYet(Exception):
@@ -62,7 +70,9 @@ async def open_request_queue(settings: WorkerSettings, sqs: Sqs) -> SqsSource:
 
 async def check_model(settings: WorkerSettings, writer: FeedbackWriter) -> None:
     """LLM_MODEL is among the models the LLM serves; waits while the LLM does not answer."""
-    served = await _until_up("the LLM", lambda: _served_models(settings, writer))
+    served = await _until_up(
+        "the LLM", lambda: _served_models(settings, writer), LLM_WAIT_MAX_SECONDS
+    )
     if settings.llm_model not in served:
         raise ConfigurationError(
             f"LLM_MODEL {settings.llm_model!r} is not served at {settings.llm_base_url} "
@@ -124,13 +134,15 @@ async def _served_models(settings: WorkerSettings, writer: FeedbackWriter) -> li
         raise NotUpYet(type(error).__name__) from error
 
 
-async def _until_up(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+async def _until_up(
+    what: str, attempt: Callable[[], Awaitable[T]], max_seconds: float = RETRY_MAX_SECONDS
+) -> T:
     tries = 0
     while True:
         try:
             return await attempt()
         except NotUpYet as error:
             tries += 1
-            delay = backoff_delay(tries, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
+            delay = backoff_delay(tries, RETRY_BASE_SECONDS, max_seconds)
             log.warning("start-up: %s not answering (%s); next try in %.1fs", what, error, delay)
             await asyncio.sleep(delay)
