@@ -5,6 +5,8 @@ the worker's ConfigMap (its concurrency and the LLM gate's settings), vLLM's arg
 (`--max-num-seqs`) and its startup probe all come from the objects an install would create:
 charts/feedback-platform with its ci/minimal-values.yaml (the least a release needs) and the
 scenario's `--set` pairs. The helm binary is the chart tests' (devstack/helm_binary.py).
+How long an empty GPU node is kept comes from the node pool the chart's vLLM lands on,
+k8s/cluster/gpu-node-pool.karpenter.yaml (`consolidate_after_s`).
 
 What the chart leaves to Kubernetes is Kubernetes' default here, each with its source:
 the HPA's default scale-up/scale-down behaviour and its 0.1 tolerance.
@@ -31,6 +33,7 @@ CHART = REPO / "charts" / "feedback-platform"
 MINIMAL_VALUES = CHART / "ci" / "minimal-values.yaml"
 HELM_CACHE = REPO / ".run" / f"helm-{LAYER_DISTRIBUTION}-{layer_version()}"
 RELEASE = "feedback"
+NODE_POOL = REPO / "k8s" / "cluster" / "gpu-node-pool.karpenter.yaml"
 
 Manifest = dict[str, Any]
 
@@ -156,6 +159,17 @@ class ChartFigures:
     """vLLM is Ready (a Service endpoint, counted by llm_ready) at the first probe once up."""
 
 
+def consolidate_after_s(path: Path = NODE_POOL) -> float:
+    """The NodePool's `disruption.consolidateAfter` in seconds: how long Karpenter keeps an
+    empty node (a Go duration such as 30s or 1m30s; "Never" has no price, so it is refused)."""
+    (pool,) = [doc for doc in yaml.safe_load_all(path.read_text()) if doc["kind"] == "NodePool"]
+    duration = pool["spec"]["disruption"]["consolidateAfter"]
+    parts = re.findall(r"(\d+)([smh])", duration)
+    if not parts or "".join(n + unit for n, unit in parts) != duration:
+        raise ValueError(f"{path}: consolidateAfter {duration!r} is no duration to price")
+    return float(sum(int(n) * {"s": 1, "m": 60, "h": 3600}[unit] for n, unit in parts))
+
+
 def render(sets: Mapping[str, str]) -> list[Manifest]:
     """The objects `helm template` renders with the minimal values and these --set pairs."""
     args = [str(helm_binary(HELM_CACHE)), "template", RELEASE, str(CHART), "--namespace"]
@@ -254,15 +268,18 @@ def _rules(rules: Manifest | None, default: ScalingRules) -> ScalingRules:
 
 
 def _pods_per_llm_replica(spec: Manifest) -> int | None:
-    """From the chart's formula `min(queue, llm_ready * N)` with target T: N ÷ T pods a replica;
-    None without the formula (llmCap off)."""
+    """From the chart's formula `min(queue, max(llm_ready * N, T))` with target T: N ÷ T pods a
+    replica (and one pod while none is ready); None without the formula (llmCap off)."""
     modifiers = spec.get("advanced", {}).get("scalingModifiers")
     if not modifiers:
         return None
-    found = re.fullmatch(r"min\(queue, llm_ready \* (\d+)\)", modifiers["formula"])
+    target = int(modifiers["target"])
+    found = re.fullmatch(
+        rf"min\(queue, max\(llm_ready \* (\d+), {target}\)\)", modifiers["formula"]
+    )
     if found is None:
         raise ValueError(f"no model of the formula {modifiers['formula']!r}")
-    return int(found.group(1)) // int(modifiers["target"])
+    return int(found.group(1)) // target
 
 
 def _worker(data: Mapping[str, str]) -> Worker:

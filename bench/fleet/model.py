@@ -41,8 +41,9 @@ from devstack.fakes.llm.engine import Calibration, Engine, OutputLengths, Sequen
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.http_clients import IDLE_EXPIRY_SECONDS
 from feedback_worker.llm_gate import PROBE_BASE_SECONDS, PROBE_MAX_SECONDS, Capacity, next_limit
+from feedback_worker.startup import LLM_WAIT_MAX_SECONDS, RETRY_BASE_SECONDS
 
-from bench.fleet.chart import ChartFigures
+from bench.fleet.chart import ChartFigures, consolidate_after_s
 
 WEEK_BOUNDARY = datetime(2026, 12, 7, tzinfo=ZoneInfo("Asia/Seoul"))
 """The clock's 0: the week's boundary, a Monday 00:00 in the backend's time zone (docs/
@@ -68,8 +69,9 @@ class Delays:
     """15 GB of weights from the gp3 model cache (docs/deploying.md: ~30 s at 500 MB/s)."""
     worker_start_s: float = 10.0
     """A worker pod on a CPU node that is there: scheduling, a cached image, Python's start."""
-    node_release_s: float = 600.0
-    """An empty GPU node stays (and is paid) this long before it is removed."""
+    node_release_s: float = field(default_factory=consolidate_after_s)
+    """An empty GPU node stays (and is paid) this long before it is removed: the node pool's
+    `consolidateAfter` (k8s/cluster/gpu-node-pool.karpenter.yaml)."""
 
 
 class Balancing(StrEnum):
@@ -454,7 +456,14 @@ class Pod:
         self.fill()
 
     def _start(self) -> Generator[simpy.Event, Any, None]:
-        yield self.fleet.env.timeout(self.fleet.delays.worker_start_s)
+        """Its start, then its start-up check's wait for a ready vLLM replica (the first pod of
+        a burst starts beside the first replica, feedback_worker/startup.py)."""
+        env = self.fleet.env
+        yield env.timeout(self.fleet.delays.worker_start_s)
+        tries = 0
+        while self.state is PodState.STARTING and not self.fleet.vllm.ready():
+            tries += 1
+            yield env.timeout(backoff_delay(tries, RETRY_BASE_SECONDS, LLM_WAIT_MAX_SECONDS))
         if self.state is PodState.STARTING:
             self.state = PodState.RUNNING
             self.running_since = self.fleet.env.now
@@ -598,11 +607,11 @@ class Fleet:
         return {"queue": self.queue.depth, "waiting": waiting, **windows}
 
     def worker_metrics(self) -> dict[str, float]:
-        """The worker ScaledObject's formula: min(queue, llm_ready x pods per replica x target),
-        or its queue trigger alone without the cap."""
+        """The worker ScaledObject's formula: min(queue, max(llm_ready x pods per replica x
+        target, target)), or its queue trigger alone without the cap."""
         (trigger,) = self.chart.worker_scaling.triggers
         per_replica = self.chart.pods_per_llm_replica
         if per_replica is None:
             return {trigger.name: self.queue.depth}
-        cap = len(self.vllm.ready()) * per_replica * trigger.target
+        cap = max(len(self.vllm.ready()) * per_replica * trigger.target, trigger.target)
         return {trigger.name: min(self.queue.depth, cap)}

@@ -254,8 +254,10 @@ def test_workers_are_capped_by_the_ready_vllm_replicas(render_scenario: Render) 
     queue_length = int(config_of(manifests, "worker")["WORKER_CONCURRENCY"])
     modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
     # 256 running sequences per vLLM replica / 32 calls per pod = 8 pods per replica, each
-    # counted at its queue length: pods = min(queue / 32, ready * 8).
-    assert modifiers["formula"] == f"min(queue, llm_ready * {8 * queue_length})"
+    # counted at its queue length: pods = min(queue / 32, ready * 8), one while none is ready
+    # (it waits for vLLM in its start-up check).
+    formula = f"min(queue, max(llm_ready * {8 * queue_length}, {queue_length}))"
+    assert modifiers["formula"] == formula
     assert modifiers["target"] == str(queue_length)
     assert _trigger(scaled, "aws-sqs-queue")["name"] == "queue"
     ready = _trigger(scaled, "prometheus")
@@ -271,7 +273,7 @@ def test_workers_per_vllm_replica_follow_its_batch_and_their_concurrency(helm: H
         MINIMAL_VALUES, sets={"vllm.maxNumSeqs": "128", "worker.concurrency": "48"}
     )
     modifiers = one(manifests, "ScaledObject", "worker")["spec"]["advanced"]["scalingModifiers"]
-    assert modifiers["formula"] == f"min(queue, llm_ready * {3 * 48})"  # ceil(128 / 48) = 3
+    assert modifiers["formula"] == f"min(queue, max(llm_ready * {3 * 48}, 48))"  # ceil(128 / 48)
 
 
 def test_the_worker_cap_keeps_every_vllm_replica_busy_unless_set_higher(helm: Helm) -> None:
