@@ -17,6 +17,7 @@ vLLM"); `--log-level=INFO -rP` prints each scenario's figures.
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +36,10 @@ from feedback_worker.llm_gate import (
     GateReason,
     GateState,
     LlmGate,
+    free_places,
+    learnt_batch,
     next_limit,
+    next_limit_over_replicas,
     read_capacity,
 )
 from feedback_worker.slots import Bounds
@@ -530,6 +534,51 @@ def test_nothing_waiting_doubles_in_slow_start_then_grows_by_a_tenth() -> None:
 
 def test_an_unused_limit_does_not_grow() -> None:
     assert next_limit(100, 20, Capacity(20, 0), 16, slow_start=False) == (100, False)
+
+
+def test_over_one_replica_the_law_is_the_single_reading_s() -> None:
+    for limit, in_flight, reading in ((128, 128, Capacity(256, 256)), (100, 95, Capacity(100, 3))):
+        assert next_limit_over_replicas(limit, in_flight, [reading], 16, False) == next_limit(
+            limit, in_flight, reading, 16, False
+        )
+
+
+def test_a_replica_added_beside_a_full_one_is_filled_at_the_next_poll() -> None:
+    # Four workers at 68 keep one replica at 256 running + 16 waiting; a second comes up empty.
+    # Its 272 places are each worker's share of 272 held: each doubles, and the four together
+    # send the new replica 272 calls at once, where the law alone would grow each by a tenth.
+    readings = [Capacity(256, 16), Capacity(0, 0)]
+    batch = learnt_batch(readings, 0)
+    assert batch == 256
+    assert free_places(readings, 16, batch) == 272
+    assert next_limit_over_replicas(68, 68, readings, 16, False, batch) == (136, False)
+    assert next_limit(68, 68, Capacity(256, 16), 16, slow_start=False) == (75, False)
+
+
+def test_room_beside_a_crowded_replica_outweighs_its_waiting() -> None:
+    # 100 wait on the old replica (more than both targets): summed, the law would cut every
+    # limit; the new replica's 272 places are filled instead.
+    readings = [Capacity(256, 100), Capacity(0, 0)]
+    limit, _ = next_limit_over_replicas(89, 89, readings, 16, False, learnt_batch(readings, 0))
+    assert limit == math.ceil(89 * (356 + 272) / 356)
+
+
+def test_a_batch_once_seen_full_counts_its_free_places_when_nothing_waits() -> None:
+    # Three replicas just added run 190 each beside a fourth at 200, nothing waiting: with the
+    # batch seen at 256 the pods fill the 4 x 272 places now, not a tenth a poll.
+    readings = [Capacity(200, 0), Capacity(190, 0), Capacity(190, 0), Capacity(190, 0)]
+    assert learnt_batch(readings, 256) == 256
+    assert free_places(readings, 16, 256) == 4 * 272 - 770
+    assert next_limit_over_replicas(24, 24, readings, 16, False, 256) == (34, False)
+
+
+def test_before_any_batch_is_seen_full_there_is_no_room_to_fill() -> None:
+    assert free_places([Capacity(256, 20), Capacity(256, 17)], 16, 256) == 0
+    # Nothing ever waited: how big a batch is, is not known (slow start grows instead).
+    readings = [Capacity(30, 0), Capacity(0, 0)]
+    assert learnt_batch(readings, 0) == 0
+    assert free_places(readings, 16, 0) == 0
+    assert next_limit_over_replicas(16, 16, readings, 16, True, 0) == (32, True)
 
 
 def test_vllm_metrics_are_read_from_the_simulator_text() -> None:

@@ -127,7 +127,7 @@ async def test_while_sqs_does_not_answer_start_up_waits_and_says_so(
     dead_end = f"http://127.0.0.1:{free_port()}"
 
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(create_worker(worker_env, AWS_ENDPOINT_URL=dead_end), timeout=2.5)
+        await asyncio.wait_for(create_worker(worker_env, AWS_ENDPOINT_URL=dead_end), timeout=5)
 
     waits = [
         r.getMessage() for r in caplog.records if "start-up: SQS not answering" in r.getMessage()

@@ -45,6 +45,8 @@ import httpx2
 from llm_common.telemetry.names import AttemptOutcome
 from prometheus_client import Counter
 
+from feedback_worker.replicas import Replicas, RoutedTransport
+
 log = logging.getLogger(__name__)
 
 IDLE_EXPIRY_SECONDS = 2.0
@@ -192,18 +194,25 @@ def bounded_client(
     follow_redirects: bool = False,
     attempts: Counter | None = None,
     max_age_seconds: float = math.inf,
+    replicas: Replicas | None = None,
 ) -> httpx2.AsyncClient:
     """A client whose every attempt ends within `attempt_seconds`, with at most
     `max_connections` open (all kept while busy), none reused after IDLE_EXPIRY_SECONDS idle
     nor once `max_age_seconds` old; each attempt's outcome counted in `attempts` (labelled
-    `outcome`) when given."""
+    `outcome`) when given; each call sent to the replica `replicas` chooses when given
+    (feedback_worker/replicas.py)."""
     limits = httpx2.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
         keepalive_expiry=IDLE_EXPIRY_SECONDS,
     )
+    transport: httpx2.AsyncBaseTransport = AttemptTransport(
+        attempt_seconds, limits, attempts, max_age_seconds
+    )
+    if replicas is not None:
+        transport = RoutedTransport(transport, replicas)
     return httpx2.AsyncClient(
-        transport=AttemptTransport(attempt_seconds, limits, attempts, max_age_seconds),
+        transport=transport,
         timeout=attempt_seconds,
         headers=headers,
         follow_redirects=follow_redirects,

@@ -23,6 +23,7 @@ from feedback_worker.errors import LlmUnavailable, UnfitContent
 from feedback_worker.http_clients import bounded_client
 from feedback_worker.llm_gate import GateReason
 from feedback_worker.prompt import Prompt
+from feedback_worker.replicas import Replicas
 from feedback_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,10 @@ class FeedbackWriter:
         self._extra_body = None if priority is None else {"priority": priority}
 
     @classmethod
-    def from_settings(cls, settings: WorkerSettings) -> "FeedbackWriter":
+    def from_settings(
+        cls, settings: WorkerSettings, replicas: Replicas | None = None
+    ) -> "FeedbackWriter":
+        """Calls balanced over `replicas` when given (LLM_REPLICAS), else to LLM_BASE_URL."""
         client = AsyncOpenAI(
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key.get_secret_value() or NO_API_KEY,
@@ -96,6 +100,7 @@ class FeedbackWriter:
                 follow_redirects=True,
                 attempts=metrics.WORKER_LLM_ATTEMPTS,
                 max_age_seconds=settings.llm_connection_max_age_seconds,
+                replicas=replicas,
             ),
         )
         rules = content_rules(settings)

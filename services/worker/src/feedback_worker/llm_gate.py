@@ -45,7 +45,9 @@ alone, so after one it grows by a tenth a poll, never doubled straight back to w
 it.
 
 Behind a Service with several replicas each poll reads one replica; the calls are spread evenly
-over them, so the target holds per replica.
+over them, so the target holds per replica. With LLM_REPLICAS each poll reads every replica and
+the law runs over all the readings (`next_limit_over_replicas`; feedback_worker/replicas.py
+balances the calls on them).
 
 LLM_GATE_ENABLED=false is today's worker: a fixed WORKER_CONCURRENCY and the openai client's
 own retries (the burst bench's baseline).
@@ -56,8 +58,10 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import httpx2
 from llm_common.telemetry import metrics
@@ -66,6 +70,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.errors import LlmUnavailable
 from feedback_worker.slots import Bounds
+
+if TYPE_CHECKING:
+    from feedback_worker.replicas import Replicas
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +135,49 @@ def next_limit(
     return limit, slow_start
 
 
+def next_limit_over_replicas(
+    limit: int,
+    in_flight: int,
+    readings: Sequence[Capacity],
+    target_waiting: int,
+    slow_start: bool,
+    batch: float = 0.0,
+) -> tuple[int, bool]:
+    """The law over every replica's reading, each call sent to the replica with the most room
+    (feedback_worker/replicas.py): the readings summed are one replica's law with the target
+    per replica. Besides, places free beside full batches (`free_places`, `batch` the size a
+    replica's batch was seen to reach) are filled at once: every pod grows its limit by its
+    share of them (its calls in flight ÷ all the readings hold), as the share rule cuts it by
+    its share of what waits too much. A replica added mid-burst beside a full one is then filled
+    at the next poll, where the law alone grew a tenth a poll and a pod's reading of one replica
+    rarely showed the new one (90 % of its batch 21 s after its start in section 8, with the
+    gate polling every second)."""
+    total = Capacity(sum(r.running for r in readings), sum(r.waiting for r in readings))
+    limit, slow_start = next_limit(
+        limit, in_flight, total, target_waiting * len(readings), slow_start
+    )
+    held = total.running + total.waiting
+    room = free_places(readings, target_waiting, batch)
+    if room and held:
+        limit = max(limit, math.ceil(in_flight * (held + room) / held))
+    return limit, slow_start
+
+
+def learnt_batch(readings: Sequence[Capacity], batch: float) -> float:
+    """The largest batch a replica ran while requests waited there (so it ran all it could:
+    vLLM's --max-num-seqs, or what its KV cache holds): vLLM does not publish it."""
+    return max([batch, *(r.running for r in readings if r.waiting > 0)])
+
+
+def free_places(readings: Sequence[Capacity], target_waiting: int, batch: float) -> float:
+    """Places the replicas' batches and targets have beyond what they hold: 0 with one replica
+    (its law is `next_limit`'s) or before any batch was seen full (its size is not known: slow
+    start grows the limit meanwhile)."""
+    if len(readings) < 2 or not batch:
+        return 0.0
+    return sum(max(0.0, batch + target_waiting - r.running - r.waiting) for r in readings)
+
+
 def read_capacity(text: str) -> Capacity | None:
     """vLLM's running and waiting gauges (summed over models), or None when it has none."""
     found: dict[str, float] = {}
@@ -150,8 +200,10 @@ class LlmGate:
         poll_seconds: float,
         target_waiting: int,
         start_limit: int,
+        replicas: "Replicas | None" = None,
     ) -> None:
         self._bounds = bounds
+        self._replicas = replicas
         self._http = http
         self._server_url = server_url.rstrip("/")
         self._poll_seconds = poll_seconds
@@ -160,6 +212,8 @@ class LlmGate:
         self._limit = self._start_limit
         """The limit while open; TRIAL sets the bounds to one call meanwhile, CLOSED to none."""
         self._slow_start = True
+        self._batch = 0.0
+        """The largest batch a replica was seen to run (`learnt_batch`)."""
         self._has_metrics: bool | None = None
         """Unknown until the first reading of /metrics."""
         self._failed_tries = 0
@@ -220,7 +274,7 @@ class LlmGate:
         if self.state is GateState.CLOSED:
             return
         try:
-            reading = await self._capacity()
+            readings = await self._readings()
         except httpx2.TransportError as error:
             self.call_failed(
                 LlmUnavailable(
@@ -228,17 +282,19 @@ class LlmGate:
                 )
             )
             return
-        self._note_metrics(reading)
+        self._note_metrics(readings)
         if self.state is not GateState.OPEN:
             return  # a trial decides the limit's next step, or the gate closed meanwhile
         # Without metrics: as if nothing waited (timeouts and overloads bring the limit down).
-        capacity = reading or Capacity(self._bounds.work.in_use, 0)
-        self._limit, self._slow_start = next_limit(
+        readings = readings or [Capacity(self._bounds.work.in_use, 0)]
+        self._batch = learnt_batch(readings, self._batch)
+        self._limit, self._slow_start = next_limit_over_replicas(
             self._limit,
             self._bounds.work.in_use,
-            capacity,
+            readings,
             self._target_waiting,
             self._slow_start,
+            self._batch,
         )
         self._bounds.set_limit(self._limit)
 
@@ -246,13 +302,13 @@ class LlmGate:
         """Before the first receive: whether the LLM serves vLLM's metrics (an LLM without
         them starts at WORKER_CONCURRENCY); an LLM that does not answer is learnt later."""
         with contextlib.suppress(httpx2.TransportError):
-            self._note_metrics(await self._capacity())
+            self._note_metrics(await self._readings())
 
-    def _note_metrics(self, reading: Capacity | None) -> None:
+    def _note_metrics(self, readings: list[Capacity] | None) -> None:
         if self._has_metrics is not None:
             return
-        self._has_metrics = reading is not None
-        if reading is None:
+        self._has_metrics = readings is not None
+        if readings is None:
             log.info(
                 "no vLLM metrics at %s/metrics: the limit starts at WORKER_CONCURRENCY and "
                 "timeouts and overloads alone move it",
@@ -317,6 +373,14 @@ class LlmGate:
             if response.status_code != 404:
                 return response.status_code == 200
         return False
+
+    async def _readings(self) -> list[Capacity] | None:
+        """vLLM's reading of each replica (LLM_REPLICAS), or of the one the Service's poll
+        reaches; None without vLLM's metrics; raises httpx2.TransportError when unreachable."""
+        if self._replicas is not None:
+            return await self._replicas.refresh(self._http)
+        reading = await self._capacity()
+        return None if reading is None else [reading]
 
     async def _capacity(self) -> Capacity | None:
         """vLLM's reading; None without one; raises httpx2.TransportError when unreachable."""

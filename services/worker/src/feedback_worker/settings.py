@@ -75,6 +75,12 @@ class WorkerSettings(ServiceSettings):
     """Stop receiving while the LLM is down, adapt the calls in flight to what it can take."""
     llm_capacity_poll_seconds: float = Field(1.0, gt=0)
     """How often the gate reads vllm:num_requests_waiting from the LLM's /metrics."""
+    llm_replicas: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """vLLM's replicas, comma-separated `host[:port]` (the port LLM_BASE_URL's where none is
+    given), typically a headless Service's DNS name, which resolves to every ready vLLM pod:
+    the gate reads each one's /metrics at every poll and each call goes to the one with the
+    most room (feedback_worker/replicas.py). Empty: every call to LLM_BASE_URL, balanced by
+    the Service per connection. Needs the gate (LLM_GATE_ENABLED)."""
     llm_target_waiting: int = Field(16, ge=0)
     """Requests allowed to wait inside vLLM (all workers together): enough to refill the slots
     freed between two polls (at the 3,300 tokens/s plateau ~15 feedbacks end per second), few
@@ -226,12 +232,20 @@ class WorkerSettings(ServiceSettings):
         # A JSON list, from the environment or passed as text: stop strings may hold commas.
         return json.loads(value) if isinstance(value, str) else value
 
-    @field_validator("callback_allowed_hosts", mode="before")
+    @field_validator("callback_allowed_hosts", "llm_replicas", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [host.strip().lower() for host in value.split(",") if host.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _replicas_read_by_the_gate(self) -> Self:
+        if self.llm_replicas and not self.llm_gate_enabled:
+            raise ValueError(
+                "LLM_REPLICAS needs LLM_GATE_ENABLED: the gate's poll reads the replicas"
+            )
+        return self
 
     @model_validator(mode="after")
     def _callback_host_allowed(self) -> Self:

@@ -28,6 +28,7 @@ from feedback_worker.llm import NO_API_KEY, FeedbackWriter
 from feedback_worker.llm_gate import LlmGate
 from feedback_worker.prompt import InvalidTemplate, PromptTemplate
 from feedback_worker.records import RequestRecords
+from feedback_worker.replicas import Replicas
 from feedback_worker.runner import Runner, RunnerConfig
 from feedback_worker.settings import WorkerSettings
 from feedback_worker.slots import Bounds
@@ -84,8 +85,10 @@ class Worker:
         sqs: Sqs,
         store: RequestStore | None,
         clock: Clock | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
-        """Wiring only (nothing is checked or started): see `create`."""
+        """Wiring only (nothing is checked or started): see `create`. `replicas`: LLM_REPLICAS,
+        shared by the writer's calls and the gate's polls."""
         self.settings = settings
         self._source = source
         self._writer = writer
@@ -102,6 +105,7 @@ class Worker:
                 settings.llm_capacity_poll_seconds,
                 settings.llm_target_waiting,
                 settings.llm_start_limit,
+                replicas,
             )
             if settings.llm_gate_enabled
             else None
@@ -144,7 +148,12 @@ class Worker:
         # once), plus the heartbeat and a spare: no AWS call waits for a thread.
         aws = AwsCalls(settings.most_held + 2)
         sqs = Sqs.on(aws, settings.aws_region)
-        writer = FeedbackWriter.from_settings(settings)
+        replicas = (
+            Replicas.from_names(settings.llm_replicas, settings.llm_base_url)
+            if settings.llm_replicas
+            else None
+        )
+        writer = FeedbackWriter.from_settings(settings, replicas)
         try:
             if source is None:
                 source = await open_request_queue(settings, sqs)
@@ -155,7 +164,7 @@ class Worker:
             sqs.close()
             aws.close()
             raise
-        return cls(settings, source, writer, prompt, aws, sqs, store, clock)
+        return cls(settings, source, writer, prompt, aws, sqs, store, clock, replicas)
 
     def stop(self) -> None:
         """Stop receiving and drain (SIGTERM, SIGINT). Safe to call more than once."""

@@ -1,0 +1,77 @@
+"""LLM_REPLICAS: the worker reads every vLLM replica and sends each call to the one with the
+most room, so a replica started mid-burst gets its batch where the Service alone would have
+kept every call on the replica the worker reached first (feedback_worker/replicas.py)."""
+
+import asyncio
+
+import pytest
+from devstack.fakes.llm import Calibration
+from feedback_worker.memory import InMemorySource
+from feedback_worker.replicas import Replicas
+from feedback_worker.settings import WorkerSettings
+from pydantic import ValidationError
+
+from tests.support.factories import RunFeedback
+from tests.support.fakes import CallbackReceiver, simulated_llm
+from tests.support.records import weekly_record
+from tests.support.waiting import eventually
+
+SIM_MODEL = "sim-7b"
+BATCH = 4
+REQUESTS = 60
+
+
+def _answered(stats: dict[str, object]) -> int:
+    success = stats["success"]
+    assert isinstance(success, dict)
+    return sum(success.values())
+
+
+async def test_a_replica_started_mid_burst_runs_a_full_batch_beside_the_first(
+    run_feedback: RunFeedback, receiver: CallbackReceiver
+) -> None:
+    batch = Calibration.published(max_num_seqs=BATCH)
+    with (
+        simulated_llm(batch, time_scale=5, model=SIM_MODEL) as first,
+        simulated_llm(batch, time_scale=5, model=SIM_MODEL) as second,
+    ):
+        second.stop()  # not Ready yet: its port refuses, as vLLM's while it loads
+        source = InMemorySource()
+        for member_id in range(1, REQUESTS + 1):
+            source.send(weekly_record(member_id, f"{member_id}-w"), group_id=str(member_id))
+        worker = asyncio.create_task(
+            run_feedback(
+                source,
+                # The Service: the first replica only, as kube-proxy's pinned connections were.
+                LLM_BASE_URL=first.base_url,
+                LLM_REPLICAS=f"127.0.0.1:{first.port},127.0.0.1:{second.port}",
+                LLM_MODEL=SIM_MODEL,
+                LLM_GATE_ENABLED="true",
+                WORKER_CONCURRENCY="16",
+                LLM_TARGET_WAITING="2",
+                LLM_CAPACITY_POLL_SECONDS="0.2",
+            )
+        )
+        await eventually(lambda: first.stats()["waiting"] > 0, what="the first batch full")
+        second.start()
+        await eventually(lambda: second.stats()["running"] == BATCH, what="the second's batch")
+        await worker
+
+        assert _answered(first.stats()) + _answered(second.stats()) == REQUESTS
+        assert _answered(second.stats()) >= BATCH
+    assert len(receiver.deliveries()) == REQUESTS
+    assert source.counts() == (0, 0)
+
+
+def test_replicas_are_named_with_or_without_a_port() -> None:
+    replicas = Replicas.from_names(
+        ["vllm-replicas.feedback.svc", "10.0.0.7:8001"], "http://vllm.feedback.svc:8000/v1"
+    )
+    assert replicas.names == [("vllm-replicas.feedback.svc", 8000), ("10.0.0.7", 8001)]
+
+
+def test_replicas_without_the_gate_are_refused(worker_env: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="LLM_REPLICAS needs LLM_GATE_ENABLED"):
+        WorkerSettings.model_validate(
+            {**worker_env, "LLM_REPLICAS": "vllm-replicas:8000", "LLM_GATE_ENABLED": "false"}
+        )
