@@ -4,8 +4,10 @@ Two simulated replicas (devstack.fakes.llm, the burst's calibration) behind
 bench/round_robin_proxy.py, kube-proxy's part: each new connection goes to the next replica that
 accepts it, so a stopped or loading one gets none. The second replica is stopped before the
 workers start and started once ADDED_AT of the requests are delivered, as the HPA adding one
-would be. The same burst runs twice: the workers' connections pinned (LLM_CONNECTION_MAX_AGE_
-SECONDS a day: what they did before the age) and at the worker's default age.
+would be. The same burst runs three times: the workers' connections pinned (LLM_CONNECTION_MAX_
+AGE_SECONDS a day: what they did before the age), at the worker's default age, and with the
+workers reading both replicas and balancing their calls themselves (LLM_REPLICAS, as the chart
+wires them over a headless Service).
 
 Figures (the burst's clock, virtual seconds = real seconds x time scale): the added replica's
 batch fill (its running ÷ max_num_seqs, sampled every 0.25 s from its start while more requests
@@ -46,6 +48,9 @@ ADDED_AT = 1 / 3
 PINNED_AGE_S = 86_400.0
 """A day: no connection ages out within a burst, as before LLM_CONNECTION_MAX_AGE_SECONDS."""
 FULL = 0.9
+REPLICAS = "replicas (LLM_REPLICAS)"
+"""The run in which the workers balance their calls over both replicas themselves
+(feedback_worker/replicas.py), the proxy only for what precedes the first reading."""
 
 
 @dataclass(frozen=True)
@@ -75,13 +80,23 @@ def run() -> AddedReplica:
     default_age = float(WorkerSettings.model_fields["llm_connection_max_age_seconds"].default)
     runs = []
     with fauxqs("fauxqs-added-replica") as aws, callback_receiver() as callback:
-        for name, age_s in (("pinned", PINNED_AGE_S), (f"aged {default_age:g} s", default_age)):
+        for name, age_s in (
+            ("pinned", PINNED_AGE_S),
+            (f"aged {default_age:g} s", default_age),
+            (REPLICAS, default_age),
+        ):
             with simulators(2, setup.time_scale) as engines:
-                aged = (("LLM_CONNECTION_MAX_AGE_SECONDS", str(age_s / setup.time_scale)),)
-                runs.append(
-                    measure(aws, callback, engines, name, replace(setup, worker_settings=aged))
-                )
+                env = [("LLM_CONNECTION_MAX_AGE_SECONDS", str(age_s / setup.time_scale))]
+                if name == REPLICAS:
+                    env.append(("LLM_REPLICAS", ",".join(_address(api) for api in engines.apis)))
+                worker = replace(setup, worker_settings=tuple(env))
+                runs.append(measure(aws, callback, engines, name, worker))
     return AddedReplica(REQUESTS, WORKERS, setup.time_scale, runs)
+
+
+def _address(api: str) -> str:
+    """`host:port` of a replica's API URL, as LLM_REPLICAS takes it."""
+    return api.removeprefix("http://").rstrip("/")
 
 
 def measure(

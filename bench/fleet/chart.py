@@ -143,6 +143,8 @@ class Worker:
     """A received message is invisible this long; the heartbeat renews it every third of it."""
     connection_max_age_s: float
     """No connection to vLLM takes a request once this old (a new pool takes them)."""
+    routes_to_replicas: bool
+    """LLM_REPLICAS is set: the worker balances its calls over the replicas itself."""
 
 
 @dataclass(frozen=True)
@@ -151,12 +153,13 @@ class ChartFigures:
 
     worker_scaling: ScaledObject
     pods_per_llm_replica: int | None
-    """The worker ScaledObject's cap: pods ≤ ready vLLM replicas x this (None: llmCap off)."""
+    """The worker ScaledObject's cap: pods ≤ vLLM replicas (Ready or starting) x this (None:
+    llmCap off)."""
     vllm_scaling: ScaledObject
     worker: Worker
     max_num_seqs: int
     startup_probe_period_s: float
-    """vLLM is Ready (a Service endpoint, counted by llm_ready) at the first probe once up."""
+    """vLLM is Ready (a Service endpoint) at the first probe once up."""
 
 
 def consolidate_after_s(path: Path = NODE_POOL) -> float:
@@ -268,18 +271,15 @@ def _rules(rules: Manifest | None, default: ScalingRules) -> ScalingRules:
 
 
 def _pods_per_llm_replica(spec: Manifest) -> int | None:
-    """From the chart's formula `min(queue, max(llm_ready * N, T))` with target T: N ÷ T pods a
-    replica (and one pod while none is ready); None without the formula (llmCap off)."""
+    """From the chart's formula `min(queue, llm_replicas * N)` with target T: N ÷ T pods a
+    replica; None without the formula (llmCap off)."""
     modifiers = spec.get("advanced", {}).get("scalingModifiers")
     if not modifiers:
         return None
-    target = int(modifiers["target"])
-    found = re.fullmatch(
-        rf"min\(queue, max\(llm_ready \* (\d+), {target}\)\)", modifiers["formula"]
-    )
+    found = re.fullmatch(r"min\(queue, llm_replicas \* (\d+)\)", modifiers["formula"])
     if found is None:
         raise ValueError(f"no model of the formula {modifiers['formula']!r}")
-    return int(found.group(1)) // target
+    return int(found.group(1)) // int(modifiers["target"])
 
 
 def _worker(data: Mapping[str, str]) -> Worker:
@@ -291,6 +291,7 @@ def _worker(data: Mapping[str, str]) -> Worker:
         max_tokens=int(data["LLM_MAX_TOKENS"]),
         visibility_timeout_s=float(data["VISIBILITY_TIMEOUT_SECONDS"]),
         connection_max_age_s=float(data["LLM_CONNECTION_MAX_AGE_SECONDS"]),
+        routes_to_replicas=bool(data.get("LLM_REPLICAS")),
     )
 
 

@@ -40,7 +40,14 @@ import simpy
 from devstack.fakes.llm.engine import Calibration, Engine, OutputLengths, Sequence
 from feedback_worker.backoff import backoff_delay
 from feedback_worker.http_clients import IDLE_EXPIRY_SECONDS
-from feedback_worker.llm_gate import PROBE_BASE_SECONDS, PROBE_MAX_SECONDS, Capacity, next_limit
+from feedback_worker.llm_gate import (
+    PROBE_BASE_SECONDS,
+    PROBE_MAX_SECONDS,
+    Capacity,
+    learnt_batch,
+    next_limit,
+    next_limit_over_replicas,
+)
 from feedback_worker.startup import LLM_WAIT_MAX_SECONDS, RETRY_BASE_SECONDS
 
 from bench.fleet.chart import ChartFigures, consolidate_after_s
@@ -80,6 +87,10 @@ class Balancing(StrEnum):
     stays on its replica until it is idle IDLE_EXPIRY_SECONDS."""
     REQUEST = "request"
     """An L7 balancer: each call to the next ready replica in turn."""
+    REPLICA = "replica"
+    """The worker's own (LLM_REPLICAS, feedback_worker/replicas.py): each poll reads every
+    ready replica, and each call goes to the one with the least running + waiting + calls the
+    pod sent it since; the gate's law over all the readings (`next_limit_over_replicas`)."""
 
 
 @dataclass(slots=True)
@@ -327,6 +338,12 @@ class Pod:
         self.held: deque[Message] = deque()
         """Messages whose call failed: they wait for the gate (feedback_worker/handler.py)."""
         self.idle: list[Connection] = []
+        self.readings: dict[Replica, Capacity] = {}
+        """Balancing.REPLICA: every replica's reading at the last poll."""
+        self.sent: dict[Replica, int] = {}
+        """Balancing.REPLICA: calls sent to each replica since its reading."""
+        self.batch = 0.0
+        """Balancing.REPLICA: the largest batch seen full (`learnt_batch`)."""
         self._failed_probes = 0
         self._poll_connection: Connection | None = None
         fleet.env.process(self._start())
@@ -416,6 +433,9 @@ class Pod:
         fleet = self.fleet
         if fleet.balancing is Balancing.REQUEST:
             return self._connect(fleet.next_replica())
+        if fleet.balancing is Balancing.REPLICA and (chosen := self._least_loaded()):
+            self.sent[chosen] = self.sent.get(chosen, 0) + 1
+            return self._connect(chosen)
         now, generation = fleet.env.now, self._generation()
         self.idle = [
             c
@@ -427,6 +447,17 @@ class Pod:
         if self.idle:
             return self.idle.pop(0)  # httpcore takes the first available connection
         return self._connect(fleet.random_replica())
+
+    def _least_loaded(self) -> "Replica | None":
+        """feedback_worker/replicas.py's choice among the replicas read at the last poll that
+        are still ready (None before the first reading: the call takes the Service)."""
+        ready = [r for r in self.readings if r.state is ReplicaState.READY]
+        if not ready:
+            return None
+        return min(
+            ready,
+            key=lambda r: self.readings[r].running + self.readings[r].waiting + self.sent[r],
+        )
 
     def _connect(self, replica: Replica | None) -> Connection | None:
         return Connection(replica, self._generation()) if replica is not None else None
@@ -456,8 +487,8 @@ class Pod:
         self.fill()
 
     def _start(self) -> Generator[simpy.Event, Any, None]:
-        """Its start, then its start-up check's wait for a ready vLLM replica (the first pod of
-        a burst starts beside the first replica, feedback_worker/startup.py)."""
+        """Its start, then its start-up check's wait for a ready vLLM replica (a replica's pods
+        start during its cold start, feedback_worker/startup.py)."""
         env = self.fleet.env
         yield env.timeout(self.fleet.delays.worker_start_s)
         tries = 0
@@ -476,6 +507,9 @@ class Pod:
             yield self.fleet.env.timeout(worker.gate_poll_s)
             if not self.gate_open or self.state is not PodState.RUNNING:
                 continue
+            if self.fleet.balancing is Balancing.REPLICA:
+                self._read_every_replica()
+                continue
             replica = self._polled_replica()
             if replica is None:
                 self._close_gate()
@@ -484,6 +518,25 @@ class Pod:
                 self.limit, self.in_flight, replica.capacity, worker.target_waiting, self.slow_start
             )
             self.fill()
+
+    def _read_every_replica(self) -> None:
+        ready = self.fleet.vllm.ready()
+        if not ready:
+            self._close_gate()
+            return
+        self.readings = {r: r.capacity for r in ready}
+        self.sent = dict.fromkeys(ready, 0)
+        readings = list(self.readings.values())
+        self.batch = learnt_batch(readings, self.batch)
+        self.limit, self.slow_start = next_limit_over_replicas(
+            self.limit,
+            self.in_flight,
+            readings,
+            self.fleet.chart.worker.target_waiting,
+            self.slow_start,
+            self.batch,
+        )
+        self.fill()
 
     def _polled_replica(self) -> Replica | None:
         """The gate's poll every second keeps its own connection alive, so it reads one
@@ -607,11 +660,12 @@ class Fleet:
         return {"queue": self.queue.depth, "waiting": waiting, **windows}
 
     def worker_metrics(self) -> dict[str, float]:
-        """The worker ScaledObject's formula: min(queue, max(llm_ready x pods per replica x
-        target, target)), or its queue trigger alone without the cap."""
+        """The worker ScaledObject's formula: min(queue, llm_replicas x pods per replica x
+        target), the replicas vLLM's Deployment asks for (Ready or starting), or its queue
+        trigger alone without the cap."""
         (trigger,) = self.chart.worker_scaling.triggers
         per_replica = self.chart.pods_per_llm_replica
         if per_replica is None:
             return {trigger.name: self.queue.depth}
-        cap = max(len(self.vllm.ready()) * per_replica * trigger.target, trigger.target)
+        cap = self.vllm.replicas * per_replica * trigger.target
         return {trigger.name: min(self.queue.depth, cap)}

@@ -39,7 +39,9 @@ class Scenario:
     never)."""
     lose_worker_at_s: float | None = None
     """Seconds after the week's boundary that the first worker pod is lost with its node."""
-    balancing: Balancing = Balancing.CONNECTION
+    balancing: Balancing | None = None
+    """None: as the chart wires the worker (its own over the replicas with LLM_REPLICAS,
+    kube-proxy's per connection without: `charted_balancing`)."""
     deadline_s: float = 7200.0
     """Delivered by this long after the week's boundary counts as on time."""
 
@@ -75,6 +77,10 @@ class Figures:
     wall_s: float
 
 
+def charted_balancing(chart: ChartFigures) -> Balancing:
+    return Balancing.REPLICA if chart.worker.routes_to_replicas else Balancing.CONNECTION
+
+
 def run(
     scenario: Scenario,
     delays: Delays,
@@ -89,7 +95,7 @@ def run(
         chart,
         replace(calibration, max_num_seqs=chart.max_num_seqs),
         delays,
-        scenario.balancing,
+        scenario.balancing or charted_balancing(chart),
         seed,
         lengths,
         env=simpy.Environment(initial_time=-_warm_up_s(chart)),

@@ -115,6 +115,7 @@ def worker(concurrency: int) -> Worker:
         max_tokens=int(defaults["llm_max_tokens"].default),
         visibility_timeout_s=float(defaults["visibility_timeout_seconds"].default),
         connection_max_age_s=math.inf,
+        routes_to_replicas=False,
     )
 
 
@@ -224,11 +225,16 @@ class AddedReplicaFigures:
     added_token_share: float
 
 
-def added_replica(connections: str, age_s: float, chart: ChartFigures) -> AddedReplicaFigures:
+def added_replica(
+    connections: str,
+    age_s: float,
+    chart: ChartFigures,
+    balancing: Balancing = Balancing.CONNECTION,
+) -> AddedReplicaFigures:
     """Section 8 on the model: one replica Ready, ADDED's workers, a second replica added once
     ADDED_AT of the requests are delivered, the connections aging every `age_s`."""
     bench_worker = replace(worker(WORKER_CONCURRENCY), connection_max_age_s=age_s)
-    fleet = Fleet(replace(chart, worker=bench_worker), CALIBRATION, AT_ONCE, Balancing.CONNECTION)
+    fleet = Fleet(replace(chart, worker=bench_worker), CALIBRATION, AT_ONCE, balancing)
     fleet.vllm.scale_to(1)
     fleet.workers.scale_to(added.WORKERS)
     fleet.accept(added.REQUESTS)
@@ -292,10 +298,14 @@ def added_replica_table(latest: Path = LATEST) -> str:
         "| real s to 90 % | sim s to 90 % | real token share | sim token share |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    default_age = chart.worker.connection_max_age_s
     for real in json.loads(latest.read_text())["added_replica"]["runs"]:
-        pinned = real["connections"] == "pinned"
-        age_s = math.inf if pinned else float(real["connections"].split()[1])
-        model = added_replica(real["connections"], age_s, chart)
+        name = real["connections"]
+        if name == added.REPLICAS:
+            model = added_replica(name, default_age, chart, Balancing.REPLICA)
+        else:
+            age_s = math.inf if name == "pinned" else float(name.split()[1])
+            model = added_replica(name, age_s, chart)
         lines.append(
             f"| {real['connections']} | {real['drain_s']:.0f} | {model.drain_s:.0f} "
             f"| {real['added_fill']:.2f} | {model.added_fill:.2f} "

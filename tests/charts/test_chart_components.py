@@ -254,18 +254,17 @@ def test_workers_are_capped_by_the_ready_vllm_replicas(render_scenario: Render) 
     queue_length = int(config_of(manifests, "worker")["WORKER_CONCURRENCY"])
     modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
     # 256 running sequences per vLLM replica / 32 calls per pod = 8 pods per replica, each
-    # counted at its queue length: pods = min(queue / 32, ready * 8), one while none is ready
-    # (it waits for vLLM in its start-up check).
-    formula = f"min(queue, max(llm_ready * {8 * queue_length}, {queue_length}))"
-    assert modifiers["formula"] == formula
+    # counted at its queue length: pods = min(queue / 32, replicas * 8), the replicas vLLM's
+    # Deployment asks for, so a replica's pods start (and wait for it) during its cold start.
+    assert modifiers["formula"] == f"min(queue, llm_replicas * {8 * queue_length})"
     assert modifiers["target"] == str(queue_length)
     assert _trigger(scaled, "aws-sqs-queue")["name"] == "queue"
-    ready = _trigger(scaled, "prometheus")
-    assert ready["name"] == "llm_ready"
+    replicas = _trigger(scaled, "prometheus")
+    assert replicas["name"] == "llm_replicas"
     vllm = one(manifests, "Deployment", "vllm")["metadata"]["name"]
-    assert f'deployment="{vllm}"' in ready["metadata"]["query"]
-    assert "kube_deployment_status_replicas_ready" in ready["metadata"]["query"]
-    assert ready["metadata"]["serverAddress"].startswith("http://")
+    assert f'deployment="{vllm}"' in replicas["metadata"]["query"]
+    assert "kube_deployment_spec_replicas" in replicas["metadata"]["query"]
+    assert replicas["metadata"]["serverAddress"].startswith("http://")
 
 
 def test_workers_per_vllm_replica_follow_its_batch_and_their_concurrency(helm: Helm) -> None:
@@ -273,7 +272,7 @@ def test_workers_per_vllm_replica_follow_its_batch_and_their_concurrency(helm: H
         MINIMAL_VALUES, sets={"vllm.maxNumSeqs": "128", "worker.concurrency": "48"}
     )
     modifiers = one(manifests, "ScaledObject", "worker")["spec"]["advanced"]["scalingModifiers"]
-    assert modifiers["formula"] == f"min(queue, max(llm_ready * {3 * 48}, 48))"  # ceil(128 / 48)
+    assert modifiers["formula"] == f"min(queue, llm_replicas * {3 * 48})"  # ceil(128 / 48) = 3
 
 
 def test_the_worker_cap_keeps_every_vllm_replica_busy_unless_set_higher(helm: Helm) -> None:
@@ -422,6 +421,26 @@ def test_worker_talks_to_the_in_release_vllm(render_scenario: Render) -> None:
     assert config["LLM_BASE_URL"] == f"http://{service['metadata']['name']}:{port}/v1"
     args = _container(one(manifests, "Deployment", "vllm"))["args"]
     assert config["LLM_MODEL"] == args[args.index("--served-model-name") + 1]
+
+
+def test_workers_read_every_vllm_replica_through_a_headless_service(
+    render_scenario: Render, helm: Helm
+) -> None:
+    manifests = render_scenario("defaults")
+    headless = one(manifests, "Service", "vllm-replicas")
+    assert headless["spec"]["clusterIP"] == "None"
+    pods = one(manifests, "Deployment", "vllm")["spec"]["template"]["metadata"]["labels"]
+    assert headless["spec"]["selector"].items() <= pods.items()
+    port = headless["spec"]["ports"][0]["port"]
+    name, namespace = headless["metadata"]["name"], headless["metadata"]["namespace"]
+    assert config_of(manifests, "worker")["LLM_REPLICAS"] == f"{name}.{namespace}.svc:{port}"
+    # vLLM's ServiceMonitor selects its one Service, not this one: no pod scraped twice.
+    monitored = one(render_scenario("all-on"), "ServiceMonitor", "vllm")["spec"]["selector"]
+    assert not monitored["matchLabels"].items() <= headless["metadata"]["labels"].items()
+
+    off = helm.template(MINIMAL_VALUES, sets={"worker.llm.gate.replicaRouting": "false"})
+    assert "LLM_REPLICAS" not in config_of(off, "worker")
+    assert not [s for s in objects(off, "Service") if component_of(s) == "vllm-replicas"]
 
 
 def test_external_llm_replaces_vllm(render_scenario: Render) -> None:

@@ -184,6 +184,11 @@ affinity:
 {{- end }}
 {{- end }}
 
+{{/* vLLM's headless Service: every ready replica's address (LLM_REPLICAS). */}}
+{{- define "feedback-platform.vllm.replicasService" -}}
+{{- printf "%s-replicas" (include "feedback-platform.componentName" (dict "root" . "component" "vllm")) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "feedback-platform.llmModel" -}}
 {{- if .Values.vllm.enabled }}
 {{- .Values.vllm.servedModelName }}
