@@ -4,7 +4,8 @@
 are kept from the last run's bench/results/latest.json. `engine_burst` runs only when named: it
 needs vLLM (`make vllm`) and a quiet machine (bench/engine_burst.py). `fleet` (bench/fleet/)
 runs only when named too: it simulates a cluster rather than measuring this machine; and
-`added_replica` (bench/added_replica.py), ten minutes of one scenario.
+`added_replica` (bench/added_replica.py), ten minutes of one scenario; and `mixed_traffic`
+(bench/mixed_traffic.py), the burst beside interactive chat, a quarter of an hour.
 """
 
 import argparse
@@ -25,6 +26,7 @@ from bench import (
     engine_burst,
     fleet,
     ingest_load,
+    mixed_traffic,
     qa_sync_memory,
     report,
     worker_throughput,
@@ -56,6 +58,15 @@ def sections(args: argparse.Namespace, measured: str) -> dict[str, Callable[[], 
         "burst": lambda: burst.run(options, measured),
         "engine_burst": lambda: engine_burst.run(engine_options, measured),
         "added_replica": added_replica.run,
+        "mixed_traffic": lambda: mixed_traffic.run(
+            mixed_traffic.MixedOptions(
+                requests=args.mixed_requests,
+                time_scale=args.mixed_time_scale,
+                interactive_per_s=args.mixed_interactive_per_s,
+                sqs=args.burst_sqs,
+            ),
+            measured,
+        ),
         "fleet": lambda: fleet.run_section(
             fleet.FleetOptions(
                 requests=args.fleet_requests,
@@ -68,7 +79,7 @@ def sections(args: argparse.Namespace, measured: str) -> dict[str, Callable[[], 
     }
 
 
-NAMED_ONLY = {"engine_burst", "fleet", "added_replica"}
+NAMED_ONLY = {"engine_burst", "fleet", "added_replica", "mixed_traffic"}
 """Sections a plain `python -m bench` leaves out."""
 
 
@@ -117,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="SECTION",
         help="worker_throughput, added_latency, ingest, qa_sync, burst (default: these), "
-        "engine_burst, fleet, added_replica (only when named)",
+        "engine_burst, fleet, added_replica, mixed_traffic (only when named)",
     )
     for engine_flag, count, meaning in (
         ("--engine-requests", engine_burst.REQUESTS, "requests in the real-engine burst"),
@@ -158,6 +169,25 @@ def parser() -> argparse.ArgumentParser:
             metavar="RxW[,RxW...]",
             help=f"{what} (default: {shown(default)})",
         )
+    parse.add_argument(
+        "--mixed-requests",
+        type=int,
+        default=mixed_traffic.REQUESTS,
+        help=f"feedback requests in the mixed-traffic burst (default {mixed_traffic.REQUESTS})",
+    )
+    parse.add_argument(
+        "--mixed-time-scale",
+        type=float,
+        default=mixed_traffic.TIME_SCALE,
+        help=f"its simulated GPU seconds per real second (default {mixed_traffic.TIME_SCALE})",
+    )
+    parse.add_argument(
+        "--mixed-interactive-per-s",
+        type=float,
+        default=mixed_traffic.INTERACTIVE_PER_S,
+        help="interactive chat requests a virtual second beside the burst "
+        f"(default {mixed_traffic.INTERACTIVE_PER_S})",
+    )
     parse.add_argument(
         "--fleet-requests",
         type=counts,

@@ -16,12 +16,10 @@ its batch, its share of the tokens generated after its start, and the drain.
 """
 
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
-from devstack.processes import free_port
 from feedback_worker.settings import WorkerSettings
 
 from bench.burst import (
@@ -30,14 +28,14 @@ from bench.burst import (
     BurstSetup,
     Engines,
     burst_worker_env,
+    burst_workers,
     delivered_count,
+    queued_burst,
     simulated,
     simulators,
-    worker_ready,
 )
-from bench.common import Emulator, Receiver, callback_receiver, fauxqs, process, running
+from bench.common import Emulator, Receiver, callback_receiver, fauxqs
 from bench.engine_metrics import engine_reading
-from bench.worker_throughput import fill, fresh_queues
 from tests.support.fakes import SimulatedLlm
 from tests.support.waiting import wait_until
 
@@ -103,24 +101,11 @@ def measure(
     aws: Emulator, callback: Receiver, engines: Engines, name: str, setup: BurstSetup
 ) -> AddedReplicaRun:
     scale, slots = setup.time_scale, setup.max_num_seqs
-    sqs = aws.sqs()
-    queues = fresh_queues(sqs, f"added-{name.split()[0]}")
-    fill(sqs, queues.requests, range(1, REQUESTS + 1))
-    httpx.post(f"{callback.url}/reset").raise_for_status()
+    _, queues = queued_burst(aws, callback, f"added-{name.split()[0]}", REQUESTS)
     added = engines.apis[1]
     SimulatedLlm(engines.controls[1]).stop()  # not there yet: its port refuses connections
     env = burst_worker_env(aws, callback, queues, engines.url, True, setup)
-    with ExitStack() as stack:
-        metrics_ports = []
-        for number in range(WORKERS):
-            metrics_ports.append(port := free_port())
-            worker = process(
-                f"added-{name.split()[0]}-{number}",
-                "feedback_worker",
-                env=env | {"METRICS_PORT": str(port)},
-            )
-            stack.enter_context(running(worker))
-        wait_until(lambda: any(map(worker_ready, metrics_ports)), 120, "the workers")
+    with burst_workers(f"added-{name.split()[0]}", env, WORKERS):
         started = time.monotonic()
         wait_until(
             lambda: delivered_count(callback) >= ADDED_AT * REQUESTS,

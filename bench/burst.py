@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from devstack.fakes.llm import Calibration
@@ -81,6 +81,9 @@ from bench.engine_metrics import (
 from bench.worker_throughput import fill, fresh_queues
 from tests.support.fakes import SimulatedLlm
 from tests.support.waiting import wait_until
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 REQUESTS = 1_000
 """The real burst is tens of thousands; 2 cores drain one simulated H100 at ~13.5 requests/s (time
@@ -319,43 +322,15 @@ def measure(
     replicas, workers, gate, restart = label
     scale, total_requests = setup.time_scale, setup.requests
     name = f"{replicas}r{workers}w{'-gate' if gate else ''}{'-restart' if restart else ''}"
-    sqs = aws.sqs()
-    queues = fresh_queues(sqs, name)
-    fill(sqs, queues.requests, range(1, total_requests + 1))  # the burst: all queued at once
-    httpx.post(f"{callback.url}/reset").raise_for_status()
-    with ExitStack() as stack:
-        env = burst_worker_env(aws, callback, queues, engines.url, gate, setup)
-        start = engines.reading()
-        metrics_ports = [free_port() for _ in range(workers)]
-        for n, port in enumerate(metrics_ports):
-            worker_proc = process(
-                f"burst-{name}-{n}", "feedback_worker", env=env | {"METRICS_PORT": str(port)}
-            )
-            stack.enter_context(running(worker_proc))
-        # The burst starts when the first worker is past its start-up checks: a worker's
-        # process start (seconds here, times the time scale) is not the GPU's drain, and vLLM
-        # is up at the start too (the restart scenario has its start).
-        wait_until(lambda: any(map(worker_ready, metrics_ports)), 120, f"the {name} workers")
+    sqs, queues = queued_burst(aws, callback, name, total_requests)
+    env = burst_worker_env(aws, callback, queues, engines.url, gate, setup)
+    start = engines.reading()
+    with burst_workers(f"burst-{name}", env, workers) as metrics_ports:
         started = time.time()
         samples = Sampler(engines.reading_if_up, total_requests, replicas * setup.max_num_seqs)
-        output, prompt = setup.expected_tokens
-        deadline_s = (
-            3 * setup.ideal(total_requests * output, total_requests * prompt, replicas) / scale
-            + 120
-            + (OUTAGE_S + LOAD_S) / scale * restart
-        )
+        deadline_s = drain_deadline_s(setup, replicas) + (OUTAGE_S + LOAD_S) / scale * restart
         outage = Outage(engines, scale) if restart else None
-
-        def finished() -> bool:
-            delivered = delivered_count(callback)
-            samples.take(delivered)
-            if outage is not None:
-                outage.maybe(delivered, total_requests)
-            return delivered + dlq_count(sqs, queues.dead_letters) >= total_requests
-
-        # Past the deadline the figures say what was delivered (`complete` false), no crash.
-        with contextlib.suppress(AssertionError):
-            wait_until(finished, deadline_s, f"the {name} burst", every=SAMPLE_EVERY_S)
+        wait_drained(callback, sqs, queues, total_requests, samples, deadline_s, outage)
         end = engines.reading()
         attempts = [worker_attempts(port) for port in metrics_ports]
     deliveries = httpx.get(f"{callback.url}/deliveries", timeout=60).json()
@@ -370,6 +345,66 @@ def measure(
         samples=samples,
         dlq=dlq_count(sqs, queues.dead_letters),
     )
+
+
+def drain_deadline_s(setup: BurstSetup, replicas: int) -> float:
+    """Real seconds a burst may take: three times its ideal, two minutes more."""
+    output, prompt = setup.expected_tokens
+    requests = setup.requests
+    return 3 * setup.ideal(requests * output, requests * prompt, replicas) / setup.time_scale + 120
+
+
+def wait_drained(
+    callback: Receiver,
+    sqs: "SQSClient",
+    queues: FeedbackQueues,
+    total_requests: int,
+    samples: "Sampler",
+    deadline_s: float,
+    outage: "Outage | None" = None,
+) -> None:
+    """Until every request is delivered or dead-lettered, sampling the engines every
+    SAMPLE_EVERY_S (and stopping and starting them for the restart's `outage`). Past the
+    deadline it returns too: the figures then say what was delivered, no crash."""
+
+    def finished() -> bool:
+        delivered = delivered_count(callback)
+        samples.take(delivered)
+        if outage is not None:
+            outage.maybe(delivered, total_requests)
+        return delivered + dlq_count(sqs, queues.dead_letters) >= total_requests
+
+    with contextlib.suppress(AssertionError):
+        wait_until(finished, deadline_s, "the burst", every=SAMPLE_EVERY_S)
+
+
+def queued_burst(
+    aws: Emulator, callback: Receiver, name: str, requests: int
+) -> tuple["SQSClient", FeedbackQueues]:
+    """Fresh queues for the run `name` with every request on them at once (the burst), and
+    the receiver emptied."""
+    sqs = aws.sqs()
+    queues = fresh_queues(sqs, name)
+    fill(sqs, queues.requests, range(1, requests + 1))
+    httpx.post(f"{callback.url}/reset").raise_for_status()
+    return sqs, queues
+
+
+@contextmanager
+def burst_workers(name: str, env: dict[str, str], workers: int) -> Iterator[list[int]]:
+    """`workers` worker processes on `env`, each with a metrics port of its own; yields those
+    ports once the first worker is past its start-up checks, and stops them all at the end.
+
+    A burst's clock starts then: a worker's process start (seconds here, times the time scale)
+    is not the GPU's drain, and vLLM is up at the start too (the restart scenario has its
+    start)."""
+    with ExitStack() as stack:
+        metrics_ports = [free_port() for _ in range(workers)]
+        for n, port in enumerate(metrics_ports):
+            env_n = env | {"METRICS_PORT": str(port)}
+            stack.enter_context(running(process(f"{name}-{n}", "feedback_worker", env=env_n)))
+        wait_until(lambda: any(map(worker_ready, metrics_ports)), 120, f"the {name} workers")
+        yield metrics_ports
 
 
 def worker_attempts(metrics_port: int) -> WorkerReading:

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: the plot goes to a file
 import matplotlib.pyplot as plt
 
-from bench import added_replica, burst, engine_burst, fleet
+from bench import added_replica, burst, engine_burst, fleet, mixed_traffic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,6 +51,7 @@ def tables(r: dict[str, Any]) -> str:
         ("engine_burst", engine_burst.table),
         ("fleet", fleet.table),
         ("added_replica", added_replica.table),
+        ("mixed_traffic", mixed_traffic.table),
     ):
         if key in r:
             parts.append(render(r[key]))

@@ -22,7 +22,12 @@ simulator (see docs/benchmarks.md, "Conformance to vLLM"):
 - `--scheduling-policy priority`: vLLM admits waiting requests lowest `priority` first; the
   simulator ignored the field (arrival order always).
 - `ignore_eos`: vLLM's sampling parameter; the simulator ignored it (these checks need it to
-  hold requests open, the worker never sends it).
+  hold requests open, the worker never sends it). Then it wrote until `max_tokens` but said
+  finish_reason "stop" there; vLLM says "length" (its EOS check comes first and is off).
+- streaming: the simulator answered `stream: true` with a 400; vLLM streams server-sent events
+  (role, a delta per engine step, finish_reason on the last, usage when asked, `[DONE]`) and
+  aborts a stream whose client goes away. The simulator now does (its exact-latency mode, not an
+  engine, still refuses streams).
 
 Known and not modelled: vLLM's priority policy preempts the lowest-priority running request when
 the KV cache runs out (the simulator reserves KV space at admission and never preempts); vLLM
@@ -30,6 +35,7 @@ takes the priority from an `X-Vllm-Priority` header before the field.
 """
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -300,3 +306,85 @@ async def test_a_draft_cut_by_max_tokens_says_length(llm: Llm) -> None:
     body = response.json()
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 3
+
+
+async def stream_events(llm: Llm, max_tokens: int, **extra: Any) -> list[str]:
+    """A streamed completion's server-sent events (each `data:` payload, in order)."""
+    body = chat(llm, max_tokens, stream=True, **extra)
+    events: list[str] = []
+    async with (
+        httpx.AsyncClient(timeout=None) as client,
+        client.stream("POST", f"{llm.url}/v1/chat/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                events.append(line.removeprefix("data: "))
+    return events
+
+
+async def test_a_stream_sends_the_role_then_the_text_as_it_is_written_then_usage_and_done(
+    llm: Llm,
+) -> None:
+    # An interactive client shows each delta as it comes; the mixed-traffic bench reads its
+    # time to first token and the gaps between tokens from them (bench/mixed_traffic.py).
+    events = await stream_events(
+        llm, 8, ignore_eos=True, temperature=0, stream_options={"include_usage": True}
+    )
+
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert len({chunk["id"] for chunk in chunks}) == 1
+    first, *deltas, usage = chunks
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert len(deltas) > 1
+    reasons = [chunk["choices"][0]["finish_reason"] for chunk in deltas]
+    assert reasons == [None] * (len(deltas) - 1) + ["length"]
+    assert usage["choices"] == []
+    assert usage["usage"]["completion_tokens"] == 8
+    whole = (await complete(llm, 8, ignore_eos=True, temperature=0)).json()
+    text = "".join(chunk["choices"][0]["delta"]["content"] for chunk in deltas)
+    assert text == whole["choices"][0]["message"]["content"]
+
+
+async def test_a_stream_without_stream_options_ends_with_its_finish_reason_then_done(
+    llm: Llm,
+) -> None:
+    # Usage comes only when asked for (OpenAI's and vLLM's `stream_options`).
+    events = await stream_events(llm, 3, ignore_eos=True)
+
+    assert events[-1] == "[DONE]"
+    last = json.loads(events[-2])
+    assert last["choices"][0]["finish_reason"] == "length"
+    assert "usage" not in last
+
+
+async def test_a_stream_whose_client_goes_away_is_aborted_and_its_generation_stops(
+    llm: Llm,
+) -> None:
+    # A chat client whose user leaves closes the stream: vLLM must stop writing for it. The
+    # first tokens come while the request still runs: streamed as written, not at the end.
+    before = generated_tokens(llm)
+    body = chat(llm, HELD_TOKENS, stream=True, ignore_eos=True)
+    deltas: list[dict[str, Any]] = []
+    async with (
+        httpx.AsyncClient(timeout=ADMIT_WAIT_S) as client,
+        client.stream("POST", f"{llm.url}/v1/chat/completions", json=body) as response,
+    ):
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                deltas.append(json.loads(line.removeprefix("data: "))["choices"][0]["delta"])
+            if len(deltas) == 3:
+                break
+        running_while_read = capacity(llm)
+
+    assert deltas[0]["role"] == "assistant"
+    assert all("content" in delta for delta in deltas[1:])
+    assert running_while_read == Capacity(1, 0)
+    await eventually(lambda: capacity(llm) == Capacity(0, 0), what="the abort")
+    stopped_at = generated_tokens(llm)
+    assert stopped_at - before < HELD_TOKENS
+    await asyncio.sleep(1)  # a second of decoding would be ~10 tokens on either engine
+    assert generated_tokens(llm) == stopped_at

@@ -6,6 +6,7 @@ Engine tests drive the scheduler step by step (no real time at all); HTTP tests 
 server over loopback, with a large time scale so that virtual minutes pass in real seconds.
 """
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -210,6 +211,51 @@ def test_stop_aborts_what_was_running_as_waste() -> None:
         counted = slow.stats()
     assert (counted["aborted"], counted["disconnected"]) == (1, 0)
     assert counted["wasted_tokens"] == counted["generation_tokens"] > 0
+
+
+def streamed_lines(sim: SimulatedLlm, body: dict[str, Any]) -> Iterator[str]:
+    """The `data:` payloads of a streamed answer, as they come."""
+    with httpx.stream("POST", f"{sim.url}/v1/chat/completions", json=body, timeout=30) as answer:
+        assert answer.status_code == 200
+        for line in answer.iter_lines():
+            if line.startswith("data: "):
+                yield line.removeprefix("data: ")
+
+
+def test_a_stream_writes_the_engines_characters_per_token_and_counts_a_completion() -> None:
+    with simulated_llm(
+        Calibration.published(max_num_seqs=4), time_scale=100, characters_per_token=2.5
+    ) as fitted:
+        body = {**CHAT, "max_tokens": 36, "stream": True}
+        events = list(streamed_lines(fitted, body))
+        counted = fitted.stats()
+
+    deltas = [json.loads(event)["choices"][0]["delta"] for event in events[:-1]]
+    assert len("".join(delta.get("content", "") for delta in deltas)) == 90
+    assert (counted["completions"], counted["in_flight"], counted["success"]["length"]) == (1, 0, 1)
+
+
+def test_a_stream_cut_by_a_stopped_engine_ends_with_an_error_then_done() -> None:
+    with simulated_llm(PUBLISHED, time_scale=1) as slow:
+        lines = streamed_lines(slow, {**CHAT, "stream": True})
+        assert "role" in json.loads(next(lines))["choices"][0]["delta"]
+        with ThreadPoolExecutor(1) as pool:
+            stopping = pool.submit(slow.stop)
+            rest = list(lines)
+            stopping.result()
+        counted = slow.stats()
+
+    assert json.loads(rest[-2])["error"]["message"] == "engine stopped"
+    assert rest[-1] == "[DONE]"
+    assert (counted["aborted"], counted["disconnected"]) == (1, 0)
+
+
+def test_exact_latency_mode_refuses_a_stream_and_says_why(exact: SimulatedLlm) -> None:
+    body = {**CHAT, "model": "test-model", "stream": True}
+    refused = complete(exact, body)
+
+    assert refused.status_code == 400
+    assert "exact-latency mode does not stream" in refused.json()["error"]["message"]
 
 
 def test_metrics_carry_vllm_names_and_counts(sim: SimulatedLlm) -> None:

@@ -4,6 +4,7 @@ latencies and injected faults; for the tests, `make bench` and the stack's `llm=
     engine.py  vLLM's scheduler on a virtual clock, and its calibration (no I/O)
     faults.py  the one control model: faults, scripted answers, drip, recorded requests
     app.py     the API, the control API, the scheduler loop, vLLM's metrics
+    streaming.py  a streamed answer's server-sent events, framed as vLLM frames them
 
 A GPU does not answer every call in the same time however many it is given; by default this
 one schedules like vLLM's engine:
@@ -21,10 +22,13 @@ one schedules like vLLM's engine:
   engine's characters per token (`--calibration`);
 - a client that disconnects aborts its request, as vLLM does; the tokens generated for it so far
   count as wasted (`sim_wasted_tokens_total`, and /sim/stats);
-- `/health`, `/v1/models`, `/v1/chat/completions` (no streaming) and `/metrics` with vLLM's own
+- `/health`, `/v1/models`, `/v1/chat/completions` and `/metrics` with vLLM's own
   metric names and labels (`model_name`, `engine`), on the API port; `--api-key` (or
   VLLM_API_KEY) guards /v1/* as in vLLM. While the model loads the API port refuses
-  connections, as vLLM's does (it listens only once the engine is up).
+  connections, as vLLM's does (it listens only once the engine is up);
+- `stream: true` streams as vLLM does (streaming.py): the role with the first token, then each
+  step's token as its time passes, the finish_reason on the last, usage when
+  `stream_options.include_usage`, `[DONE]`; a client gone mid-stream aborts the sequence.
 
 What vLLM itself does here is pinned by tests/conformance, run against both this simulator and
 vLLM on CPU; its module docstring lists what had to change to match.
@@ -55,7 +59,8 @@ Exact-latency mode (`latency_s` set, `--latency S`): every completion takes exac
 virtual seconds, outside the engine (no batching law), and answers a Korean feedback that quotes
 the prompt's `- ...` lines: controlled latency for the worker's tests, and proof that a request
 reached the model. It stands for an OpenAI-compatible server that is not vLLM (a proxy, a hosted
-API): `/health` and `/metrics` answer 404.
+API): `/health` and `/metrics` answer 404. It does not stream (400): an exact latency is one
+answer at its end, with no engine steps to stream.
 
 The one control API, `/sim/*`, on the API port and, given `--control-port`, on a port of its own
 that answers while the API port is closed (stop and start go there only):

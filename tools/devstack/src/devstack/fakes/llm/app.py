@@ -1,5 +1,6 @@
 """The simulator's HTTP side: the OpenAI-compatible API (stoppable, as vLLM's port), the control
-API, the scheduler loop that drives the engine, and vLLM's metrics."""
+API, the scheduler loop that drives the engine, and vLLM's metrics. A completion is answered
+whole or streamed (streaming.py frames the stream as vLLM does)."""
 
 import asyncio
 import contextlib
@@ -7,8 +8,8 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +32,7 @@ from devstack.fakes.llm.engine import (
     Sequence,
 )
 from devstack.fakes.llm.faults import Control, Faults, RecentRequests, ended, feedback_text
+from devstack.fakes.llm.streaming import DONE, Chunks, EventStream, error_event
 from devstack.serving import KEEP_ALIVE_S, loopback_socket, uvicorn_server
 
 DEFAULT_MODEL = "sim-7b"
@@ -63,10 +65,16 @@ class ChatMessage(BaseModel):
     content: str | None = None
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+    """A last chunk without choices carrying `usage` (vLLM's and OpenAI's `stream_options`)."""
+
+
 class ChatRequest(BaseModel):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
     priority: int = 0
     """vLLM's extra field: consulted under `--scheduling-policy priority` only."""
@@ -88,6 +96,26 @@ class Traffic:
     max_in_flight: int = 0
 
 
+@dataclass
+class Stream:
+    """A streamed sequence: after every step that wrote one of its tokens the scheduler counts
+    it `written` and sets `progressed`; the response sends what is new since `sent_tokens`.
+
+    The engine counts a step's tokens when the step begins, its time then passes (a sleep): the
+    client may see them only once it has, so the stream reads `written`, not the engine's
+    count."""
+
+    seq: Sequence
+    progressed: asyncio.Event = field(default_factory=asyncio.Event)
+    written: int = 0
+    sent_tokens: int = 0
+
+    @property
+    def ended(self) -> bool:
+        """Every token of a finished sequence is written (an aborted one ends at once)."""
+        return self.seq.outcome is not None and self.written == self.seq.generated
+
+
 @dataclass(frozen=True)
 class Written:
     """An answer's text and size, before a scripted answer may replace the text."""
@@ -106,6 +134,11 @@ def prompt_tokens(messages: Iterable[ChatMessage]) -> int:
 
 def last_user_text(messages: Iterable[ChatMessage]) -> str:
     return next((m.content or "" for m in reversed(list(messages)) if m.role == "user"), "")
+
+
+def finish_reason(seq: Sequence) -> str | None:
+    """Why a sequence ended, as the API says it ("stop", "length"); None while it runs."""
+    return None if seq.outcome is None else str(seq.outcome)
 
 
 def error(status: int, message: str, kind: str = "server_error") -> JSONResponse:
@@ -178,6 +211,9 @@ class Simulator:
         self._loading: asyncio.Task[None] | None = None
         self._loaded_at_s = 0.0
         self._done: dict[int, asyncio.Future[Sequence]] = {}
+        """Whole answers, by sequence number: settled when the sequence ends."""
+        self._streams: dict[int, Stream] = {}
+        """Streamed answers, by sequence number: told after every step (one token each)."""
         self._wake = asyncio.Event()
         self._registry = CollectorRegistry()
         self._registry.register(_EngineCollector(self))
@@ -237,6 +273,7 @@ class Simulator:
                 self.engine.idle((time.monotonic() - started) * self.time_scale)
                 continue
             duration, finished = self.engine.step()
+            # The step's tokens exist once its time has passed: streams see them only then.
             await asyncio.sleep(duration / self.time_scale)
             for seq in finished:
                 latency = seq.finished_s - seq.arrived_s
@@ -244,11 +281,23 @@ class Simulator:
                 for kind, tokens in (("prompt", seq.prompt_tokens), ("generation", seq.generated)):
                     self._request_tokens[kind].labels(self.model, ENGINE_INDEX).observe(tokens)
                 self._settle(seq)
+            self._tell_streams()
 
     def _settle(self, seq: Sequence) -> None:
+        """The sequence ended (finished or aborted): its waiting client hears of it."""
         future = self._done.pop(seq.number, None)
         if future is not None and not future.done():
             future.set_result(seq)
+        stream = self._streams.get(seq.number)
+        if stream is not None:
+            stream.progressed.set()
+
+    def _tell_streams(self) -> None:
+        """Every stream whose sequence wrote a token in the last step: a waiting one has none."""
+        for stream in self._streams.values():
+            if stream.seq.generated > stream.written:
+                stream.written = stream.seq.generated
+                stream.progressed.set()
 
     # Controls.
 
@@ -427,8 +476,9 @@ class Simulator:
         if isinstance(admitted, Response):
             return admitted
         chat, tokens, max_tokens = admitted
-        self.traffic.in_flight += 1
-        self.traffic.max_in_flight = max(self.traffic.max_in_flight, self.traffic.in_flight)
+        if chat.stream:
+            return self._streamed(chat, tokens, max_tokens)
+        self._count_in()
         try:
             written = await self._write(request, chat, tokens, max_tokens)
         finally:
@@ -437,6 +487,10 @@ class Simulator:
             return written
         self.traffic.completions += 1
         return self._maybe_dripped(self._completion(chat.model, written), lambda: ended(recorded))
+
+    def _count_in(self) -> None:
+        self.traffic.in_flight += 1
+        self.traffic.max_in_flight = max(self.traffic.max_in_flight, self.traffic.in_flight)
 
     def _admit(self, body: bytes) -> tuple[ChatRequest, int, int] | Response:
         """The request with its prompt tokens and `max_tokens`, or the error it is answered:
@@ -452,8 +506,10 @@ class Simulator:
         if self._queue_full():
             self.traffic.failures += 1
             return error(503, QUEUE_FULL, "Service Unavailable")
-        if chat.stream:
-            return error(400, "the simulator does not stream", "invalid_request_error")
+        if chat.stream and self.exact:
+            # No engine steps to stream from: an exact latency is one answer at its end.
+            message = "exact-latency mode does not stream: set latency_s null for the engine"
+            return error(400, message, "invalid_request_error")
         tokens = prompt_tokens(chat.messages)
         max_tokens = chat.max_tokens or MAX_MODEL_LEN - tokens
         if tokens + max_tokens > MAX_MODEL_LEN:
@@ -486,9 +542,64 @@ class Simulator:
         return Written(self._text(seq.generated), str(seq.outcome), tokens, seq.generated)
 
     def _text(self, generated: int) -> str:
-        """As long as the engine's would be: its tokens x its characters per token."""
+        """As long as the engine's would be: its tokens x its characters per token. A longer
+        answer's text begins with a shorter one's, so a stream's deltas add up to it."""
         characters = max(1, round(generated * self._characters_per_token))
         return ("피드백" * (characters // 3 + 1))[:characters]
+
+    # A streamed completion.
+
+    def _streamed(self, chat: ChatRequest, tokens: int, max_tokens: int) -> Response:
+        """Status and headers now; the sequence enters the engine as the body begins (vLLM adds
+        the request when its stream is first read)."""
+        usage = chat.stream_options is not None and chat.stream_options.include_usage
+        chunks = Chunks(f"chatcmpl-sim-{self.traffic.requests}", chat.model)
+        return EventStream(self._events(chat, tokens, max_tokens, chunks, usage))
+
+    async def _events(
+        self, chat: ChatRequest, tokens: int, max_tokens: int, chunks: Chunks, usage: bool
+    ) -> AsyncGenerator[str, None]:
+        """The role once the first token is out, then each step's new text (the last with its
+        finish_reason), then usage and [DONE]. Closed early (the client went away:
+        EventStream), the sequence is aborted as a disconnected whole answer's is; the engine
+        stopping ends the stream with an error event."""
+        seq = self.engine.submit(tokens, max_tokens, chat.priority, chat.ignore_eos)
+        stream = self._streams[seq.number] = Stream(seq)
+        self._wake.set()
+        self._count_in()
+        try:
+            while True:
+                await stream.progressed.wait()
+                stream.progressed.clear()
+                if seq.outcome is Outcome.ABORTED:
+                    yield error_event("engine stopped", 503)
+                    break
+                # Read before yielding: the scheduler writes on while a chunk is being sent.
+                written, ended = stream.written, stream.ended
+                if written > stream.sent_tokens:
+                    if not stream.sent_tokens:
+                        yield chunks.role()
+                    text = self._text_between(stream.sent_tokens, written)
+                    stream.sent_tokens = written
+                    yield chunks.content(text, finish_reason(seq) if ended else None)
+                if ended:
+                    self.traffic.completions += 1
+                    if usage:
+                        yield chunks.usage(seq.prompt_tokens, seq.generated)
+                    break
+            yield DONE
+        finally:
+            self._streams.pop(seq.number, None)
+            self.traffic.in_flight -= 1
+            if seq.outcome is None:
+                self.engine.counters.disconnected += 1
+                self.engine.abort(seq)
+
+    def _text_between(self, sent: int, written: int) -> str:
+        """The text of tokens `sent` + 1 to `written`: the whole answer's, cut where the last
+        chunk ended."""
+        before = self._text(sent) if sent else ""
+        return self._text(written)[len(before) :]
 
     def _queue_full(self) -> bool:
         """vLLM's admission check: one more request would exceed `--max-num-queued-reqs`."""

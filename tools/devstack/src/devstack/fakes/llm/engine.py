@@ -227,13 +227,15 @@ class Engine:
     def submit(
         self, prompt_tokens: int, max_tokens: int, priority: int = 0, ignore_eos: bool = False
     ) -> Sequence:
-        """`ignore_eos`: vLLM's sampling parameter, the model writes until `max_tokens`."""
+        """`ignore_eos`: vLLM's sampling parameter, the model writes until `max_tokens` and
+        ends cut ("length"), as one that would write on (vLLM checks the EOS token, which it
+        then ignores, before the length)."""
         self._numbers += 1
         seq = Sequence(
             number=self._numbers,
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
-            wanted_tokens=max_tokens if ignore_eos else self._lengths.draw(self._rng),
+            wanted_tokens=max_tokens + 1 if ignore_eos else self._lengths.draw(self._rng),
             arrived_s=self.now_s,
             priority=priority,
         )
