@@ -147,8 +147,8 @@ def interactive_body(model: str) -> dict[str, Any]:
 
 
 async def one_interactive(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Interactive:
-    """Send one streamed request and time its chunks (vLLM's framing: streaming.py in
-    devstack.fakes.llm)."""
+    """Send one streamed request and time its chunks (vLLM's framing, as the simulator's
+    tools/devstack/src/devstack/fakes/llm/streaming.py describes it)."""
     seen = Interactive()
     sent = time.monotonic()
     try:
