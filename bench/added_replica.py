@@ -167,4 +167,4 @@ def table(a: dict[str, Any]) -> str:
             f"| {r['connections']} | {r['delivered']:,} | {r['drain_s']:.0f} | "
             f"{r['added_fill']:.2f} | {to_full} | {r['added_token_share']:.2f} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"  # a blank line before the next section's heading

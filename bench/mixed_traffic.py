@@ -147,8 +147,8 @@ def interactive_body(model: str) -> dict[str, Any]:
 
 
 async def one_interactive(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Interactive:
-    """Send one streamed request and time its chunks (vLLM's framing: streaming.py in
-    devstack.fakes.llm)."""
+    """Send one streamed request and time its chunks (vLLM's framing, as the simulator's
+    tools/devstack/src/devstack/fakes/llm/streaming.py describes it)."""
     seen = Interactive()
     sent = time.monotonic()
     try:
@@ -192,7 +192,8 @@ class InteractiveLoad:
     def __init__(self, url: str, model: str, per_real_s: float) -> None:
         self._url, self._body, self._every_s = url, interactive_body(model), 1 / per_real_s
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._send()), daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._crashed: BaseException | None = None
         self.seen: list[Interactive] = []
 
     def start(self) -> "InteractiveLoad":
@@ -200,9 +201,19 @@ class InteractiveLoad:
         return self
 
     def stop(self) -> list[Interactive]:
+        """Stop sending, wait for the requests in flight; a fault of the client's own (not a
+        request's failure, which it counts) is raised here rather than lost with its thread."""
         self._stopping.set()
         self._thread.join()
+        if self._crashed is not None:
+            raise RuntimeError("the interactive load's client failed") from self._crashed
         return self.seen
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._send())
+        except BaseException as crashed:  # re-raised by stop, in the bench's thread
+            self._crashed = crashed
 
     async def _send(self) -> None:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)

@@ -4,13 +4,21 @@ of its table; a row is a scheduling policy and the workers' environment. No timi
 asserted: on a test machine the figures mean nothing, only that they are there."""
 
 import math
+import time
 from dataclasses import asdict
 
 import pytest
 
 from bench import mixed_traffic
 from bench.__main__ import NAMED_ONLY, parser
-from bench.mixed_traffic import Interactive, MixedOptions, read_event
+from bench.mixed_traffic import (
+    Interactive,
+    InteractiveLoad,
+    Latencies,
+    MixedOptions,
+    read_event,
+)
+from tests.support.fakes import simulated_llm
 
 TINY = MixedOptions(
     requests=40, time_scale=5.0, workers=1, interactive_per_s=4.0, idle_s=10.0, sqs="moto"
@@ -64,6 +72,19 @@ def test_an_error_inside_the_stream_fails_the_request() -> None:
     read_event(seen, "[DONE]", 0.1)
 
     assert seen.failed
+
+
+def test_a_refused_chat_request_counts_as_failed_and_the_load_goes_on() -> None:
+    # The simulator's exact-latency mode refuses streams (400): every request is a failure
+    # in the figures, none stops the load.
+    with simulated_llm(latency_s=0.0) as exact:
+        load = InteractiveLoad(exact.url, "sim-7b", per_real_s=20).start()
+        time.sleep(0.5)
+        seen = load.stop()
+
+    assert len(seen) > 1
+    assert {s.error for s in seen} == {"status 400"}
+    assert Latencies.of(seen, scale=1.0).failed == len(seen)
 
 
 def test_the_mixed_traffic_section_runs_only_when_named_with_its_own_sizes() -> None:

@@ -547,6 +547,40 @@ class Simulator:
         characters = max(1, round(generated * self._characters_per_token))
         return ("피드백" * (characters // 3 + 1))[:characters]
 
+    def _queue_full(self) -> bool:
+        """vLLM's admission check: one more request would exceed `--max-num-queued-reqs`."""
+        limit = self.max_num_queued_reqs
+        return limit is not None and self.engine.unfinished + 1 > limit
+
+    def _completion(self, model: str, written: Written) -> dict[str, Any]:
+        answer = self.faults.take_answer()
+        content = written.content if answer is None else answer.content
+        finish_reason = written.finish_reason if answer is None else answer.finish_reason
+        return {
+            "id": f"chatcmpl-sim-{self.traffic.requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": written.prompt_tokens,
+                "completion_tokens": written.completion_tokens,
+                "total_tokens": written.prompt_tokens + written.completion_tokens,
+            },
+        }
+
+    def _maybe_dripped(self, body: dict[str, Any], on_end: Callable[[], None]) -> Response:
+        """`body` at once, or dripped when `drip_s` is set (`on_end` once it ends)."""
+        if not self.faults.drip_s:
+            return JSONResponse(body)
+        return dripping(json.dumps(body).encode(), self.faults.drip_s, on_end)
+
     # A streamed completion.
 
     def _streamed(self, chat: ChatRequest, tokens: int, max_tokens: int) -> Response:
@@ -600,40 +634,6 @@ class Simulator:
         chunk ended."""
         before = self._text(sent) if sent else ""
         return self._text(written)[len(before) :]
-
-    def _queue_full(self) -> bool:
-        """vLLM's admission check: one more request would exceed `--max-num-queued-reqs`."""
-        limit = self.max_num_queued_reqs
-        return limit is not None and self.engine.unfinished + 1 > limit
-
-    def _completion(self, model: str, written: Written) -> dict[str, Any]:
-        answer = self.faults.take_answer()
-        content = written.content if answer is None else answer.content
-        finish_reason = written.finish_reason if answer is None else answer.finish_reason
-        return {
-            "id": f"chatcmpl-sim-{self.traffic.requests}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": finish_reason,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": written.prompt_tokens,
-                "completion_tokens": written.completion_tokens,
-                "total_tokens": written.prompt_tokens + written.completion_tokens,
-            },
-        }
-
-    def _maybe_dripped(self, body: dict[str, Any], on_end: Callable[[], None]) -> Response:
-        """`body` at once, or dripped when `drip_s` is set (`on_end` once it ends)."""
-        if not self.faults.drip_s:
-            return JSONResponse(body)
-        return dripping(json.dumps(body).encode(), self.faults.drip_s, on_end)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """A streamed chat completion as vLLM 0.32 frames it: server-sent events, one JSON chunk each.
 
-vLLM's `chat_completion_stream_generator` (vllm/entrypoints/openai/chat_completion/serving.py
-in its package) writes, for one choice:
+vLLM 0.32's `chat_completion_stream_generator` (its OpenAI server's chat completions, read in
+the `.vllm` environment `make vllm` installs) writes, for one choice:
 
 1. once the engine has the request's first output, a chunk whose delta is the role
    (`{"role": "assistant", "content": ""}`);
