@@ -140,18 +140,29 @@ def parser() -> argparse.ArgumentParser:
         parse.add_argument(
             engine_flag, type=int, default=count, help=f"{meaning} (default {count})"
         )
-    parse.add_argument(
-        "--burst-requests",
-        type=int,
-        default=burst.REQUESTS,
-        help=f"requests in the weekly burst (default {burst.REQUESTS})",
-    )
-    parse.add_argument(
-        "--burst-time-scale",
-        type=float,
-        default=burst.TIME_SCALE,
-        help=f"simulated GPU seconds per real second (default {burst.TIME_SCALE})",
-    )
+    for flag, kind, number, meaning in (
+        ("--burst-requests", int, burst.REQUESTS, "requests in the weekly burst"),
+        ("--burst-time-scale", float, burst.TIME_SCALE, "simulated GPU seconds per real second"),
+        (
+            "--mixed-requests",
+            int,
+            mixed_traffic.REQUESTS,
+            "feedback requests in the mixed-traffic burst",
+        ),
+        (
+            "--mixed-time-scale",
+            float,
+            mixed_traffic.TIME_SCALE,
+            "its simulated GPU seconds per real second",
+        ),
+        (
+            "--mixed-interactive-per-s",
+            float,
+            mixed_traffic.INTERACTIVE_PER_S,
+            "interactive chat requests a virtual second beside the burst",
+        ),
+    ):
+        parse.add_argument(flag, type=kind, default=number, help=f"{meaning} (default {number})")
     parse.add_argument(
         "--burst-sqs",
         choices=sorted(burst.SQS_EMULATORS),
@@ -169,25 +180,6 @@ def parser() -> argparse.ArgumentParser:
             metavar="RxW[,RxW...]",
             help=f"{what} (default: {shown(default)})",
         )
-    parse.add_argument(
-        "--mixed-requests",
-        type=int,
-        default=mixed_traffic.REQUESTS,
-        help=f"feedback requests in the mixed-traffic burst (default {mixed_traffic.REQUESTS})",
-    )
-    parse.add_argument(
-        "--mixed-time-scale",
-        type=float,
-        default=mixed_traffic.TIME_SCALE,
-        help=f"its simulated GPU seconds per real second (default {mixed_traffic.TIME_SCALE})",
-    )
-    parse.add_argument(
-        "--mixed-interactive-per-s",
-        type=float,
-        default=mixed_traffic.INTERACTIVE_PER_S,
-        help="interactive chat requests a virtual second beside the burst "
-        f"(default {mixed_traffic.INTERACTIVE_PER_S})",
-    )
     parse.add_argument(
         "--fleet-requests",
         type=counts,

@@ -125,13 +125,7 @@ async def test_while_sqs_does_not_answer_start_up_waits_and_says_so(
     worker_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     dead_end = f"http://127.0.0.1:{free_port()}"
-
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(create_worker(worker_env, AWS_ENDPOINT_URL=dead_end), timeout=5)
-
-    waits = [
-        r.getMessage() for r in caplog.records if "start-up: SQS not answering" in r.getMessage()
-    ]
+    waits = await start_up_waits(caplog, "SQS", 5, worker_env, AWS_ENDPOINT_URL=dead_end)
     assert len(waits) >= 2  # tried again after a backoff, not a traceback and an exit
 
 
@@ -142,18 +136,25 @@ async def test_while_the_llm_loads_start_up_asks_again_every_few_seconds(
     # doubles from 1 s, then stays at the gate probe's 5 s (not start-up's 30 s), so it finds
     # vLLM at most 5 s after it serves. Four tries take 5.25-7 s; the fourth delay would be 6-8 s.
     loading = f"http://127.0.0.1:{free_port()}/v1"
-
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(create_worker(worker_env, LLM_BASE_URL=loading), timeout=8.5)
-
-    delays = [
-        float(re.search(r"next try in ([\d.]+)s", r.getMessage()).group(1))  # type: ignore[union-attr]
-        for r in caplog.records
-        if "start-up: the LLM not answering" in r.getMessage()
-    ]
+    waits = await start_up_waits(caplog, "the LLM", 8.5, worker_env, LLM_BASE_URL=loading)
+    delays = [float(found) for found in re.findall(r"next try in ([\d.]+)s", " ".join(waits))]
     assert len(delays) >= 4
     assert max(delays) <= LLM_WAIT_MAX_SECONDS
     assert delays[3] > LLM_WAIT_MAX_SECONDS / 2  # it doubled up to the cap, not stayed at 1 s
+
+
+async def start_up_waits(
+    caplog: pytest.LogCaptureFixture,
+    what: str,
+    for_s: float,
+    env: dict[str, str],
+    **overrides: str,
+) -> list[str]:
+    """The start-up's log lines for `what` not answering while it is given `for_s` seconds."""
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(create_worker(env, **overrides), timeout=for_s)
+    waiting = f"start-up: {what} not answering"
+    return [r.getMessage() for r in caplog.records if waiting in r.getMessage()]
 
 
 async def create_worker(env: dict[str, str], **overrides: str) -> Worker:
