@@ -4,10 +4,12 @@ kept every call on the replica the worker reached first (feedback_worker/replica
 
 import asyncio
 
+import httpx2
 import pytest
 from devstack.fakes.llm import Calibration
+from feedback_worker.llm_gate import Capacity
 from feedback_worker.memory import InMemorySource
-from feedback_worker.replicas import Replicas
+from feedback_worker.replicas import Replica, Replicas, RoutedTransport
 from feedback_worker.settings import WorkerSettings
 from pydantic import ValidationError
 
@@ -61,6 +63,63 @@ async def test_a_replica_started_mid_burst_runs_a_full_batch_beside_the_first(
         assert _answered(second.stats()) >= BATCH
     assert len(receiver.deliveries()) == REQUESTS
     assert source.counts() == (0, 0)
+
+
+async def test_a_replica_lost_mid_burst_loses_no_request_and_takes_no_more_calls(
+    run_feedback: RunFeedback, receiver: CallbackReceiver
+) -> None:
+    batch = Calibration.published(max_num_seqs=BATCH)
+    with (
+        simulated_llm(batch, time_scale=5, model=SIM_MODEL) as first,
+        simulated_llm(batch, time_scale=5, model=SIM_MODEL) as second,
+    ):
+        source = InMemorySource()
+        for member_id in range(1, REQUESTS + 1):
+            source.send(weekly_record(member_id, f"{member_id}-w"), group_id=str(member_id))
+        worker = asyncio.create_task(
+            run_feedback(
+                source,
+                LLM_BASE_URL=first.base_url,
+                LLM_REPLICAS=f"127.0.0.1:{first.port},127.0.0.1:{second.port}",
+                LLM_MODEL=SIM_MODEL,
+                LLM_GATE_ENABLED="true",
+                WORKER_CONCURRENCY="16",
+                LLM_TARGET_WAITING="2",
+                LLM_CAPACITY_POLL_SECONDS="0.2",
+            )
+        )
+        await eventually(lambda: second.stats()["running"] == BATCH, what="both replicas busy")
+        second.stop()  # its node is gone: the calls on it fail, its port refuses
+        await worker
+
+        # The calls it lost were aborted, not answered, and made again on the first: every
+        # request answered once.
+        assert second.stats()["aborted"] > 0
+        assert _answered(first.stats()) + _answered(second.stats()) == REQUESTS
+    assert len(receiver.deliveries()) == REQUESTS
+    assert source.counts() == (0, 0)
+
+
+async def test_a_replica_whose_call_failed_takes_no_call_before_it_answers_a_poll() -> None:
+    def gone_or_answering(request: httpx2.Request) -> httpx2.Response:
+        if request.url.host == "10.0.0.2":
+            raise httpx2.ConnectError("refused", request=request)
+        return httpx2.Response(200, json={})
+
+    replicas = Replicas.from_names(["10.0.0.1", "10.0.0.2"], "http://vllm:8000/v1")
+    replicas.known = [
+        Replica("10.0.0.1", 8000, Capacity(200, 0)),
+        Replica("10.0.0.2", 8000, Capacity(0, 0)),  # the least loaded: chosen first
+    ]
+    client = httpx2.AsyncClient(
+        transport=RoutedTransport(httpx2.MockTransport(gone_or_answering), replicas)
+    )
+    with pytest.raises(httpx2.ConnectError):
+        await client.post("http://vllm:8000/v1/chat/completions")
+    for _ in range(5):
+        assert (await client.post("http://vllm:8000/v1/chat/completions")).status_code == 200
+    assert [r.host for r in replicas.known] == ["10.0.0.1"]
+    assert replicas.known[0].sent == 5
 
 
 def test_replicas_are_named_with_or_without_a_port() -> None:

@@ -12,7 +12,8 @@ each call then goes to the replica with the fewest sequences running + waiting a
 plus the calls this worker has sent it since. The gate's law runs over all the readings
 (`next_limit_over_replicas` in feedback_worker/llm_gate.py), so a new replica's empty batch is
 seen at the first poll after it is ready and filled by the next. A replica that does not answer
-its poll takes no call until it does; before the first poll, or when none answers, calls take
+its poll takes no call until it does, nor one whose call failed (refused, reset, a 5xx) until
+a poll finds it answering again; before the first poll, or when none is left, calls take
 LLM_BASE_URL (the Service) as without this.
 """
 
@@ -86,6 +87,18 @@ class Replicas:
         self.known = read
         return [replica.reading for replica in read]
 
+    def forget(self, replica: Replica) -> None:
+        """A call to `replica` found it gone (refused, reset, a 5xx): no call goes there again
+        before a poll finds it answering. Kept, it could take every trial call of a gate that
+        reopens, and close it again, while the gate does not poll."""
+        if replica in self.known:
+            self.known.remove(replica)
+            log.info(
+                "LLM replicas: %s:%d failed a call; none goes there before it answers a poll",
+                replica.host,
+                replica.port,
+            )
+
     def choose(self) -> Replica | None:
         """The replica with the least load (ties at random), counted as sent one more call;
         None before any reading."""
@@ -133,9 +146,17 @@ class RoutedTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         replica = self._replicas.choose() if request.method == "POST" else None
-        if replica is not None:
-            request.url = request.url.copy_with(host=replica.host, port=replica.port)
-        return await self._inner.handle_async_request(request)
+        if replica is None:
+            return await self._inner.handle_async_request(request)
+        request.url = request.url.copy_with(host=replica.host, port=replica.port)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx2.TransportError:
+            self._replicas.forget(replica)
+            raise
+        if response.status_code >= 500:
+            self._replicas.forget(replica)
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
