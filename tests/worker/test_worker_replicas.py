@@ -11,6 +11,7 @@ from feedback_worker.llm_gate import Capacity
 from feedback_worker.memory import InMemorySource
 from feedback_worker.replicas import Replica, Replicas, RoutedTransport
 from feedback_worker.settings import WorkerSettings
+from llm_common.telemetry.metrics import REGISTRY
 from pydantic import ValidationError
 
 from tests.support.factories import RunFeedback
@@ -21,6 +22,11 @@ from tests.support.waiting import eventually
 SIM_MODEL = "sim-7b"
 BATCH = 4
 REQUESTS = 60
+
+
+def replicas_taking_calls() -> float | None:
+    """The worker's own gauge of the replicas that answered its last poll."""
+    return REGISTRY.get_sample_value("feedback_worker_llm_replicas")
 
 
 def _answered(stats: dict[str, object]) -> int:
@@ -55,8 +61,10 @@ async def test_a_replica_started_mid_burst_runs_a_full_batch_beside_the_first(
             )
         )
         await eventually(lambda: first.stats()["waiting"] > 0, what="the first batch full")
+        assert replicas_taking_calls() == 1
         second.start()
         await eventually(lambda: second.stats()["running"] == BATCH, what="the second's batch")
+        assert replicas_taking_calls() == 2
         await worker
 
         assert _answered(first.stats()) + _answered(second.stats()) == REQUESTS

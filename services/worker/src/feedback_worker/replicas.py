@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx2
+from llm_common.telemetry import metrics
 
 from feedback_worker.llm_gate import Capacity, read_capacity
 
@@ -84,7 +85,7 @@ class Replicas:
             raise httpx2.ConnectError(f"no replica of {self._shown()} answers /metrics")
         if len(read) != len(self.known):
             log.info("LLM replicas: %d of %d answer", len(read), len(addresses))
-        self.known = read
+        self._know(read)
         return [replica.reading for replica in read]
 
     def forget(self, replica: Replica) -> None:
@@ -92,7 +93,7 @@ class Replicas:
         before a poll finds it answering. Kept, it could take every trial call of a gate that
         reopens, and close it again, while the gate does not poll."""
         if replica in self.known:
-            self.known.remove(replica)
+            self._know([r for r in self.known if r is not replica])
             log.info(
                 "LLM replicas: %s:%d failed a call; none goes there before it answers a poll",
                 replica.host,
@@ -108,6 +109,10 @@ class Replicas:
         chosen = random.choice([r for r in self.known if r.load == least])
         chosen.sent += 1
         return chosen
+
+    def _know(self, replicas: list[Replica]) -> None:
+        self.known = replicas
+        metrics.WORKER_LLM_REPLICAS.set(len(replicas))
 
     async def _resolve(self) -> list[tuple[str, int]]:
         """Each name's addresses now: a headless Service's are its ready pods'."""

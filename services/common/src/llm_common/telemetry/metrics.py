@@ -183,6 +183,12 @@ WORKER_LLM_LIMIT = Gauge(
     "LLM calls this worker may have in flight now (adaptive, at most WORKER_CONCURRENCY).",
     registry=REGISTRY,
 )
+WORKER_LLM_REPLICAS = Gauge(
+    "feedback_worker_llm_replicas",
+    "vLLM replicas that answered this worker's last poll and take its calls (LLM_REPLICAS; 0 "
+    "without it: the Service balances).",
+    registry=REGISTRY,
+)
 WORKER_LLM_GATE_CLOSED_SECONDS = Counter(
     "feedback_worker_llm_gate_closed_seconds",
     "Seconds the LLM gate has been closed (no receives while the LLM is down).",
