@@ -3,6 +3,8 @@ most room, so a replica started mid-burst gets its batch where the Service alone
 kept every call on the replica the worker reached first (feedback_worker/replicas.py)."""
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx2
 import pytest
@@ -15,7 +17,7 @@ from llm_common.telemetry.metrics import REGISTRY
 from pydantic import ValidationError
 
 from tests.support.factories import RunFeedback
-from tests.support.fakes import CallbackReceiver, simulated_llm
+from tests.support.fakes import CallbackReceiver, SimulatedLlm, simulated_llm
 from tests.support.records import weekly_record
 from tests.support.waiting import eventually
 
@@ -35,31 +37,45 @@ def _answered(stats: dict[str, object]) -> int:
     return sum(success.values())
 
 
-async def test_a_replica_started_mid_burst_runs_a_full_batch_beside_the_first(
-    run_feedback: RunFeedback, receiver: CallbackReceiver
-) -> None:
+@contextmanager
+def two_replicas() -> Iterator[tuple[SimulatedLlm, SimulatedLlm]]:
     batch = Calibration.published(max_num_seqs=BATCH)
     with (
         simulated_llm(batch, time_scale=5, model=SIM_MODEL) as first,
         simulated_llm(batch, time_scale=5, model=SIM_MODEL) as second,
     ):
-        second.stop()  # not Ready yet: its port refuses, as vLLM's while it loads
-        source = InMemorySource()
-        for member_id in range(1, REQUESTS + 1):
-            source.send(weekly_record(member_id, f"{member_id}-w"), group_id=str(member_id))
-        worker = asyncio.create_task(
-            run_feedback(
-                source,
-                # The Service: the first replica only, as kube-proxy's pinned connections were.
-                LLM_BASE_URL=first.base_url,
-                LLM_REPLICAS=f"127.0.0.1:{first.port},127.0.0.1:{second.port}",
-                LLM_MODEL=SIM_MODEL,
-                LLM_GATE_ENABLED="true",
-                WORKER_CONCURRENCY="16",
-                LLM_TARGET_WAITING="2",
-                LLM_CAPACITY_POLL_SECONDS="0.2",
-            )
+        yield first, second
+
+
+def burst_over(
+    run_feedback: RunFeedback, first: SimulatedLlm, second: SimulatedLlm
+) -> tuple[InMemorySource, asyncio.Task[object]]:
+    """REQUESTS on an in-memory queue and a worker balancing over both replicas; LLM_BASE_URL,
+    the Service, reaches the first only, as kube-proxy's pinned connections did."""
+    source = InMemorySource()
+    for member_id in range(1, REQUESTS + 1):
+        source.send(weekly_record(member_id, f"{member_id}-w"), group_id=str(member_id))
+    worker = asyncio.create_task(
+        run_feedback(
+            source,
+            LLM_BASE_URL=first.base_url,
+            LLM_REPLICAS=f"127.0.0.1:{first.port},127.0.0.1:{second.port}",
+            LLM_MODEL=SIM_MODEL,
+            LLM_GATE_ENABLED="true",
+            WORKER_CONCURRENCY="16",
+            LLM_TARGET_WAITING="2",
+            LLM_CAPACITY_POLL_SECONDS="0.2",
         )
+    )
+    return source, worker
+
+
+async def test_a_replica_started_mid_burst_runs_a_full_batch_beside_the_first(
+    run_feedback: RunFeedback, receiver: CallbackReceiver
+) -> None:
+    with two_replicas() as (first, second):
+        second.stop()  # not Ready yet: its port refuses, as vLLM's while it loads
+        source, worker = burst_over(run_feedback, first, second)
         await eventually(lambda: first.stats()["waiting"] > 0, what="the first batch full")
         assert replicas_taking_calls() == 1
         second.start()
@@ -76,26 +92,8 @@ async def test_a_replica_started_mid_burst_runs_a_full_batch_beside_the_first(
 async def test_a_replica_lost_mid_burst_loses_no_request_and_takes_no_more_calls(
     run_feedback: RunFeedback, receiver: CallbackReceiver
 ) -> None:
-    batch = Calibration.published(max_num_seqs=BATCH)
-    with (
-        simulated_llm(batch, time_scale=5, model=SIM_MODEL) as first,
-        simulated_llm(batch, time_scale=5, model=SIM_MODEL) as second,
-    ):
-        source = InMemorySource()
-        for member_id in range(1, REQUESTS + 1):
-            source.send(weekly_record(member_id, f"{member_id}-w"), group_id=str(member_id))
-        worker = asyncio.create_task(
-            run_feedback(
-                source,
-                LLM_BASE_URL=first.base_url,
-                LLM_REPLICAS=f"127.0.0.1:{first.port},127.0.0.1:{second.port}",
-                LLM_MODEL=SIM_MODEL,
-                LLM_GATE_ENABLED="true",
-                WORKER_CONCURRENCY="16",
-                LLM_TARGET_WAITING="2",
-                LLM_CAPACITY_POLL_SECONDS="0.2",
-            )
-        )
+    with two_replicas() as (first, second):
+        source, worker = burst_over(run_feedback, first, second)
         await eventually(lambda: second.stats()["running"] == BATCH, what="both replicas busy")
         second.stop()  # its node is gone: the calls on it fail, its port refuses
         await worker

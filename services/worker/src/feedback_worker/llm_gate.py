@@ -379,13 +379,15 @@ class LlmGate:
         reaches; None without vLLM's metrics; raises httpx2.TransportError when unreachable."""
         if self._replicas is not None:
             return await self._replicas.refresh(self._http)
-        reading = await self._capacity()
+        reading = await fetch_capacity(self._http, f"{self._server_url}/metrics")
         return None if reading is None else [reading]
 
-    async def _capacity(self) -> Capacity | None:
-        """vLLM's reading; None without one; raises httpx2.TransportError when unreachable."""
-        response = await self._http.get(f"{self._server_url}/metrics")
-        try:
-            return read_capacity(response.text) if response.status_code == 200 else None
-        except ValueError:
-            return None
+
+async def fetch_capacity(http: httpx2.AsyncClient, url: str | httpx2.URL) -> Capacity | None:
+    """The reading of the vLLM /metrics at `url`; None without one; raises
+    httpx2.TransportError when unreachable."""
+    response = await http.get(url)
+    try:
+        return read_capacity(response.text) if response.status_code == 200 else None
+    except ValueError:
+        return None

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx2
 from llm_common.telemetry import metrics
 
-from feedback_worker.llm_gate import Capacity, read_capacity
+from feedback_worker.llm_gate import Capacity, fetch_capacity
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +134,7 @@ class Replicas:
 
 async def _read(http: httpx2.AsyncClient, host: str, port: int) -> Capacity | None:
     url = httpx2.URL(scheme="http", host=host, port=port, path="/metrics")
-    response = await http.get(url)
-    try:
-        return read_capacity(response.text) if response.status_code == 200 else None
-    except ValueError:
-        return None
+    return await fetch_capacity(http, url)
 
 
 class RoutedTransport(httpx2.AsyncBaseTransport):
